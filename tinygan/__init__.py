@@ -1,0 +1,44 @@
+"""tinygan: a small deep-learning framework on NumPy/CuPy, built for GANs and InfoGAN."""
+
+from . import backend
+from .function import Function, is_grad_enabled, no_grad, sum_to
+from .gradcheck import GradcheckError, gradcheck
+from .ops import (
+    abs,
+    broadcast_to,
+    cat,
+    clip,
+    concat,
+    exp,
+    flatten,
+    leaky_relu,
+    log,
+    log_softmax,
+    logsumexp,
+    matmul,
+    max,
+    maximum,
+    mean,
+    permute,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+    softplus,
+    sqrt,
+    stack,
+    sum,
+    tanh,
+    transpose,
+)
+from .tensor import Tensor, tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Function", "GradcheckError", "Tensor", "__version__", "abs", "backend", "broadcast_to",
+    "cat", "clip", "concat", "exp", "flatten", "gradcheck", "is_grad_enabled", "leaky_relu", "log",
+    "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "no_grad", "permute", "relu",
+    "reshape", "sigmoid", "softmax", "softplus", "sqrt", "stack", "sum", "sum_to", "tanh", "tensor",
+    "transpose",
+]  # fmt: skip

@@ -1,0 +1,163 @@
+"""Activations and the log-sum-exp family, in numerically stable forms matching PyTorch."""
+
+from __future__ import annotations
+
+from ..function import Function
+from ..tensor import Tensor
+
+
+class ReLU(Function):
+    def forward(self, x):
+        self.x = x
+        return self.xp.maximum(x, 0)
+
+    def backward(self, gy):
+        return gy * (self.x > 0)  # gradient 0 at x == 0, as PyTorch
+
+
+class LeakyReLU(Function):
+    def __init__(self, negative_slope: float):
+        self.slope = negative_slope
+
+    def forward(self, x):
+        self.x = x
+        if 0 <= self.slope <= 1:  # max(x, a*x) is leaky ReLU for 0 <= a <= 1, and fast
+            return self.xp.maximum(x, x * self.slope)
+        return self.xp.where(x > 0, x, x * self.slope)
+
+    def backward(self, gy):
+        return self.xp.where(self.x > 0, gy, gy * self.slope)
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        xp = self.xp
+        e = xp.exp(-xp.abs(x))  # never overflows
+        self.y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        return self.y
+
+    def backward(self, gy):
+        return gy * self.y * (1 - self.y)
+
+
+class Tanh(Function):
+    def forward(self, x):
+        self.y = self.xp.tanh(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy * (1 - self.y * self.y)
+
+
+class Softplus(Function):
+    """``log(1 + exp(beta x)) / beta``, and ``x`` itself where ``beta x > threshold`` (PyTorch)."""
+
+    def __init__(self, beta: float, threshold: float):
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, x):
+        xp = self.xp
+        self.bx = x * self.beta
+        soft = xp.log1p(xp.exp(xp.minimum(self.bx, self.threshold))) / self.beta
+        return xp.where(self.bx > self.threshold, x, soft)
+
+    def backward(self, gy):
+        xp = self.xp
+        z = xp.exp(xp.minimum(self.bx, self.threshold))
+        return xp.where(self.bx > self.threshold, gy, gy * z / (z + 1))
+
+
+def _stable_max(x, axis, xp):
+    """Max over ``axis`` (kept), with non-finite maxima replaced by 0 so ``x - m`` is safe."""
+    m = x.max(axis=axis, keepdims=True)
+    return xp.where(xp.isfinite(m), m, 0)
+
+
+class LogSumExp(Function):
+    def __init__(self, dim: int, keepdim: bool):
+        self.dim, self.keepdim = dim, keepdim
+
+    def forward(self, x):
+        xp = self.xp
+        m = _stable_max(x, self.dim, xp)
+        self.x = x
+        self.y = m + xp.log(xp.exp(x - m).sum(axis=self.dim, keepdims=True))
+        return self.y if self.keepdim else xp.squeeze(self.y, axis=self.dim)
+
+    def backward(self, gy):
+        if not self.keepdim:
+            gy = self.xp.expand_dims(gy, self.dim)
+        return gy * self.xp.exp(self.x - self.y)
+
+
+class LogSoftmax(Function):
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def forward(self, x):
+        xp = self.xp
+        shifted = x - _stable_max(x, self.dim, xp)
+        self.y = shifted - xp.log(xp.exp(shifted).sum(axis=self.dim, keepdims=True))
+        return self.y
+
+    def backward(self, gy):
+        return gy - self.xp.exp(self.y) * gy.sum(axis=self.dim, keepdims=True)
+
+
+class Softmax(Function):
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def forward(self, x):
+        xp = self.xp
+        e = xp.exp(x - _stable_max(x, self.dim, xp))
+        self.y = e / e.sum(axis=self.dim, keepdims=True)
+        return self.y
+
+    def backward(self, gy):
+        return self.y * (gy - (gy * self.y).sum(axis=self.dim, keepdims=True))
+
+
+def _dim(x: Tensor, dim: int) -> int:
+    if not -max(x.ndim, 1) <= dim < max(x.ndim, 1):
+        raise ValueError(f"dim {dim} is out of range for a tensor with {x.ndim} dims")
+    return dim % max(x.ndim, 1) if x.ndim else None
+
+
+def relu(x: Tensor) -> Tensor:
+    """``max(x, 0)``."""
+    return ReLU()(x)
+
+
+def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
+    """``x`` where ``x > 0``, else ``negative_slope * x``."""
+    return LeakyReLU(negative_slope)(x)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """``1 / (1 + exp(-x))``, computed without overflow."""
+    return Sigmoid()(x)
+
+
+def tanh(x: Tensor) -> Tensor:
+    return Tanh()(x)
+
+
+def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """``log(1 + exp(beta * x)) / beta``; linear where ``beta * x > threshold``."""
+    return Softplus(beta, threshold)(x)
+
+
+def logsumexp(x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
+    """``log(sum(exp(x), dim))``, shifted by the max so it never overflows."""
+    return LogSumExp(_dim(x, dim), keepdim)(x)
+
+
+def log_softmax(x: Tensor, dim: int) -> Tensor:
+    """``x - logsumexp(x, dim)``: log-probabilities along ``dim``."""
+    return LogSoftmax(_dim(x, dim))(x)
+
+
+def softmax(x: Tensor, dim: int) -> Tensor:
+    """Probabilities along ``dim``: ``exp(x) / sum(exp(x), dim)``."""
+    return Softmax(_dim(x, dim))(x)

@@ -1,0 +1,351 @@
+"""Tensor: an array, its gradient, and the Function that created it; ``backward`` walks the graph.
+
+The graph is built on the fly as ops run (see function.py). ``backward`` orders the graph's
+tensors by an iterative depth-first search (no recursion, so a chain 10,000 ops deep works),
+then visits them consumers-first: each node's gradient is complete before it is passed on.
+Intermediate gradients are dropped as soon as they are used; leaf gradients accumulate in
+``.grad`` across calls, as in PyTorch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import backend
+from .function import Function
+
+Shape = tuple[int, ...]
+
+
+class Tensor:
+    """An n-dimensional array (``numpy.ndarray`` or ``cupy.ndarray``) with autograd.
+
+    Parameters
+    ----------
+    data : array_like
+        The values. NumPy/CuPy arrays are used as they are (no copy, dtype kept); other
+        input goes through ``numpy.asarray`` (so Python floats become float64).
+    requires_grad : bool
+        Record operations on this tensor so that ``backward`` can fill ``.grad``.
+        Only floating-point tensors can require gradients.
+    dtype : optional
+        Convert ``data`` to this dtype first.
+    """
+
+    __array_ufunc__ = None  # NumPy arrays defer to Tensor's operators: ndarray + Tensor -> Tensor
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
+        if isinstance(data, Tensor):
+            raise TypeError("Tensor(Tensor) is ambiguous; use t.detach() or t.astype(dtype)")
+        if backend.is_cupy_array(data):
+            data = data if dtype is None else data.astype(dtype, copy=False)
+        else:
+            data = np.asarray(data, dtype=dtype)
+        if data.dtype == object:
+            raise TypeError(
+                f"cannot make a Tensor from objects of type {type(data.flat[0]).__name__}"
+            )
+        self.data = data
+        self.grad: Any = None
+        self.creator: Function | None = None
+        self.requires_grad = False
+        self.requires_grad_(requires_grad)
+
+    # ---- properties -------------------------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    device = property(lambda self: backend.device_of(self.data))
+    T = property(lambda self: self.permute(*reversed(range(self.ndim))))
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        dev = ", device='cuda'" if self.device == "cuda" else ""
+        return f"Tensor({self.numpy()!r}{dev}{grad})"
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(
+                f"only floating-point tensors can require grad; got dtype {self.data.dtype}"
+            )
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def item(self) -> float | int | bool:
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element; got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def numpy(self) -> np.ndarray:
+        """The values as a NumPy array (a copy from the GPU; shared memory on the CPU)."""
+        return backend.to_device(self.data, "cpu")
+
+    def detach(self) -> Tensor:
+        """A tensor sharing this one's data, cut from the graph."""
+        return Tensor(self.data)
+
+    def to(self, device: str) -> Tensor:
+        """This tensor on ``device`` ("cpu" or "cuda"); itself if it is already there."""
+        backend.check_device(device)
+        return self if device == self.device else ops.to_device(self, device)
+
+    def astype(self, dtype: Any) -> Tensor:
+        return ops.astype(self, dtype)
+
+    def float(self) -> Tensor:
+        return ops.astype(self, np.float32)
+
+    def double(self) -> Tensor:
+        return ops.astype(self, np.float64)
+
+    # ---- autograd ---------------------------------------------------------------------------
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) * grad into ``.grad`` of every leaf that requires grad.
+
+        Parameters
+        ----------
+        grad : array_like, optional
+            The upstream gradient, same shape and dtype as ``self``. May be omitted only for
+            one-element tensors (it is then 1).
+        retain_graph : bool
+            Keep the graph (and the arrays it saved) so that backward can run through it again.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad: no input of the ops that made "
+                "it has requires_grad=True (or it was made under no_grad())"
+            )
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() without grad works only for one-element tensors; got shape "
+                    f"{self.shape}: pass grad= with that shape"
+                )
+            grad = backend.get_array_module(self.data).ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else grad
+            backend.get_array_module(grad, self.data)
+            if not hasattr(grad, "shape") or grad.shape != self.shape or grad.dtype != self.dtype:
+                got = f"{getattr(grad, 'shape', '?')} {getattr(grad, 'dtype', type(grad).__name__)}"
+                raise ValueError(
+                    f"grad must match the tensor: {self.shape} {self.dtype}; got {got}"
+                )
+        _backprop(self, grad, retain_graph)
+
+    # ---- operators and methods (the ops live in tinygan.ops) --------------------------------
+    def __add__(self, other: Any) -> Tensor:
+        return ops.add(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return ops.add(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return ops.sub(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return ops.sub(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return ops.mul(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return ops.mul(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return ops.div(self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return ops.div(other, self)
+
+    def __neg__(self) -> Tensor:
+        return ops.neg(self)
+
+    def __pow__(self, exponent: float) -> Tensor:
+        return ops.pow(self, exponent)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return ops.matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return ops.matmul(other, self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return ops.getitem(self, index)
+
+    def exp(self) -> Tensor:
+        return ops.exp(self)
+
+    def log(self) -> Tensor:
+        return ops.log(self)
+
+    def sqrt(self) -> Tensor:
+        return ops.sqrt(self)
+
+    def abs(self) -> Tensor:
+        return ops.abs(self)
+
+    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:
+        return ops.clip(self, min, max)
+
+    clamp = clip
+
+    def sum(self, dim: Any = None, keepdim: bool = False, **aliases: Any) -> Tensor:
+        return ops.sum(self, dim, keepdim, **aliases)
+
+    def mean(self, dim: Any = None, keepdim: bool = False, **aliases: Any) -> Tensor:
+        return ops.mean(self, dim, keepdim, **aliases)
+
+    def max(self, dim: Any = None, keepdim: bool = False, **aliases: Any) -> Tensor:
+        return ops.max(self, dim, keepdim, **aliases)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        return ops.reshape(self, *shape)
+
+    def transpose(self, dim0: int, dim1: int) -> Tensor:
+        return ops.transpose(self, dim0, dim1)
+
+    def permute(self, *dims: Any) -> Tensor:
+        return ops.permute(self, *dims)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        return ops.flatten(self, start_dim, end_dim)
+
+    def broadcast_to(self, shape: Sequence[int]) -> Tensor:
+        return ops.broadcast_to(self, shape)
+
+    def relu(self) -> Tensor:
+        return ops.relu(self)
+
+    def sigmoid(self) -> Tensor:
+        return ops.sigmoid(self)
+
+    def tanh(self) -> Tensor:
+        return ops.tanh(self)
+
+
+def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    """Make a Tensor (same as ``Tensor(data, requires_grad, dtype)``)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+def as_tensors(inputs: Sequence[Any], op: str) -> tuple[Tensor, ...]:
+    """Wrap an op's inputs as Tensors: arrays become constants, Python scalars take the dtype
+    of the op's floating-point tensors (so a scalar never promotes float32 to float64).
+
+    Raises ``TypeError`` if tensors of different floating-point dtypes meet in one op.
+    """
+
+    def is_scalar(x: Any) -> bool:
+        return isinstance(x, (int, float, np.generic)) and not isinstance(x, (bool, np.bool_))
+
+    arrays = [x.data if isinstance(x, Tensor) else x for x in inputs if not is_scalar(x)]
+    for a in arrays:
+        if not hasattr(a, "dtype"):
+            raise TypeError(f"{op} got an input of type {type(a).__name__}; expected a Tensor")
+    if not arrays:
+        raise TypeError(f"{op} needs at least one Tensor input")
+    floats = {a.dtype for a in arrays if a.dtype.kind == "f"}
+    if len(floats) > 1:
+        names = " and ".join(sorted(str(d) for d in floats))
+        raise TypeError(f"{op} got {names} inputs; convert one explicitly with .astype()")
+    dtype = floats.pop() if floats else arrays[0].dtype
+    xp = backend.get_array_module(*arrays)
+
+    def wrap(x: Any) -> Tensor:
+        if isinstance(x, Tensor):
+            return x
+        if not is_scalar(x):
+            return Tensor(x)
+        if dtype.kind != "f" and isinstance(x, (float, np.floating)):
+            raise TypeError(f"{op} got the float {x!r} beside {dtype} tensors; use float tensors")
+        return Tensor(xp.asarray(x, dtype=dtype))
+
+    return tuple(wrap(x) for x in inputs)
+
+
+def _owner(a: Any) -> Any:
+    """The array that owns ``a``'s memory."""
+    while getattr(a, "base", None) is not None and hasattr(a.base, "shape"):
+        a = a.base
+    return a
+
+
+def _graph_order(root: Tensor) -> list[Tensor]:
+    """The tensors that ``root`` depends on (and that require grad), inputs before consumers."""
+    order: list[Tensor] = []
+    seen: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        t, done = stack.pop()
+        if done:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        if t.creator is not None:
+            if t.creator.inputs is None:
+                raise RuntimeError(
+                    "backward through a part of the graph that an earlier backward already freed; "
+                    "pass retain_graph=True to the first backward() to run it twice"
+                )
+            stack.extend((x, False) for x in t.creator.inputs if x.requires_grad)
+    return order
+
+
+def _backprop(root: Tensor, grad: Any, retain_graph: bool) -> None:
+    order = _graph_order(root)
+    grads = {id(root): grad}
+    # Who uses each block of memory (counted by its owner): pending grads, leaf .grads and the
+    # caller's grad. A leaf keeps a gradient's memory only if nothing else uses it, else a copy.
+    users = Counter({id(_owner(grad)): 2})
+    while order:
+        t = order.pop()  # consumers come off the end before the tensors they consumed
+        g = grads.pop(id(t), None)
+        if g is None:
+            continue
+        users[id(_owner(g))] -= 1
+        fn = t.creator
+        if fn is None:  # a leaf: accumulate (out of place, so no array handed out changes)
+            if t.grad is None:
+                stretched = any(s == 0 and n > 1 for s, n in zip(g.strides, g.shape))
+                t.grad = g.copy() if users[id(_owner(g))] or stretched else g
+                users[id(_owner(t.grad))] += 1
+            else:
+                t.grad = t.grad + g
+            continue
+        gxs = fn.backward(g)
+        gxs = gxs if isinstance(gxs, tuple) else (gxs,)
+        if len(gxs) != len(fn.inputs):
+            raise RuntimeError(
+                f"{fn!r}.backward returned {len(gxs)} grads for {len(fn.inputs)} inputs"
+            )
+        for x, gx, need in zip(fn.inputs, gxs, fn.needs_input_grad):
+            if not need or gx is None:
+                continue
+            if gx.shape != x.shape or gx.dtype != x.dtype:
+                raise RuntimeError(
+                    f"{fn!r}.backward returned a grad of shape {gx.shape} {gx.dtype} for an input "
+                    f"of shape {x.shape} {x.dtype}"
+                )
+            if id(x) in grads:
+                users[id(_owner(grads[id(x)]))] -= 1
+                gx = grads[id(x)] + gx
+            grads[id(x)] = gx
+            users[id(_owner(gx))] += 1
+        if not retain_graph:
+            fn.release()
+
+
+from . import ops  # noqa: E402  (ops need Tensor defined first)
