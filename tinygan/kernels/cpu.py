@@ -1,0 +1,129 @@
+"""NumPy reference kernels: im2col/col2im on channels-last data, and the fused elementwise ones.
+
+The conv kernels work on NHWC arrays: one tap (kh, kw) of every output pixel is then a strided
+slice whose innermost axis, the channels, is a contiguous block, so copying it is cheap (about
+5x faster than gathering the same taps from NCHW). Both loop over the kH*kW taps only; there is
+no Python loop over the batch or the pixels, and no ``np.add.at``.
+
+Shapes: ``x`` is (N, H, W, C); ``cols`` is (N, OH, OW, kH, kW, C), so that
+``cols.reshape(N*OH*OW, kH*kW*C)`` is the GEMM operand, free of copies. Pairs are
+(height, width), already validated (``kernels/shapes.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _taps(kernel, stride, dilation, out_hw):
+    """For each tap (i, j): the strided (rows, cols) slices of the padded image it reads."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    for i in range(kh):
+        rows = slice(i * dh, i * dh + sh * (oh - 1) + 1, sh)
+        for j in range(kw):
+            yield i, j, rows, slice(j * dw, j * dw + sw * (ow - 1) + 1, sw)
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride, padding, dilation, out_hw) -> np.ndarray:
+    """Gather every kernel tap of every output pixel: the conv's patches, channels-last.
+
+    ``cols[n, oh, ow, i, j, c] = x_padded[n, oh*sh + i*dh, ow*sw + j*dw, c]``, where
+    ``x_padded`` is ``x`` with ``padding`` zeros on each side.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H, W, C)
+        Any strides (a channels-last view of an NCHW array works; contiguous is fastest).
+    kh, kw : int
+        Kernel size.
+    stride, padding, dilation : (int, int)
+    out_hw : (int, int)
+        (OH, OW): the output grid, at most the conv's output size (it may be smaller).
+
+    Returns
+    -------
+    cols : ndarray, shape (N, OH, OW, kH, kW, C), C-contiguous, ``x.dtype``.
+    """
+    n, h, w, c = x.shape
+    (ph, pw), (oh, ow) = padding, out_hw
+    if ph or pw:
+        padded = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)
+        padded[:, ph : ph + h, pw : pw + w] = x
+        x = padded
+    cols = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
+    for i, j, rows, columns in _taps((kh, kw), stride, dilation, out_hw):
+        cols[:, :, :, i, j] = x[:, rows, columns]
+    return cols
+
+
+def col2im(cols: np.ndarray, x_hw, stride, padding, dilation) -> np.ndarray:
+    """The adjoint of ``im2col``: add every patch entry back onto the pixel it came from.
+
+    ``x[n, h, w, c] = sum of cols[n, oh, ow, i, j, c]`` over the (oh, ow, i, j) with
+    ``oh*sh + i*dh - ph == h`` and ``ow*sw + j*dw - pw == w``.
+
+    Parameters
+    ----------
+    cols : ndarray, shape (N, OH, OW, kH, kW, C)
+    x_hw : (int, int)
+        (H, W), the image size to rebuild.
+    stride, padding, dilation : (int, int)
+
+    Returns
+    -------
+    x : ndarray, shape (N, H, W, C), ``cols.dtype``; a view of a padded buffer when
+        ``padding`` is not zero (the crop is not copied).
+    """
+    n, oh, ow, kh, kw, c = cols.shape
+    (h, w), (ph, pw) = x_hw, padding
+    x = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=cols.dtype)
+    for i, j, rows, columns in _taps((kh, kw), stride, dilation, (oh, ow)):
+        x[:, rows, columns] += cols[:, :, :, i, j]
+    return x[:, ph : ph + h, pw : pw + w]
+
+
+def leaky_relu_forward(x: np.ndarray, slope: float) -> np.ndarray:
+    """``x`` where ``x > 0``, else ``slope * x``; same shape and dtype."""
+    return np.where(x > 0, x, x * x.dtype.type(slope))
+
+
+def leaky_relu_backward(x: np.ndarray, gy: np.ndarray, slope: float) -> np.ndarray:
+    """``gy`` where ``x > 0``, else ``slope * gy`` (the gradient at 0 is ``slope``, as PyTorch)."""
+    return np.where(x > 0, gy, gy * gy.dtype.type(slope))
+
+
+def adam_update(
+    param: np.ndarray,
+    grad: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    bias_correction1: float,
+    bias_correction2: float,
+    weight_decay: float = 0.0,
+) -> None:
+    """One Adam step, in place on ``param``, ``m`` and ``v``, as ``torch.optim.Adam`` does it.
+
+    ``g = grad + weight_decay * param`` (L2 style); ``m = lerp(m, g, 1 - beta1)``;
+    ``v = beta2 v + (1 - beta2) g^2``; ``param -= lr / bias_correction1 * m / denom`` with
+    ``denom = sqrt(v) / sqrt(bias_correction2) + eps``, where ``bias_correction_i`` is
+    ``1 - beta_i ** step``. All arrays share one shape and dtype; the arithmetic stays in it,
+    with PyTorch's order of operations (its ``lerp``, ``addcmul``, ``addcdiv``); the scalars
+    ``lr / bias_correction1`` and ``sqrt(bias_correction2)`` are formed in double precision.
+    """
+    if weight_decay != 0:
+        grad = grad + weight_decay * param
+    w = param.dtype.type(1 - beta1)
+    if abs(w) < 0.5:  # torch.lerp's two forms, each exact at its own end
+        m += w * (grad - m)
+    else:
+        m[...] = grad - (grad - m) * (1 - w)
+    v *= beta2
+    v += (1 - beta2) * grad * grad
+    denom = np.sqrt(v)
+    denom /= bias_correction2**0.5
+    denom += eps
+    param += (-(lr / bias_correction1) * m) / denom

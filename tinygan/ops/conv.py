@@ -1,0 +1,228 @@
+"""2-D convolution and transposed convolution (PyTorch semantics; no groups), channels-last inside.
+
+The public layout is NCHW, as PyTorch's. Inside, both layers compute on channels-last (NHWC)
+memory with three kernels, im2col, col2im and one GEMM, because the two layers are each other's
+adjoint (``kernels/shapes.py`` names the sides: the *image* that im2col reads, the *grid* with
+one GEMM row per pixel):
+
+=======================  ======================  ===========================================
+                         conv2d                  conv_transpose2d
+=======================  ======================  ===========================================
+forward                  im2col + GEMM           GEMM + col2im
+input gradient           GEMM + col2im           im2col + GEMM
+weight gradient          GEMM (gy^T @ cols)      GEMM (x^T @ cols(gy))
+=======================  ======================  ===========================================
+
+Outputs are NCHW-shaped views of NHWC memory (``y.transpose(0, 3, 1, 2)``), so the next layer's
+``x.transpose(0, 2, 3, 1)`` is free; elementwise ops in between keep the layout (NumPy and CuPy
+give their results the layout of their inputs).
+
+The weight, (A, B, kH, kW), enters the GEMMs as the matrix ``wmat`` (A, kH*kW*B), a cheap copy
+(each row is one contiguous block of the weight): for conv2d A, B = out, in channels; for
+conv_transpose2d A, B = in, out channels, the same matrix as for the conv it is the adjoint of.
+Every GEMM takes its operands as they are, C-contiguous or transposed views of C-contiguous
+arrays, which BLAS reads without a copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import kernels
+from ..function import Function
+from ..kernels.shapes import ConvGeometry, conv2d_geometry, conv_transpose2d_geometry, pair
+from ..tensor import Tensor
+
+
+# ---- the shared pieces: three kernels serve both layers -------------------------------------
+def _check_dtypes(op: str, *arrays: Any) -> None:
+    dtypes = {a.dtype for a in arrays if a is not None}
+    if len(dtypes) > 1 or next(iter(dtypes)).kind != "f":
+        names = ", ".join(str(a.dtype) for a in arrays if a is not None)
+        raise TypeError(f"{op}: input, weight and bias must share one floating dtype; got {names}")
+
+
+def _rows(a: Any) -> Any:
+    """(N, C, H, W) -> (N*H*W, C), channels-last rows; free when ``a``'s memory is NHWC."""
+    n, c, h, w = a.shape
+    return a.transpose(0, 2, 3, 1).reshape(n * h * w, c)
+
+
+def _weight_matrix(weight: Any) -> Any:
+    """(A, B, kH, kW) -> (A, kH*kW*B), C-contiguous (a small copy)."""
+    a, b, kh, kw = weight.shape
+    return weight.transpose(0, 2, 3, 1).reshape(a, kh * kw * b)
+
+
+def _weight_grad(rows: Any, cols: Any, w_shape: tuple[int, ...]) -> Any:
+    """``rows^T @ cols``: (A, M) @ (M, kH*kW*B), back to the weight's (A, B, kH, kW), contiguous."""
+    a, b, kh, kw = w_shape
+    return (rows.T @ cols).reshape(a, kh, kw, b).transpose(0, 3, 1, 2).copy()
+
+
+def _im2col(image: Any, g: ConvGeometry) -> Any:
+    """Image (N, C, H, W), any strides -> cols (N*OH*OW, kH*kW*C), one row per grid pixel."""
+    cols = kernels.im2col(
+        image.transpose(0, 2, 3, 1), *g.kernel, g.stride, g.padding, g.dilation, g.grid_hw
+    )
+    n, oh, ow = cols.shape[:3]
+    return cols.reshape(n * oh * ow, -1)
+
+
+def _gemm_col2im(rows: Any, wmat: Any, g: ConvGeometry) -> Any:
+    """Conv input gradient / transposed-conv forward: grid rows (N*OH*OW, A) -> image
+    (N, C, H, W) as a view of NHWC memory."""
+    n = rows.shape[0] // (g.grid_hw[0] * g.grid_hw[1])
+    cols = (rows @ wmat).reshape(n, *g.grid_hw, *g.kernel, -1)
+    return kernels.col2im(cols, g.image_hw, g.stride, g.padding, g.dilation).transpose(0, 3, 1, 2)
+
+
+def _nchw(rows: Any, n: int, hw: tuple[int, int]) -> Any:
+    """Rows (N*H*W, C) -> (N, C, H, W), a view of the NHWC memory."""
+    return rows.reshape(n, *hw, rows.shape[1]).transpose(0, 3, 1, 2)
+
+
+# ---- the Functions ------------------------------------------------------------------------
+class Conv2d(Function):
+    """``conv2d``: x (N, C, H, W), weight (OUT, C, kH, kW), bias (OUT,) or absent ->
+    y (N, OUT, OH, OW), channels-last in memory."""
+
+    def __init__(self, stride: Any = 1, padding: Any = 0, dilation: Any = 1):
+        self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding", 0)
+        self.dilation = pair(dilation, "dilation")
+
+    def forward(self, x, weight, bias=None):
+        _check_dtypes("conv2d", x, weight, bias)
+        b_shape = None if bias is None else bias.shape
+        self.g = conv2d_geometry(
+            x.shape, weight.shape, b_shape, self.stride, self.padding, self.dilation
+        )
+        self.w_shape, self.wmat = weight.shape, _weight_matrix(weight)
+        self.cols = _im2col(x, self.g)
+        y = self.cols @ self.wmat.T  # (N*OH*OW, OUT)
+        if bias is not None:
+            y += bias
+        return _nchw(y, x.shape[0], self.g.grid_hw)
+
+    def backward(self, gy):
+        rows = _rows(gy)  # (N*OH*OW, OUT)
+        needs = self.needs_input_grad
+        gx = _gemm_col2im(rows, self.wmat, self.g) if needs[0] else None
+        gw = _weight_grad(rows, self.cols, self.w_shape) if needs[1] else None
+        if len(needs) == 2:
+            return gx, gw
+        return gx, gw, rows.sum(axis=0) if needs[2] else None
+
+
+class ConvTranspose2d(Function):
+    """``conv_transpose2d``: x (N, C, H, W), weight (C, OUT, kH, kW), bias (OUT,) or absent ->
+    y (N, OUT, OH, OW), channels-last in memory; the adjoint of ``Conv2d`` with that weight."""
+
+    def __init__(
+        self, stride: Any = 1, padding: Any = 0, output_padding: Any = 0, dilation: Any = 1
+    ):
+        self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding", 0)
+        self.output_padding = pair(output_padding, "output_padding", 0)
+        self.dilation = pair(dilation, "dilation")
+
+    def forward(self, x, weight, bias=None):
+        _check_dtypes("conv_transpose2d", x, weight, bias)
+        b_shape = None if bias is None else bias.shape
+        self.g = conv_transpose2d_geometry(
+            x.shape,
+            weight.shape,
+            b_shape,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.dilation,
+        )
+        self.w_shape, self.wmat = weight.shape, _weight_matrix(weight)
+        self.x_rows = _rows(x)  # (N*H*W, C)
+        y = _gemm_col2im(self.x_rows, self.wmat, self.g)
+        if bias is not None:
+            y += bias[:, None, None]
+        return y
+
+    def backward(self, gy):
+        needs = self.needs_input_grad
+        gx = gw = None
+        if needs[0] or needs[1]:
+            gcols = _im2col(gy, self.g)  # (N*H*W, kH*kW*OUT)
+            gx = _nchw(gcols @ self.wmat.T, gy.shape[0], self.g.grid_hw) if needs[0] else None
+            gw = _weight_grad(self.x_rows, gcols, self.w_shape) if needs[1] else None
+        if len(needs) == 2:
+            return gx, gw
+        return gx, gw, gy.sum(axis=(0, 2, 3)) if needs[2] else None
+
+
+# ---- the plain functions --------------------------------------------------------------------
+def conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+) -> Tensor:
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (without groups).
+
+    Parameters
+    ----------
+    x : Tensor, shape (N, C, H, W)
+    weight : Tensor, shape (OUT, C, kH, kW)
+    bias : Tensor, shape (OUT,), optional
+    stride, dilation : int or (int, int), positive
+    padding : int or (int, int), zeros added on both sides, non-negative
+
+    Returns
+    -------
+    Tensor, shape (N, OUT, OH, OW), ``OH = (H + 2 pH - dH (kH - 1) - 1) // sH + 1`` (same for W);
+    its memory is channels-last (an NCHW view of an NHWC array).
+
+    Raises
+    ------
+    ValueError
+        Wrong ranks, channel or bias mismatch, bad stride/padding/dilation, non-positive output.
+    TypeError
+        Inputs of different or non-floating dtypes.
+    """
+    fn = Conv2d(stride, padding, dilation)
+    return fn(x, weight) if bias is None else fn(x, weight, bias)
+
+
+def conv_transpose2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    dilation: Any = 1,
+) -> Tensor:
+    """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d`` (without groups).
+
+    The adjoint of ``conv2d`` with the same weight (the gradient of conv2d w.r.t. its input).
+
+    Parameters
+    ----------
+    x : Tensor, shape (N, C, H, W)
+    weight : Tensor, shape (C, OUT, kH, kW)
+    bias : Tensor, shape (OUT,), optional
+    stride, dilation : int or (int, int), positive
+    padding : int or (int, int), non-negative: removed from both sides of the output
+    output_padding : int or (int, int), ``0 <= output_padding < max(stride, dilation)``:
+        added to one side of the output (it picks among the input sizes a conv maps to H)
+
+    Returns
+    -------
+    Tensor, shape (N, OUT, OH, OW), ``OH = (H - 1) sH - 2 pH + dH (kH - 1) + opH + 1``;
+    channels-last in memory.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As ``conv2d``; also ``output_padding >= max(stride, dilation)``.
+    """
+    fn = ConvTranspose2d(stride, padding, output_padding, dilation)
+    return fn(x, weight) if bias is None else fn(x, weight, bias)
