@@ -1,6 +1,6 @@
 """tinygan: a small deep-learning framework on NumPy/CuPy, built for GANs and InfoGAN."""
 
-from . import backend
+from . import backend, nn, optim
 from .function import Function, is_grad_enabled, no_grad, sum_to
 from .gradcheck import GradcheckError, gradcheck
 from .ops import (
@@ -31,14 +31,15 @@ from .ops import (
     tanh,
     transpose,
 )
+from .serialization import load, save
 from .tensor import Tensor, tensor
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Function", "GradcheckError", "Tensor", "__version__", "abs", "backend", "broadcast_to",
-    "cat", "clip", "concat", "exp", "flatten", "gradcheck", "is_grad_enabled", "leaky_relu", "log",
-    "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "no_grad", "permute", "relu",
-    "reshape", "sigmoid", "softmax", "softplus", "sqrt", "stack", "sum", "sum_to", "tanh", "tensor",
-    "transpose",
+    "cat", "clip", "concat", "exp", "flatten", "gradcheck", "is_grad_enabled", "leaky_relu", "load",
+    "log", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "nn", "no_grad", "optim",
+    "permute", "relu", "reshape", "save", "sigmoid", "softmax", "softplus", "sqrt", "stack", "sum",
+    "sum_to", "tanh", "tensor", "transpose",
 ]  # fmt: skip

@@ -1,0 +1,532 @@
+"""Neural-network ops: linear, batch norm, losses, dropout (PyTorch semantics).
+
+Each op is one Function with its forward and backward side by side, on raw NumPy/CuPy arrays.
+Losses compute their elementwise values in one Function and reduce with ``mean``/``sum``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import backend
+from ..function import Function, sum_to
+from ..tensor import Tensor
+from .math import mean as _mean
+from .math import sum as _sum
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+# ---- linear --------------------------------------------------------------------------------
+class Linear(Function):
+    """``y = x @ weight.T + bias`` over the last axis of ``x``; one GEMM each way."""
+
+    def forward(self, x, weight, bias=None):
+        self.x, self.weight = x, weight
+        y = x.reshape(-1, x.shape[-1]) @ weight.T  # (M, out), M = product of the leading dims
+        if bias is not None:
+            y += bias
+        return y.reshape(*x.shape[:-1], weight.shape[0])
+
+    def backward(self, gy):
+        x, w = self.x, self.weight
+        g2 = gy.reshape(-1, gy.shape[-1])  # (M, out)
+        gx = (g2 @ w).reshape(x.shape) if self.needs_input_grad[0] else None
+        gw = (g2.T @ x.reshape(-1, x.shape[-1])) if self.needs_input_grad[1] else None
+        if len(self.needs_input_grad) == 2:
+            return gx, gw
+        gb = g2.sum(axis=0) if self.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Affine map over the last axis, as ``torch.nn.functional.linear``.
+
+    Parameters
+    ----------
+    x : Tensor, shape (..., in_features)
+    weight : Tensor, shape (out_features, in_features)
+    bias : Tensor, shape (out_features,), optional
+
+    Returns
+    -------
+    Tensor, shape (..., out_features)
+    """
+    if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"linear: input of shape {x.shape} does not match weight of shape {weight.shape} "
+            "(expected input (..., in_features) and weight (out_features, in_features))"
+        )
+    if bias is None:
+        return Linear()(x, weight)
+    if bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias must have shape ({weight.shape[0]},); got {bias.shape}")
+    return Linear()(x, weight, bias)
+
+
+# ---- batch norm ----------------------------------------------------------------------------
+class BatchNorm(Function):
+    """Batch normalisation over all axes but 1 (channels), fused forward and analytic backward.
+
+    Training: ``xhat = (x - mean_B) / sqrt(var_B + eps)`` with the biased batch variance;
+    the running statistics (if given) are updated in place. Evaluation: the running statistics
+    replace the batch ones and are constants. Then ``y = xhat * weight + bias``.
+
+    Every reduction and elementwise op works on ``x`` as it lies in memory (an NCHW view of
+    NHWC memory stays NHWC: NumPy/CuPy keep the input's layout), so nothing is copied.
+    """
+
+    def __init__(self, running_mean, running_var, training, momentum, eps):
+        self.running = (running_mean, running_var)
+        self.training, self.momentum, self.eps = training, momentum, eps
+
+    def forward(self, x, weight=None, bias=None):
+        xp = self.xp
+        self.axes = (0, *range(2, x.ndim))
+        shape = [1] * x.ndim
+        shape[1] = x.shape[1]
+        self.cshape = tuple(shape)  # (1, C, 1, 1): per-channel arrays broadcast against x
+        if self.training:
+            m = x.size // x.shape[1]  # values per channel
+            mu = x.mean(axis=self.axes, keepdims=True)
+            xc = x - mu
+            var_sum = (xc * xc).sum(axis=self.axes, keepdims=True)
+            var = var_sum / m  # biased, for normalising
+            self._update_running(mu, var_sum / (m - 1))
+        else:
+            rm, rv = (r.data if isinstance(r, Tensor) else r for r in self.running)
+            mu, var = rm.reshape(self.cshape), rv.reshape(self.cshape)
+            xc = x - mu
+        self.invstd = 1 / xp.sqrt(var + self.eps)
+        xc *= self.invstd  # xc is our own temporary: normalise it in place
+        self.xhat, self.weight = xc, weight
+        if weight is None:
+            return xc if bias is None else xc + bias.reshape(self.cshape)
+        y = xc * weight.reshape(self.cshape)
+        if bias is not None:
+            y += bias.reshape(self.cshape)
+        return y
+
+    def _update_running(self, mu, unbiased_var):
+        """``running = momentum * batch + (1 - momentum) * running``, in place (PyTorch's order)."""
+        for r, batch in zip(self.running, (mu, unbiased_var)):
+            r = r.data if isinstance(r, Tensor) else r
+            if r is not None:
+                r[...] = self.momentum * batch.reshape(-1) + (1 - self.momentum) * r
+
+    def backward(self, gy):
+        xhat, invstd, axes, cshape = self.xhat, self.invstd, self.axes, self.cshape
+        need = self.needs_input_grad
+        stats = need[0] and self.training  # the input's gradient needs both sums
+        gw = (gy * xhat).sum(axis=axes) if stats or need[1:2] == (True,) else None
+        gb = gy.sum(axis=axes) if stats or need[2:3] == (True,) else None
+        gx = None
+        if need[0]:
+            scale = invstd if self.weight is None else invstd * self.weight.reshape(cshape)
+            if self.training:  # mean and var depend on x
+                m = gy.size // gy.shape[1]
+                gx = (scale / m) * (m * gy - gb.reshape(cshape) - xhat * gw.reshape(cshape))
+            else:
+                gx = gy * scale
+        return (gx, gw if need[1:2] == (True,) else None, gb if need[2:3] == (True,) else None)[
+            : len(need)
+        ]
+
+
+def batch_norm(
+    x: Tensor,
+    running_mean: Any,
+    running_var: Any,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Batch normalisation, as ``torch.nn.functional.batch_norm``.
+
+    Parameters
+    ----------
+    x : Tensor, shape (N, C) or (N, C, L) or (N, C, H, W)
+    running_mean, running_var : Tensor or array, shape (C,), or None
+        Updated in place in training mode:
+        ``running = (1 - momentum) * running + momentum * batch_stat``, with the unbiased batch
+        variance. Used instead of the batch statistics in evaluation mode.
+    weight, bias : Tensor, shape (C,), optional
+        The affine transform applied after normalising.
+    training : bool
+        Use (and track) batch statistics; otherwise use the running ones.
+    momentum : float
+    eps : float
+        Added to the variance before the square root.
+
+    Returns
+    -------
+    Tensor, the shape of ``x``.
+    """
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm: expected input of shape (N, C, ...); got {x.shape}")
+    c = x.shape[1]
+    for name, t in (
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("weight", weight),
+        ("bias", bias),
+    ):
+        if t is not None and tuple(t.shape) != (c,):
+            raise ValueError(
+                f"batch_norm: {name} must have shape ({c},) for input {x.shape}; "
+                f"got {tuple(t.shape)}"
+            )
+    if training:
+        if x.numel() // max(c, 1) <= 1:
+            raise ValueError(
+                "batch_norm: expected more than 1 value per channel when training; "
+                f"got input {x.shape}"
+            )
+    elif running_mean is None or running_var is None:
+        raise ValueError("batch_norm: running_mean and running_var are needed when training=False")
+    for name, r in (("running_mean", running_mean), ("running_var", running_var)):
+        if r is not None:
+            backend.get_array_module(x.data, r.data if isinstance(r, Tensor) else r)
+            if r.dtype != x.dtype:
+                raise TypeError(f"batch_norm: {name} is {r.dtype} but the input is {x.dtype}")
+    inputs = [x] + ([weight, bias] if bias is not None else [weight] if weight is not None else [])
+    if weight is None and bias is not None:
+        inputs[1] = Tensor(backend.get_array_module(x.data).ones(c, dtype=x.dtype))
+    return BatchNorm(running_mean, running_var, training, momentum, eps)(*inputs)
+
+
+# ---- losses ---------------------------------------------------------------------------------
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return _mean(loss)
+    if reduction == "sum":
+        return _sum(loss)
+    return loss
+
+
+def _check_reduction(op: str, reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}; got {reduction!r}")
+
+
+def _check_same_shape(op: str, a: Any, b: Any, names: str = "input and target") -> None:
+    """Same shape, both floating point (an integer target would promote the loss's dtype)."""
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(
+            f"{op}: {names} must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    for name, v in zip(names.split(" and "), (a, b)):
+        if v.dtype.kind != "f":
+            raise TypeError(f"{op}: {name} must be floating point; got dtype {v.dtype}")
+
+
+class BCEWithLogits(Function):
+    """Elementwise ``max(x, 0) - x t + log(1 + exp(-|x|))``: finite for any logit ``x``."""
+
+    def forward(self, x, t):
+        xp = self.xp
+        self.x, self.t = x, t
+        return xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
+
+    def backward(self, gy):
+        xp, x = self.xp, self.x
+        gx = gt = None
+        if self.needs_input_grad[0]:
+            e = xp.exp(-xp.abs(x))  # sigmoid without overflow
+            sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+            gx = gy * (sig - self.t)
+        if self.needs_input_grad[1]:
+            gt = -gy * x
+        return gx, gt
+
+
+def binary_cross_entropy_with_logits(
+    input: Tensor, target: Any, *, reduction: str = "mean"
+) -> Tensor:
+    """Binary cross-entropy of ``sigmoid(input)`` against probabilities ``target``.
+
+    ``loss = -(t log sigmoid(x) + (1 - t) log(1 - sigmoid(x)))``, computed from the logits
+    without overflow (finite at ``x = +-1e4``), as ``torch.nn.functional`` does.
+
+    Parameters
+    ----------
+    input : Tensor, any shape (logits)
+    target : Tensor or array, the same shape (values in [0, 1]; may require grad)
+    reduction : {"mean", "sum", "none"}
+
+    Returns
+    -------
+    Tensor: a scalar, or the elementwise losses (shape of ``input``) for ``"none"``.
+    """
+    _check_reduction("binary_cross_entropy_with_logits", reduction)
+    _check_same_shape("binary_cross_entropy_with_logits", input, target)
+    return _reduce(BCEWithLogits()(input, target), reduction)
+
+
+class CrossEntropy(Function):
+    """Per-sample ``-log_softmax(x)[n, t_n]`` for logits (N, C) and class indices (N,)."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def forward(self, x):
+        xp = self.xp
+        shifted = x - x.max(axis=1, keepdims=True)
+        self.logp = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        self.rows = xp.arange(x.shape[0])
+        return -self.logp[self.rows, self.target]
+
+    def backward(self, gy):
+        p = self.xp.exp(self.logp)
+        p[self.rows, self.target] -= 1  # one index per row: plain fancy assignment, no add.at
+        return p * gy[:, None]
+
+
+def cross_entropy(input: Tensor, target: Any, *, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of logits against class indices, as ``torch.nn.functional.cross_entropy``.
+
+    Applies ``log_softmax`` itself: pass raw logits, not probabilities.
+
+    Parameters
+    ----------
+    input : Tensor, shape (N, C)
+        Unnormalised logits.
+    target : Tensor or array of integers, shape (N,)
+        Class indices in ``[0, C)``.
+    reduction : {"mean", "sum", "none"}
+
+    Returns
+    -------
+    Tensor: a scalar, or shape (N,) for ``"none"``.
+    """
+    op = "cross_entropy"
+    _check_reduction(op, reduction)
+    if input.ndim != 2:
+        raise ValueError(f"{op}: input must be logits of shape (N, C); got {input.shape}")
+    t = target.data if isinstance(target, Tensor) else target
+    if not hasattr(t, "dtype"):
+        t = np.asarray(t)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold integer class indices; got dtype {t.dtype}")
+    if tuple(t.shape) != (input.shape[0],):
+        raise ValueError(
+            f"{op}: target must have shape ({input.shape[0]},) for input {input.shape}; "
+            f"got {tuple(t.shape)}"
+        )
+    xp = backend.get_array_module(input.data, t)
+    n_classes = input.shape[1]
+    if t.size:
+        bad = xp.nonzero((t < 0) | (t >= n_classes))[0]
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"{op}: target {int(t[i])} at index {i} is out of range for {n_classes} classes"
+            )
+    return _reduce(CrossEntropy(t)(input), reduction)
+
+
+class MSE(Function):
+    def forward(self, x, t):
+        self.d = x - t
+        return self.d * self.d
+
+    def backward(self, gy):
+        g = 2 * gy * self.d
+        return g if self.needs_input_grad[0] else None, -g if self.needs_input_grad[1] else None
+
+
+def mse_loss(input: Tensor, target: Any, *, reduction: str = "mean") -> Tensor:
+    """Squared error ``(input - target)**2``, reduced; input and target of one shape."""
+    _check_reduction("mse_loss", reduction)
+    _check_same_shape("mse_loss", input, target)
+    return _reduce(MSE()(input, target), reduction)
+
+
+class GaussianNLLVar(Function):
+    """Elementwise ``0.5 (log v + (x - t)^2 / v)`` with ``v = max(var, eps)``.
+
+    As PyTorch, the clamp is invisible to autograd: the gradient reaches ``var`` as if unclamped.
+    ``var`` broadcasts against ``x``; its gradient is summed back to its shape.
+    """
+
+    def __init__(self, eps: float, const: float):
+        self.eps, self.const = eps, const
+
+    def forward(self, x, t, var):
+        xp = self.xp
+        self.shapes = x.shape, t.shape, var.shape
+        self.d = x - t
+        self.v = xp.maximum(var, self.eps)
+        self.r = self.d / self.v  # (x - t) / v
+        y = 0.5 * (xp.log(self.v) + self.d * self.d / self.v)
+        return y + self.const if self.const else y
+
+    def backward(self, gy):
+        gx = gy * self.r
+        need = self.needs_input_grad
+        gv = sum_to(0.5 * gy * (1 - self.d * self.r) / self.v, self.shapes[2]) if need[2] else None
+        return (
+            sum_to(gx, self.shapes[0]) if need[0] else None,
+            sum_to(-gx, self.shapes[1]) if need[1] else None,
+            gv,
+        )
+
+
+def gaussian_nll_loss(
+    input: Tensor,
+    target: Any,
+    var: Any,
+    full: bool = False,
+    eps: float = 1e-6,
+    reduction: str = "mean",
+) -> Tensor:
+    """Gaussian negative log-likelihood, exactly as ``torch.nn.functional.gaussian_nll_loss``.
+
+    ``loss = 0.5 * (log(max(var, eps)) + (input - target)**2 / max(var, eps))``, plus
+    ``0.5 * log(2 pi)`` if ``full``; ``input`` is the predicted mean, ``target`` the sample.
+
+    Parameters
+    ----------
+    input : Tensor, shape (N, *)
+        Expected values.
+    target : Tensor or array, shape (N, *) (may require grad)
+    var : Tensor, array or float
+        Variances: the shape of ``input``, or that shape with its last dim dropped or one dim
+        set to 1 (shared along that dim); a float is a fixed variance for every element.
+        Must be non-negative.
+    full : bool
+        Include the constant ``0.5 log(2 pi)``.
+    eps : float
+        Lower clamp on ``var`` (the gradient passes the clamp unchanged, as in PyTorch).
+    reduction : {"mean", "sum", "none"}
+    """
+    op = "gaussian_nll_loss"
+    _check_reduction(op, reduction)
+    _check_same_shape(op, input, target)
+    xp = backend.get_array_module(input.data)
+    if isinstance(var, (int, float)):
+        var = Tensor(xp.full(input.shape, var, dtype=input.dtype))
+    elif not isinstance(var, Tensor):
+        var = Tensor(var)
+    if var.shape != input.shape:  # PyTorch's rule: one variance per sample along one axis
+        mismatched = [v for n, v in zip(input.shape, var.shape) if n != v]
+        if var.shape == input.shape[:-1]:
+            var = var.reshape(*var.shape, 1)
+        elif var.ndim != input.ndim or mismatched != [1]:
+            raise ValueError(
+                f"{op}: var of shape {var.shape} does not fit input of shape {input.shape} "
+                "(expected the input's shape, that shape without its last dim, or with one dim "
+                "set to 1)"
+            )
+    neg = backend.get_array_module(var.data).any(var.data < 0)
+    if neg:
+        raise ValueError(f"{op}: var has negative entries (min {float(var.data.min())})")
+    const = 0.5 * math.log(2 * math.pi) if full else 0.0
+    return _reduce(GaussianNLLVar(eps, const)(input, target, var), reduction)
+
+
+class GaussianNLLLogStd(Function):
+    """Elementwise ``log_std + 0.5 log(2 pi) + 0.5 ((x - mean) / exp(log_std))^2``."""
+
+    def forward(self, x, mu, log_std):
+        self.shapes = x.shape, mu.shape, log_std.shape
+        self.inv_std = self.xp.exp(-log_std)
+        self.z = (x - mu) * self.inv_std  # standardised residual
+        return log_std + (0.5 * self.z * self.z + 0.5 * math.log(2 * math.pi))
+
+    def backward(self, gy):
+        need = self.needs_input_grad
+        gx = gy * self.z * self.inv_std if need[0] or need[1] else None
+        gs = sum_to(gy * (1 - self.z * self.z), self.shapes[2]) if need[2] else None
+        return (
+            sum_to(gx, self.shapes[0]) if need[0] else None,
+            sum_to(-gx, self.shapes[1]) if need[1] else None,
+            gs,
+        )
+
+
+def gaussian_nll(x: Any, mean: Tensor, log_std: Any = None, *, reduction: str = "mean") -> Tensor:
+    """``-log N(x; mean, exp(log_std)^2)``, the normalising constant included (InfoGAN's form).
+
+    This is ``gaussian_nll_loss(mean, x, exp(2 * log_std), full=True)`` without the ``eps``
+    clamp, parametrised by the log standard deviation so that a learned std stays positive.
+
+    Parameters
+    ----------
+    x : Tensor or array, shape (N, D)
+        The samples (InfoGAN: the continuous codes fed to G).
+    mean : Tensor, shape (N, D)
+        The predicted means (InfoGAN: Q's output).
+    log_std : Tensor, array or float, broadcastable to (N, D); default 0 (std 1)
+        Fixed or learned log standard deviations.
+    reduction : {"mean", "sum", "none"}
+        Over all elements; for InfoGAN's per-sample sum over codes use ``"none"`` then
+        ``.sum(1).mean()``.
+    """
+    op = "gaussian_nll"
+    _check_reduction(op, reduction)
+    _check_same_shape(op, x, mean, "x and mean")
+    if log_std is None or isinstance(log_std, (int, float)):
+        xp = backend.get_array_module(mean.data)
+        log_std = Tensor(xp.asarray(0.0 if log_std is None else log_std, dtype=mean.dtype))
+    try:
+        np.broadcast_shapes(tuple(log_std.shape), tuple(mean.shape))
+    except ValueError:
+        raise ValueError(
+            f"{op}: log_std of shape {tuple(log_std.shape)} does not broadcast to {mean.shape}"
+        ) from None
+    if np.broadcast_shapes(tuple(log_std.shape), tuple(mean.shape)) != tuple(mean.shape):
+        raise ValueError(
+            f"{op}: log_std of shape {tuple(log_std.shape)} does not broadcast to {mean.shape}"
+        )
+    return _reduce(GaussianNLLLogStd()(x, mean, log_std), reduction)
+
+
+# ---- dropout --------------------------------------------------------------------------------
+_dropout_rng = np.random.default_rng()
+
+
+def check_dropout_p(p: float) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be a number in [0, 1); got {p!r}")
+    return p
+
+
+class Dropout(Function):
+    def __init__(self, mask):
+        self.mask = mask
+
+    def forward(self, x):
+        return x * self.mask
+
+    def backward(self, gy):
+        return gy * self.mask
+
+
+def dropout(
+    x: Tensor, p: float = 0.5, training: bool = True, rng: np.random.Generator | None = None
+) -> Tensor:
+    """Inverted dropout: zero each element with probability ``p``, scale the rest by ``1/(1-p)``.
+
+    Parameters
+    ----------
+    x : Tensor, any shape
+    p : float in [0, 1)
+    training : bool
+        If False (or ``p == 0``), return ``x`` itself.
+    rng : numpy.random.Generator, optional
+        Draws the mask on the host (then moved to ``x``'s device, so one seed gives the same
+        mask on CPU and GPU); default: a module-level generator.
+    """
+    check_dropout_p(p)
+    if not training or p == 0:
+        return x
+    rng = _dropout_rng if rng is None else rng
+    keep = rng.random(x.shape) >= p
+    mask = (keep / (1 - p)).astype(x.dtype)
+    return Dropout(backend.to_device(mask, x.device))(x)

@@ -1,0 +1,232 @@
+"""SGD and Adam, step for step as ``torch.optim`` (single-tensor path, one parameter group).
+
+Updates happen in place on ``param.data``; optimizer state has the parameter's dtype and device;
+parameters whose ``grad`` is None are skipped. Hyperparameters are attributes (``opt.lr = 1e-4``
+works) and are saved by ``state_dict`` with the per-parameter state, so training resumes exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from . import backend
+from .tensor import Tensor
+
+
+class Optimizer:
+    """Base class: the parameters, their state, and the hyperparameters named in ``hparams``."""
+
+    hparams: tuple[str, ...] = ()
+
+    def __init__(self, params: Iterable[Tensor], **hparams: Any) -> None:
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Tensor) or p.dtype.kind != "f" or p.creator is not None:
+                raise TypeError(
+                    f"parameter {i} is not a floating-point leaf Tensor: {type(p).__name__}"
+                )
+        if len({id(p) for p in self.params}) != len(self.params):
+            raise ValueError("some parameters appear more than once in the list")
+        for k, v in hparams.items():
+            setattr(self, k, v)
+        self._check()
+        self.state: list[dict[str, Any]] = [{} for _ in self.params]
+
+    def _check(self) -> None:
+        """Raise ValueError for an invalid hyperparameter."""
+
+    def zero_grad(self) -> None:
+        """Set every parameter's grad to None."""
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        """Update every parameter that has a grad, in place."""
+        for p, state in zip(self.params, self.state):
+            if p.grad is not None:
+                self._update(p, state)
+
+    def _update(self, p: Tensor, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Flat, like a Module's: ``{"lr": ..., <other hparams>, "<i>.<name>": state}``.
+
+        ``<i>`` is the parameter's index and ``<name>`` e.g. ``step``, ``exp_avg``. The arrays are
+        the optimizer's own, not copies (as in PyTorch); ``tinygan.save`` writes this dict as it
+        is, and ``load_state_dict`` takes back what ``tinygan.load`` returns.
+        """
+        out = {k: getattr(self, k) for k in self.hparams}
+        for i, state in enumerate(self.state):
+            out.update((f"{i}.{name}", value) for name, value in state.items())
+        return out
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore hyperparameters and per-parameter state (copied in), after checking it all."""
+        missing = [k for k in self.hparams if k not in state_dict]
+        new_state: list[dict[str, Any]] = [{} for _ in self.params]
+        for key, value in state_dict.items():
+            if key in self.hparams:
+                continue
+            index, _, name = key.partition(".")
+            if not (index.isdigit() and int(index) < len(self.params) and name):
+                expected = ", ".join(self.hparams)
+                raise ValueError(
+                    f"{type(self).__name__}.load_state_dict: unexpected key {key!r} (expected "
+                    f"{expected} or '<i>.<name>' with i < {len(self.params)})"
+                )
+            p = self.params[int(index)]
+            value = value.data if isinstance(value, Tensor) else value
+            if name == "step":
+                new_state[int(index)][name] = int(value)
+            elif tuple(value.shape) != p.shape or value.dtype != p.dtype:
+                raise ValueError(
+                    f"state {key!r} is {tuple(value.shape)} {value.dtype}; parameter {index} is "
+                    f"{p.shape} {p.dtype}"
+                )
+            else:
+                value = backend.to_device(value, p.device)
+                new_state[int(index)][name] = backend.get_array_module(value).array(
+                    value, copy=True
+                )
+        if missing:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: missing keys {missing}")
+        old = {k: getattr(self, k) for k in self.hparams}
+        for k in self.hparams:
+            setattr(self, k, _like(old[k], state_dict[k]))
+        try:
+            self._check()
+        except ValueError:
+            for k, v in old.items():
+                setattr(self, k, v)
+            raise
+        self.state = new_state
+
+
+def _like(current: Any, value: Any) -> Any:
+    """``value`` (maybe a 0-d or 1-d array from a checkpoint) as the type of ``current``."""
+    if isinstance(current, tuple):
+        return tuple(float(v) for v in value)
+    return type(current)(value.item() if hasattr(value, "item") else value)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum (PyTorch's form), Nesterov, L2 decay.
+
+    ``g = grad + weight_decay * p``; with momentum ``buf = g`` at the first step, then
+    ``buf = momentum * buf + (1 - dampening) * g``, and ``g = buf`` (or ``g + momentum * buf``
+    for Nesterov); ``p -= lr * g``.
+    """
+
+    hparams = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            lr=float(lr),
+            momentum=float(momentum),
+            dampening=float(dampening),
+            weight_decay=float(weight_decay),
+            nesterov=bool(nesterov),
+        )
+
+    def _check(self) -> None:
+        for name in ("lr", "momentum", "weight_decay"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"SGD: invalid {name} {getattr(self, name)} (must be >= 0)")
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening == 0")
+
+    def _update(self, p: Tensor, state: dict[str, Any]) -> None:
+        g = p.grad
+        if self.weight_decay != 0:
+            g = g + self.weight_decay * p.data
+        if self.momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.copy()
+            else:
+                buf *= self.momentum
+                buf += (1 - self.dampening) * g
+            g = g + self.momentum * buf if self.nesterov else buf
+        p.data -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with PyTorch's bias correction and L2 ``weight_decay``.
+
+    ``g = grad + weight_decay * p``; ``m = lerp(m, g, 1 - beta1)``;
+    ``v = beta2 * v + (1 - beta2) * g * g``;
+    ``p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)``.
+    On CuPy arrays one fused kernel (``kernels.cuda.adam_update``) does all of it.
+    """
+
+    hparams = ("lr", "betas", "eps", "weight_decay")
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        if len(betas) != 2:
+            raise ValueError(f"Adam: betas must be a pair; got {betas!r}")
+        super().__init__(
+            params,
+            lr=float(lr),
+            betas=(float(betas[0]), float(betas[1])),
+            eps=float(eps),
+            weight_decay=float(weight_decay),
+        )
+
+    def _check(self) -> None:
+        for name in ("lr", "eps", "weight_decay"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"Adam: invalid {name} {getattr(self, name)} (must be >= 0)")
+        for i, b in enumerate(self.betas):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"Adam: invalid beta at index {i}: {b} (must be in [0, 1))")
+
+    def _update(self, p: Tensor, state: dict[str, Any]) -> None:
+        xp = backend.get_array_module(p.data)
+        if not state:
+            state.update(step=0, exp_avg=xp.zeros_like(p.data), exp_avg_sq=xp.zeros_like(p.data))
+        state["step"] += 1
+        beta1, beta2 = self.betas
+        bc1, bc2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        if xp is not np:  # CuPy
+            from .kernels.cuda import adam_update
+
+            adam_update(
+                p.data, p.grad, m, v, self.lr, beta1, beta2, self.eps, bc1, bc2, self.weight_decay
+            )
+            return
+        g = p.grad
+        if self.weight_decay != 0:
+            g = g + self.weight_decay * p.data
+        w = p.dtype.type(1 - beta1)  # m.lerp_(g, w), with torch.lerp's two forms
+        if abs(w) < 0.5:
+            m += w * (g - m)
+        else:
+            m[...] = g - (g - m) * (1 - w)
+        v *= beta2  # v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        v += (1 - beta2) * g * g
+        denom = xp.sqrt(v) / math.sqrt(bc2) + self.eps
+        p.data += (-(self.lr / bc1) * m) / denom  # p.addcdiv_(m, denom, value=-lr / bc1)
