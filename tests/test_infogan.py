@@ -1,0 +1,159 @@
+"""InfoGAN: the information term, gradient flow to the shared body, cluster recovery, the
+example end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinygan as tg
+from tinygan.metrics import cluster_accuracy
+from tinygan.models import (
+    InfoGAN,
+    LatentSpec,
+    MLPDiscriminator,
+    MLPGenerator,
+    information_terms,
+    sweep_latents,
+)
+from tinygan.train import train
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def blobs(k=4, n=2000, seed=0):
+    """Points around k well-separated centres on a circle, with their cluster labels."""
+    rng = np.random.default_rng(seed)
+    angles = 2 * np.pi * np.arange(k) / k
+    centers = 2.5 * np.stack([np.cos(angles), np.sin(angles)], 1)
+    labels = rng.integers(0, k, n)
+    return (centers[labels] + 0.3 * rng.standard_normal((n, 2))).astype(np.float32), labels
+
+
+def small_infogan(spec, seed=0, **kw):
+    rng = np.random.default_rng(seed)
+    return InfoGAN(
+        spec, generator=MLPGenerator(spec.dim, 2, rng=rng),
+        discriminator=MLPDiscriminator(2, spec.q_dim, rng=rng), seed=seed, **kw,
+    )  # fmt: skip
+
+
+def test_latent_spec_and_vector():
+    spec = LatentSpec()
+    assert spec.dim == 74 and spec.q_dim == 12
+    assert spec.categorical_entropy == pytest.approx(math.log(10))
+    latent = spec.sample(5, np.random.default_rng(0))
+    v = latent.vector()
+    assert v.shape == (5, 74) and v.dtype == np.float32
+    np.testing.assert_array_equal(v[:, 62:72].argmax(1), latent.categories[:, 0])
+    assert np.all(np.abs(v[:, 72:]) <= 1) and np.all(np.abs(v[:, :62]) <= 1)
+    with pytest.raises(ValueError, match="at least 2"):
+        LatentSpec(categorical=(1,))
+
+
+def test_information_term_is_cross_entropy_on_raw_logits():
+    """Uniform logits give CE = ln 10 (no softmax applied twice); perfect logits give ~0."""
+    spec = LatentSpec(categorical=(10,), continuous=1, noise=3)
+    latent = spec.sample(8, np.random.default_rng(0))
+    uniform = tg.tensor(np.zeros((8, 11), np.float32))
+    ce, nll = information_terms(uniform, latent)
+    assert ce.item() == pytest.approx(math.log(10), rel=1e-6)
+    c = latent.continuous[:, 0]
+    assert nll.item() == pytest.approx(np.mean(0.5 * c**2 + 0.5 * math.log(2 * math.pi)), rel=1e-6)
+    sharp = np.zeros((8, 11), np.float32)
+    sharp[np.arange(8), latent.categories[:, 0]] = 50
+    sharp[:, 10] = c
+    ce, nll = information_terms(tg.tensor(sharp), latent)
+    assert ce.item() < 1e-6 and nll.item() == pytest.approx(0.5 * math.log(2 * math.pi), rel=1e-6)
+
+
+def test_information_loss_trains_the_shared_body_and_q_head_only():
+    spec = LatentSpec(categorical=(3,), continuous=1, noise=2)
+    model = small_infogan(spec)
+    latent = spec.sample(16, np.random.default_rng(1))
+    fake = model.G(tg.tensor(latent.vector()))
+    _, q = model.D(fake.detach())
+    ce, nll = information_terms(q, latent)
+    (ce + nll).backward()
+    for name, p in model.D.named_parameters():
+        if name.startswith(("body.", "q_head.")):
+            assert p.grad is not None and np.abs(p.grad).sum() > 0, name
+        else:
+            assert p.grad is None, name
+
+
+def test_train_step_updates_body_through_q_in_the_d_step():
+    """With the GAN part of D's loss removed (lr of G 0), the body still moves: Q's loss reaches it."""
+    spec = LatentSpec(categorical=(3,), continuous=0, noise=2)
+    model = small_infogan(spec)
+    before = {k: v.copy() for k, v in model.D.state_dict().items()}
+    x, _ = blobs(3, 64)
+    model.train_step(x[:32], np.random.default_rng(0))
+    after = model.D.state_dict()
+    assert not np.array_equal(before["body.0.weight"], after["body.0.weight"])
+    assert not np.array_equal(before["q_head.weight"], after["q_head.weight"])
+
+
+def test_short_run_recovers_the_clusters():
+    x, labels = blobs(k=4)
+    spec = LatentSpec(categorical=(4,), continuous=0, noise=2)
+    model = small_infogan(spec, lr_d=1e-3)
+    history = train(model, x, steps=300, batch_size=64, seed=0, progress=False)
+    accuracy, _, _ = cluster_accuracy(labels, model.predict_codes(x)[:, 0])
+    assert accuracy > 0.9  # chance is 0.25
+    assert history[-1]["info_cat"] > 0.9 * spec.categorical_entropy
+
+
+def test_baseline_does_not_reward_g():
+    x, _ = blobs(k=4)
+    spec = LatentSpec(categorical=(4,), continuous=0, noise=2)
+    info = train(small_infogan(spec, lr_d=1e-3), x, steps=150, batch_size=64, progress=False)
+    base = train(
+        small_infogan(spec, lr_d=1e-3, info_in_g=False), x, steps=150, batch_size=64, progress=False
+    )
+    assert (
+        np.mean([h["info_cat"] for h in info[-20:]])
+        > np.mean([h["info_cat"] for h in base[-20:]]) + 0.3
+    )
+
+
+def test_sweep_latents_grid():
+    spec = LatentSpec()
+    latent = sweep_latents(spec, 1, [3, 1], np.linspace(-2, 2, 5), np.random.default_rng(0))
+    assert latent.vector().shape == (10, 74)
+    np.testing.assert_array_equal(latent.categories[:, 0], [3] * 5 + [1] * 5)
+    np.testing.assert_allclose(latent.continuous[:5, 1], np.linspace(-2, 2, 5))
+    assert np.all(latent.continuous[:, 0] == 0) and np.all(latent.noise == latent.noise[0])
+    with pytest.raises(ValueError, match="continuous code 2"):
+        sweep_latents(spec, 2, [0], np.zeros(1), np.random.default_rng(0))
+
+
+def test_paper_networks_shapes():
+    model = InfoGAN(seed=0)
+    x = model.generate(LatentSpec().sample(3, np.random.default_rng(0)))
+    assert x.shape == (3, 1, 28, 28) and x.dtype == np.float32 and x.min() >= 0 and x.max() <= 1
+    d, q = model.D(tg.tensor(x))
+    assert d.shape == (3,) and q.shape == (3, 12)
+
+
+@pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason="MNIST test split not beside the repo")
+def test_example_script_end_to_end(tmp_path, monkeypatch):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import infogan_mnist
+
+    out = tmp_path / "run"
+    argv = ["--split", "test", "--data-dir", str(DATA), "--steps", "4", "--batch-size", "16",
+            "--checkpoint-every", "2", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert infogan_mnist.main(argv) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert 0 <= m["accuracy"] <= 1 and np.array(m["confusion"]).sum() == 10000
+    for name in ["figure2_code1.png", "figure2_code2.png", "figure1_info.png", "samples.png",
+                 "losses.png", "confusion.png", "checkpoint.npz", "history.json"]:  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+    assert infogan_mnist.main([*argv, "--steps", "6", "--resume"]) == 0
+    assert len(json.loads((out / "history.json").read_text())) == 6

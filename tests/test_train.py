@@ -1,0 +1,96 @@
+"""The training loop: determinism, exact resume, non-finite losses, Ctrl-C."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tinygan.models import InfoGAN, LatentSpec, MLPDiscriminator, MLPGenerator
+from tinygan.serialization import load
+from tinygan.train import NonFiniteLossError, batch_indices, train
+
+
+def model(seed=0):
+    spec = LatentSpec(categorical=(3,), continuous=1, noise=2)
+    rng = np.random.default_rng(seed)
+    return InfoGAN(spec, generator=MLPGenerator(spec.dim, 2, hidden=16, rng=rng),
+                   discriminator=MLPDiscriminator(2, spec.q_dim, hidden=16, rng=rng), seed=seed)  # fmt: skip
+
+
+DATA = np.random.default_rng(0).standard_normal((100, 2)).astype(np.float32)
+
+
+def test_same_seed_same_run():
+    a, b = model(), model()
+    ha = train(a, DATA, steps=5, batch_size=20, seed=3, progress=False)
+    hb = train(b, DATA, steps=5, batch_size=20, seed=3, progress=False)
+    assert ha == hb
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(v, b.state_dict()[k])
+
+
+def test_batches_cover_each_epoch_once():
+    idx = np.concatenate([batch_indices(100, 20, 7, s) for s in range(5)])
+    assert sorted(idx) == list(range(100))
+    assert not np.array_equal(batch_indices(100, 20, 7, 0), batch_indices(100, 20, 7, 5))
+
+
+def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
+    whole = model()
+    h_whole = train(whole, DATA, steps=8, batch_size=20, seed=1, progress=False)
+    ckpt = tmp_path / "ckpt.npz"
+    part = model()
+    train(part, DATA, steps=5, batch_size=20, seed=1, checkpoint=ckpt, progress=False)
+    resumed = model(seed=99)  # different initial weights: everything must come from the file
+    h_resumed = train(
+        resumed, DATA, steps=8, batch_size=20, seed=1, checkpoint=ckpt, resume=True, progress=False
+    )
+    assert h_resumed == h_whole
+    for k, v in whole.state_dict().items():
+        np.testing.assert_array_equal(v, resumed.state_dict()[k], err_msg=k)
+
+
+class Faulty:
+    """Wraps a model; at step ``at`` its step returns NaN or raises KeyboardInterrupt."""
+
+    def __init__(self, inner, at, fault):
+        self.inner, self.at, self.fault, self.steps = inner, at, fault, 0
+
+    def train_step(self, batch, rng):
+        self.steps += 1
+        metrics = self.inner.train_step(batch, rng)
+        if self.steps == self.at:
+            if self.fault == "interrupt":
+                raise KeyboardInterrupt
+            metrics["g_loss"] = float("nan")
+        return metrics
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    ckpt = tmp_path / "ckpt.npz"
+    with pytest.raises(NonFiniteLossError, match=r"step 6: non-finite \{'g_loss': nan\}"):
+        train(Faulty(model(), 6, "nan"), DATA, steps=10, batch_size=20, checkpoint=ckpt,
+              checkpoint_every=4, progress=False)  # fmt: skip
+    assert int(load(ckpt)["train/step"]) == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
+
+
+def test_ctrl_c_saves_then_reraises(tmp_path):
+    ckpt = tmp_path / "ckpt.npz"
+    with pytest.raises(KeyboardInterrupt):
+        train(Faulty(model(), 3, "interrupt"), DATA, steps=10, batch_size=20, checkpoint=ckpt,
+              checkpoint_every=100, progress=False)  # fmt: skip
+    assert int(load(ckpt)["train/step"]) == 2
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="steps must be a positive int; got 0"):
+        train(model(), DATA, steps=0, batch_size=20)
+    with pytest.raises(ValueError, match="batch_size 200 is larger than the data"):
+        train(model(), DATA, steps=1, batch_size=200)

@@ -1,0 +1,379 @@
+"""InfoGAN (Chen et al. 2016) and its plain-GAN baseline, with the paper's MNIST networks.
+
+The generator maps ``[z, c]`` to an image; the discriminator's body feeds two heads: D (a real/fake
+logit) and Q (the recognition network, predicting the codes c). InfoGAN maximises the variational
+lower bound of the mutual information I(c; G(z, c)):
+
+    L_I = H(c) + E[log Q(c | G(z, c))] <= I(c; G(z, c))
+
+Both players get ``-lambda * L_I`` in their loss (as in the authors' code): the discriminator's
+step trains Q's head *and the shared body* on it; the generator's step trains G to make codes
+recoverable. The baseline (``info_in_g=False``) trains Q just the same but does not reward G.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import nn
+from ..function import no_grad
+from ..nn import functional as F
+from ..optim import Adam
+from ..tensor import Tensor
+
+
+@dataclass(frozen=True)
+class LatentSpec:
+    """The generator's input: noise ~ U(-1, 1), categorical codes (one-hot), continuous codes
+    ~ U(-1, 1). The paper's MNIST spec is the default: 62 noise dims, Cat(10), two continuous."""
+
+    categorical: tuple[int, ...] = (10,)
+    continuous: int = 2
+    noise: int = 62
+
+    def __post_init__(self) -> None:
+        if any(k < 2 for k in self.categorical):
+            raise ValueError(
+                f"categorical codes need at least 2 values each; got {self.categorical}"
+            )
+        if self.continuous < 0 or self.noise < 0:
+            raise ValueError(
+                f"continuous and noise sizes must be >= 0; got {self.continuous}, {self.noise}"
+            )
+
+    @property
+    def dim(self) -> int:
+        """Width of the generator's input."""
+        return self.noise + sum(self.categorical) + self.continuous
+
+    @property
+    def q_dim(self) -> int:
+        """Width of Q's output: one logit per category, one mean per continuous code."""
+        return sum(self.categorical) + self.continuous
+
+    @property
+    def categorical_entropy(self) -> float:
+        """H(c) of the categorical codes in nats (ln 10 = 2.303 for Cat(10))."""
+        return float(sum(math.log(k) for k in self.categorical))
+
+    @property
+    def continuous_entropy(self) -> float:
+        """H(c) of the continuous codes in nats (ln 2 each, for U(-1, 1))."""
+        return self.continuous * math.log(2.0)
+
+    def sample(self, n: int, rng: np.random.Generator) -> Latent:
+        """Draw ``n`` latents."""
+        return Latent(
+            noise=rng.uniform(-1, 1, (n, self.noise)).astype(np.float32),
+            categories=np.stack([rng.integers(0, k, n) for k in self.categorical], axis=1)
+            if self.categorical
+            else np.zeros((n, 0), np.int64),
+            continuous=rng.uniform(-1, 1, (n, self.continuous)).astype(np.float32),
+            spec=self,
+        )
+
+
+@dataclass(frozen=True)
+class Latent:
+    """A batch of latents: noise (N, noise), category indices (N, n_cat), continuous (N, n_cont)."""
+
+    noise: np.ndarray
+    categories: np.ndarray
+    continuous: np.ndarray
+    spec: LatentSpec
+
+    def vector(self) -> np.ndarray:
+        """The generator's input (N, spec.dim), float32: [noise, one-hots..., continuous]."""
+        n = len(self.noise)
+        onehots = []
+        for i, k in enumerate(self.spec.categorical):
+            o = np.zeros((n, k), np.float32)
+            o[np.arange(n), self.categories[:, i]] = 1
+            onehots.append(o)
+        return np.concatenate([self.noise, *onehots, self.continuous], axis=1)
+
+
+class Generator(nn.Module):
+    """FC 1024-BN-ReLU, FC 7*7*128-BN-ReLU, up-conv 64 (4x4, s2)-BN-ReLU, up-conv 1 (4x4, s2),
+    sigmoid: (N, in_dim) -> (N, 1, 28, 28) in [0, 1]."""
+
+    def __init__(self, in_dim: int, rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(
+            nn.Linear(in_dim, 1024, rng=rng), nn.BatchNorm1d(1024), nn.ReLU(),
+            nn.Linear(1024, 128 * 7 * 7, rng=rng), nn.BatchNorm1d(128 * 7 * 7), nn.ReLU(),
+        )  # fmt: skip
+        self.conv = nn.Sequential(
+            nn.ConvTranspose2d(128, 64, 4, 2, 1, rng=rng), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.ConvTranspose2d(64, 1, 4, 2, 1, rng=rng), nn.Sigmoid(),
+        )  # fmt: skip
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.conv(self.fc(z).reshape(-1, 128, 7, 7))
+
+
+class Discriminator(nn.Module):
+    """Body: conv 64 (4x4, s2)-lReLU, conv 128 (4x4, s2)-BN-lReLU, FC 1024-BN-lReLU (slope 0.1).
+    Heads on the body: D, FC 1 (a logit); Q, FC 128-BN-lReLU-FC q_dim (omitted if q_dim is 0)."""
+
+    def __init__(self, q_dim: int, rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 64, 4, 2, 1, rng=rng), nn.LeakyReLU(0.1),
+            nn.Conv2d(64, 128, 4, 2, 1, rng=rng), nn.BatchNorm2d(128), nn.LeakyReLU(0.1),
+            nn.Flatten(),
+            nn.Linear(128 * 7 * 7, 1024, rng=rng), nn.BatchNorm1d(1024), nn.LeakyReLU(0.1),
+        )  # fmt: skip
+        self.d_head = nn.Linear(1024, 1, rng=rng)
+        self.q_head = (
+            nn.Sequential(
+                nn.Linear(1024, 128, rng=rng),
+                nn.BatchNorm1d(128),
+                nn.LeakyReLU(0.1),
+                nn.Linear(128, q_dim, rng=rng),
+            )
+            if q_dim
+            else None
+        )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(N, 1, 28, 28) -> D logits (N,), Q outputs (N, q_dim) or None."""
+        h = self.body(x)
+        return self.d_head(h).reshape(-1), (self.q_head(h) if self.q_head is not None else None)
+
+
+class MLPGenerator(nn.Module):
+    """A small fully connected generator for low-dimensional data: (N, in_dim) -> (N, out_dim)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 64, rng=None) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden, rng=rng), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden, rng=rng), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Linear(hidden, out_dim, rng=rng),
+        )  # fmt: skip
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class MLPDiscriminator(nn.Module):
+    """Fully connected D body with a D head (a logit) and a Q head (q_dim outputs)."""
+
+    def __init__(self, in_dim: int, q_dim: int, hidden: int = 64, rng=None) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(in_dim, hidden, rng=rng), nn.LeakyReLU(0.1),
+            nn.Linear(hidden, hidden, rng=rng), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.1),
+        )  # fmt: skip
+        self.d_head = nn.Linear(hidden, 1, rng=rng)
+        self.q_head = nn.Linear(hidden, q_dim, rng=rng)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.body(x)
+        return self.d_head(h).reshape(-1), self.q_head(h)
+
+
+def information_terms(q_out: Tensor, latent: Latent) -> tuple[Tensor, Tensor]:
+    """The two parts of L_I's expectation, as losses to minimise (nats, batch means).
+
+    Parameters
+    ----------
+    q_out : Tensor, shape (N, spec.q_dim)
+        Q's output on G(z, c): categorical logits, then continuous means.
+    latent : Latent
+        The codes c that G was given.
+
+    Returns
+    -------
+    cat_ce : Tensor, ()
+        Sum over categorical codes of -E[log Q(c_i | x)]; L_I(cat) = H(cat) - cat_ce.
+    cont_nll : Tensor, ()
+        Sum over continuous codes of -E[log N(c_j; mu_j(x), 1)] (Q's Gaussian with a fixed unit
+        std, the authors' choice); L_I(cont) = H(cont) - cont_nll.
+    """
+    spec, device = latent.spec, q_out.device
+    zero = Tensor(np.zeros((), q_out.dtype)).to(device)
+    cat_ce, start = zero, 0
+    for i, k in enumerate(spec.categorical):
+        target = Tensor(latent.categories[:, i]).to(device)
+        cat_ce = cat_ce + F.cross_entropy(q_out[:, start : start + k], target)
+        start += k
+    cont_nll = zero
+    if spec.continuous:
+        codes = Tensor(latent.continuous).to(device)
+        mean = q_out[:, start : start + spec.continuous]
+        cont_nll = F.gaussian_nll(codes, mean, reduction="none").sum(1).mean()
+    return cat_ce, cont_nll
+
+
+class InfoGAN:
+    """The paper's MNIST InfoGAN: networks, Adam optimisers and one training step.
+
+    Parameters
+    ----------
+    spec : LatentSpec
+    lr_d, lr_g : float
+        Adam learning rates of D (with Q) and G: the paper's 2e-4 and 1e-3.
+    betas : (float, float)
+        Adam's betas; the paper's beta1 is 0.5.
+    lambda_cat, lambda_cont : float
+        Weights of the categorical and continuous parts of L_I.
+    info_in_g : bool
+        Reward G with L_I (InfoGAN). False gives the paper's baseline: a plain GAN whose Q head
+        is trained all the same.
+    seed : int
+        Seeds the weights (drawn on the host, so CPU and GPU runs start identical).
+    device : {"cpu", "cuda"}
+    generator, discriminator : nn.Module, optional
+        Other networks than the paper's MNIST ones (e.g. ``MLPGenerator``/``MLPDiscriminator``
+        for low-dimensional data). The discriminator returns ``(d_logits (N,), q (N, q_dim))``.
+    """
+
+    def __init__(
+        self,
+        spec: LatentSpec = LatentSpec(),
+        *,
+        lr_d: float = 2e-4,
+        lr_g: float = 1e-3,
+        betas: tuple[float, float] = (0.5, 0.999),
+        lambda_cat: float = 1.0,
+        lambda_cont: float = 0.1,
+        info_in_g: bool = True,
+        seed: int = 0,
+        device: str = "cpu",
+        generator: nn.Module | None = None,
+        discriminator: nn.Module | None = None,
+    ) -> None:
+        self.spec, self.device = spec, device
+        self.lambda_cat, self.lambda_cont, self.info_in_g = lambda_cat, lambda_cont, info_in_g
+        rng = np.random.default_rng(seed)
+        self.G = (generator or Generator(spec.dim, rng=rng)).to(device)
+        self.D = (discriminator or Discriminator(spec.q_dim, rng=rng)).to(device)
+        self.opt_d = Adam(self.D.parameters(), lr=lr_d, betas=betas)
+        self.opt_g = Adam(self.G.parameters(), lr=lr_g, betas=betas)
+
+    def _tensor(self, a: np.ndarray) -> Tensor:
+        return Tensor(a).to(self.device)
+
+    def train_step(self, real: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+        """One D (and Q) update, then one G update, on a batch of real images.
+
+        Parameters
+        ----------
+        real : np.ndarray, float32, shape (N, 1, 28, 28), values in [0, 1]
+        rng : np.random.Generator
+            Draws the latents.
+
+        Returns
+        -------
+        dict
+            ``d_loss``, ``g_loss`` (GAN parts), ``info_cat`` and ``info_cont`` (L_I in nats, from
+            the D step), ``d_real`` and ``d_fake`` (mean D probabilities).
+        """
+        n = len(real)
+        latent = self.spec.sample(n, rng)
+        fake = self.G(self._tensor(latent.vector()))
+        ones, zeros = self._tensor(np.ones(n, np.float32)), self._tensor(np.zeros(n, np.float32))
+
+        # D step: real -> 1, fake -> 0, and Q (head and shared body) learns to recover c.
+        d_real, _ = self.D(self._tensor(real))
+        d_fake, q = self.D(fake.detach())
+        d_loss = F.binary_cross_entropy_with_logits(
+            d_real, ones
+        ) + F.binary_cross_entropy_with_logits(d_fake, zeros)
+        cat_ce, cont_nll = information_terms(q, latent)
+        info_loss = self.lambda_cat * cat_ce + self.lambda_cont * cont_nll
+        self.opt_d.zero_grad()
+        (d_loss + info_loss).backward()
+        self.opt_d.step()
+
+        # G step: fool the updated D (non-saturating loss), and make c recoverable by Q.
+        for p in self.D.parameters():
+            p.requires_grad = False  # D's weight grads are not needed here: skip computing them
+        try:
+            d_fake_g, q_g = self.D(fake)
+            g_loss = F.binary_cross_entropy_with_logits(d_fake_g, ones)
+            loss = g_loss
+            if self.info_in_g:
+                cat_g, cont_g = information_terms(q_g, latent)
+                loss = g_loss + self.lambda_cat * cat_g + self.lambda_cont * cont_g
+            self.opt_g.zero_grad()
+            loss.backward()
+            self.opt_g.step()
+        finally:
+            for p in self.D.parameters():
+                p.requires_grad = True
+        return {
+            "d_loss": d_loss.item(),
+            "g_loss": g_loss.item(),
+            "info_cat": self.spec.categorical_entropy - cat_ce.item(),
+            "info_cont": self.spec.continuous_entropy - cont_nll.item(),
+            "d_real": float(1 / (1 + np.exp(-d_real.numpy())).mean()),
+            "d_fake": float(1 / (1 + np.exp(-d_fake.numpy())).mean()),
+        }
+
+    def generate(self, latent: Latent) -> np.ndarray:
+        """G's images for ``latent`` (eval mode, no graph): (N, 1, 28, 28) on the host."""
+        self.G.eval()
+        try:
+            with no_grad():
+                return self.G(self._tensor(latent.vector())).numpy()
+        finally:
+            self.G.train()
+
+    def predict_codes(self, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+        """Q's most likely category for each image and categorical code: (N, n_cat) int64.
+
+        Runs D in eval mode (BN with running statistics), in batches, without a graph.
+        """
+        self.D.eval()
+        out = []
+        try:
+            with no_grad():
+                for i in range(0, len(images), batch_size):
+                    q = self.D(self._tensor(images[i : i + batch_size]))[1].numpy()
+                    start, cols = 0, []
+                    for k in self.spec.categorical:
+                        cols.append(q[:, start : start + k].argmax(1))
+                        start += k
+                    out.append(np.stack(cols, 1))
+        finally:
+            self.D.train()
+        return np.concatenate(out)
+
+    def state_dict(self) -> dict[str, Any]:
+        parts = {"G": self.G, "D": self.D, "opt_g": self.opt_g, "opt_d": self.opt_d}
+        return {
+            f"{name}/{k}": v for name, part in parts.items() for k, v in part.state_dict().items()
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in ("G", "D", "opt_g", "opt_d"):
+            part = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + "/")}
+            getattr(self, name).load_state_dict(part)
+
+
+def sweep_latents(
+    spec: LatentSpec,
+    code: int,
+    categories: list[int],
+    values: np.ndarray,
+    rng: np.random.Generator,
+) -> Latent:
+    """Latents for the paper's Figure 2: one row per category of the first categorical code,
+    one column per value of continuous code ``code``; noise and the other codes fixed (one noise
+    draw for the whole grid, other continuous codes 0). Rows x columns are flattened row-major."""
+    if not 0 <= code < spec.continuous:
+        raise ValueError(f"continuous code {code} does not exist; the spec has {spec.continuous}")
+    rows, cols = len(categories), len(values)
+    noise = np.repeat(rng.uniform(-1, 1, (1, spec.noise)).astype(np.float32), rows * cols, 0)
+    cats = np.zeros((rows * cols, len(spec.categorical)), np.int64)
+    cats[:, 0] = np.repeat(categories, cols)
+    cont = np.zeros((rows * cols, spec.continuous), np.float32)
+    cont[:, code] = np.tile(values, rows)
+    return Latent(noise=noise, categories=cats, continuous=cont, spec=spec)

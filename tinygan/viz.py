@@ -1,0 +1,125 @@
+"""Figures written to files with matplotlib's Agg canvas (no pyplot, no window, no global state).
+
+Every function writes one PNG atomically (a temporary file renamed into place) and returns its
+path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .serialization import atomic_path
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=fig.dpi, bbox_inches="tight")
+    return path
+
+
+def tile(images: np.ndarray, pad: int = 1) -> np.ndarray:
+    """Tile a grid of images into one picture.
+
+    Parameters
+    ----------
+    images : np.ndarray, shape (R, C, H, W)
+        Values in [0, 1].
+    pad : int
+        Pixels of white space between images.
+
+    Returns
+    -------
+    np.ndarray, shape (R*(H+pad)-pad, C*(W+pad)-pad)
+    """
+    if images.ndim != 4:
+        raise ValueError(f"tile expects images of shape (R, C, H, W); got {images.shape}")
+    r, c, h, w = images.shape
+    out = np.ones((r * (h + pad) - pad, c * (w + pad) - pad), dtype=np.float32)
+    for i in range(r):
+        for j in range(c):
+            out[i * (h + pad) : i * (h + pad) + h, j * (w + pad) : j * (w + pad) + w] = images[i, j]
+    return out
+
+
+def image_grid(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    *,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    xlabel: str | None = None,
+) -> Path:
+    """Write a grid of grey images (R, C, H, W), values in [0, 1], with optional labels."""
+    r, c = images.shape[:2]
+    fig = Figure(figsize=(0.5 * c + 1.2, 0.5 * r + 0.8), dpi=100)
+    ax = fig.add_subplot()
+    h, w = images.shape[2:]
+    ax.imshow(tile(images), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([(w + 1) * j + w / 2 - 0.5 for j in range(c)] if col_labels else [])
+    ax.set_yticks([(h + 1) * i + h / 2 - 0.5 for i in range(r)] if row_labels else [])
+    if col_labels:
+        ax.set_xticklabels(col_labels, fontsize=7)
+    if row_labels:
+        ax.set_yticklabels(row_labels, fontsize=8)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def curves(
+    path: str | os.PathLike,
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str,
+    ylabel: str,
+    xlabel: str = "iteration",
+    hlines: Mapping[str, float] | None = None,
+) -> Path:
+    """Write line plots: ``series`` maps a label to (x values, y values); ``hlines`` maps a
+    label to a constant drawn dashed (e.g. the entropy H(c) that bounds L_I)."""
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    for label, (x, y) in series.items():
+        ax.plot(x, y, label=label, linewidth=1.2)
+    for label, value in (hlines or {}).items():
+        ax.axhline(value, linestyle="--", color="gray", linewidth=1, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def confusion(
+    path: str | os.PathLike, matrix: np.ndarray, *, title: str, xlabel: str, ylabel: str
+) -> Path:
+    """Write a confusion matrix (rows: true labels, columns: predicted) with counts in cells."""
+    fig = Figure(figsize=(6, 5), dpi=100)
+    ax = fig.add_subplot()
+    im = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(im, ax=ax)
+    for (i, j), v in np.ndenumerate(matrix):
+        color = "white" if v > matrix.max() / 2 else "black"
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=6, color=color)
+    ax.set_xticks(range(matrix.shape[1]))
+    ax.set_yticks(range(matrix.shape[0]))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return _save(fig, path)
