@@ -313,8 +313,8 @@ class InfoGAN:
             "g_loss": g_loss.item(),
             "info_cat": self.spec.categorical_entropy - cat_ce.item(),
             "info_cont": self.spec.continuous_entropy - cont_nll.item(),
-            "d_real": float(1 / (1 + np.exp(-d_real.numpy())).mean()),
-            "d_fake": float(1 / (1 + np.exp(-d_fake.numpy())).mean()),
+            "d_real": float(np.mean(0.5 + 0.5 * np.tanh(0.5 * d_real.numpy()))),  # sigmoid
+            "d_fake": float(np.mean(0.5 + 0.5 * np.tanh(0.5 * d_fake.numpy()))),
         }
 
     def generate(self, latent: Latent) -> np.ndarray:
