@@ -7,13 +7,10 @@ works) and are saved by ``state_dict`` with the per-parameter state, so training
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
-
-from . import backend
+from . import backend, kernels
 from .tensor import Tensor
 
 
@@ -172,7 +169,8 @@ class Adam(Optimizer):
     ``g = grad + weight_decay * p``; ``m = lerp(m, g, 1 - beta1)``;
     ``v = beta2 * v + (1 - beta2) * g * g``;
     ``p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)``.
-    On CuPy arrays one fused kernel (``kernels.cuda.adam_update``) does all of it.
+    The update itself is ``kernels.adam_update`` (NumPy in cache-sized blocks; one fused CUDA
+    kernel on CuPy arrays).
     """
 
     hparams = ("lr", "betas", "eps", "weight_decay")
@@ -211,22 +209,6 @@ class Adam(Optimizer):
         beta1, beta2 = self.betas
         bc1, bc2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        if xp is not np:  # CuPy
-            from .kernels.cuda import adam_update
-
-            adam_update(
-                p.data, p.grad, m, v, self.lr, beta1, beta2, self.eps, bc1, bc2, self.weight_decay
-            )
-            return
-        g = p.grad
-        if self.weight_decay != 0:
-            g = g + self.weight_decay * p.data
-        w = p.dtype.type(1 - beta1)  # m.lerp_(g, w), with torch.lerp's two forms
-        if abs(w) < 0.5:
-            m += w * (g - m)
-        else:
-            m[...] = g - (g - m) * (1 - w)
-        v *= beta2  # v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        v += (1 - beta2) * g * g
-        denom = xp.sqrt(v) / math.sqrt(bc2) + self.eps
-        p.data += (-(self.lr / bc1) * m) / denom  # p.addcdiv_(m, denom, value=-lr / bc1)
+        kernels.adam_update(
+            p.data, p.grad, m, v, self.lr, beta1, beta2, self.eps, bc1, bc2, self.weight_decay
+        )

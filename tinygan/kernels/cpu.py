@@ -83,13 +83,33 @@ def col2im(cols: np.ndarray, x_hw, stride, padding, dilation) -> np.ndarray:
 
 
 def leaky_relu_forward(x: np.ndarray, slope: float) -> np.ndarray:
-    """``x`` where ``x > 0``, else ``slope * x``; same shape and dtype."""
-    return np.where(x > 0, x, x * x.dtype.type(slope))
+    """``x`` where ``x > 0``, else ``slope * x``; same shape, dtype and memory layout.
+
+    For ``0 <= slope <= 1`` this is ``max(x, slope * x)``: two fast ufunc passes (a select
+    with ``np.where`` on a random sign pattern is ~20x slower here).
+    """
+    s = x.dtype.type(slope)
+    if 0 <= slope <= 1:
+        return np.maximum(x, x * s)
+    return np.where(x > 0, x, x * s)
 
 
 def leaky_relu_backward(x: np.ndarray, gy: np.ndarray, slope: float) -> np.ndarray:
-    """``gy`` where ``x > 0``, else ``slope * gy`` (the gradient at 0 is ``slope``, as PyTorch)."""
-    return np.where(x > 0, gy, gy * gy.dtype.type(slope))
+    """``gy`` where ``x > 0``, else ``slope * gy`` (the gradient at 0 is ``slope``, as PyTorch).
+
+    For ``0 <= slope <= 1`` the factor is ``max([x > 0], slope)``, exactly 1 or ``slope``,
+    computed with ufuncs only (no select on a random mask).
+    """
+    s = gy.dtype.type(slope)
+    if 0 <= slope <= 1:
+        factor = np.asarray(np.greater(x, 0)).astype(gy.dtype)  # asarray: 0-d stays an array
+        np.maximum(factor, s, out=factor)
+        factor *= gy
+        return factor
+    return np.where(x > 0, gy, gy * s)
+
+
+_ADAM_BLOCK = 1 << 15  # elements per block: a block's arrays and temporaries stay in cache
 
 
 def adam_update(
@@ -114,8 +134,19 @@ def adam_update(
     with PyTorch's order of operations (its ``lerp``, ``addcmul``, ``addcdiv``); the scalars
     ``lr / bias_correction1`` and ``sqrt(bias_correction2)`` are formed in double precision.
     """
-    if weight_decay != 0:
-        grad = grad + weight_decay * param
+    args = (lr, beta1, beta2, eps, bias_correction1, bias_correction2, weight_decay)
+    if not all(a.flags.c_contiguous for a in (param, m, v)):
+        _adam_block(param, grad, m, v, *args)
+        return
+    p, g, m, v = param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1)  # views
+    for i in range(0, p.size, _ADAM_BLOCK):  # ~13 passes per block, but each block in cache
+        block = slice(i, i + _ADAM_BLOCK)
+        _adam_block(p[block], g[block], m[block], v[block], *args)
+
+
+def _adam_block(param, grad, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, wd):
+    if wd != 0:
+        grad = grad + wd * param
     w = param.dtype.type(1 - beta1)
     if abs(w) < 0.5:  # torch.lerp's two forms, each exact at its own end
         m += w * (grad - m)

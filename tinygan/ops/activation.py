@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import kernels
 from ..function import Function
 from ..tensor import Tensor
 
@@ -21,12 +22,10 @@ class LeakyReLU(Function):
 
     def forward(self, x):
         self.x = x
-        if 0 <= self.slope <= 1:  # max(x, a*x) is leaky ReLU for 0 <= a <= 1, and fast
-            return self.xp.maximum(x, x * self.slope)
-        return self.xp.where(x > 0, x, x * self.slope)
+        return kernels.leaky_relu_forward(x, self.slope)
 
     def backward(self, gy):
-        return self.xp.where(self.x > 0, gy, gy * self.slope)
+        return kernels.leaky_relu_backward(self.x, gy, self.slope)
 
 
 class Sigmoid(Function):

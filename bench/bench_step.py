@@ -1,0 +1,221 @@
+"""Benchmark one full InfoGAN training step (D step + G step, the paper's MNIST networks) in
+tinygan and in PyTorch (same networks, losses and update order) in the same process; also
+forward+backward of linear, batch_norm and leaky_relu at the model's shapes.
+
+    python bench/bench_step.py [--batches 64 128] [--repeats 15] [--warmup 3]
+
+Prints ms (median after warm-up), the tinygan/PyTorch ratio, achieved GFLOP/s (GEMM FLOPs of the
+step counted analytically) and the peak memory a step adds (measured in a fresh subprocess per
+library and batch: ru_maxrss after the steps minus before them). Both libraries run with the
+allocator setting the training entry points apply (``tinygan.experiments.tune_allocator``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import tinygan as tg
+from tinygan.experiments import tune_allocator
+from tinygan.models import InfoGAN, LatentSpec
+from tinygan.nn import functional as F
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+SPEC = LatentSpec()
+
+
+def step_gflop(batch: int) -> float:
+    """GEMM FLOPs of one training step, counted per layer.
+
+    With f the forward FLOPs of a layer (2*M*K*N): G's layers run forward once and backward
+    (weight and input grads, no input grad for the first layer) once. D's layers run forward
+    three times (real and fake in the D step, fake in the G step), weight grads twice (D step),
+    input grads twice in the D step (not for the first layer: images need none) and once in the
+    G step (all layers: the gradient flows into G).
+    """
+    b = batch
+    g = [2 * b * SPEC.dim * 1024, 2 * b * 1024 * 6272,
+         2 * b * 7 * 7 * 128 * 16 * 64, 2 * b * 14 * 14 * 64 * 16 * 1]  # fmt: skip
+    d = [2 * b * 14 * 14 * 64 * 16 * 1, 2 * b * 7 * 7 * 128 * 16 * 64, 2 * b * 6272 * 1024,
+         2 * b * 1024 * 1, 2 * b * 1024 * 128, 2 * b * 128 * SPEC.q_dim]  # fmt: skip
+    flops = sum(g) * 3 - g[0]
+    flops += sum(d) * (3 + 2 + 2 + 1) - 2 * d[0]
+    return flops / 1e9
+
+
+def tinygan_step(batch: int):
+    model = InfoGAN(SPEC, seed=0)
+    x = np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32)
+    rng = np.random.default_rng(1)
+    return lambda: model.train_step(x, rng)
+
+
+def torch_step(batch: int):
+    nn = torch.nn
+    torch.manual_seed(0)
+    G = nn.Sequential(
+        nn.Linear(SPEC.dim, 1024), nn.BatchNorm1d(1024), nn.ReLU(),
+        nn.Linear(1024, 6272), nn.BatchNorm1d(6272), nn.ReLU(), nn.Unflatten(1, (128, 7, 7)),
+        nn.ConvTranspose2d(128, 64, 4, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.ConvTranspose2d(64, 1, 4, 2, 1), nn.Sigmoid(),
+    )  # fmt: skip
+    body = nn.Sequential(
+        nn.Conv2d(1, 64, 4, 2, 1), nn.LeakyReLU(0.1),
+        nn.Conv2d(64, 128, 4, 2, 1), nn.BatchNorm2d(128), nn.LeakyReLU(0.1), nn.Flatten(),
+        nn.Linear(6272, 1024), nn.BatchNorm1d(1024), nn.LeakyReLU(0.1),
+    )  # fmt: skip
+    d_head = nn.Linear(1024, 1)
+    q_head = nn.Sequential(nn.Linear(1024, 128), nn.BatchNorm1d(128), nn.LeakyReLU(0.1),
+                           nn.Linear(128, SPEC.q_dim))  # fmt: skip
+    d_params = [*body.parameters(), *d_head.parameters(), *q_head.parameters()]
+    opt_d = torch.optim.Adam(d_params, lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    x = torch.from_numpy(np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32))
+    rng = np.random.default_rng(1)
+    bce, ce = (
+        torch.nn.functional.binary_cross_entropy_with_logits,
+        torch.nn.functional.cross_entropy,
+    )
+
+    def D(images):
+        h = body(images)
+        return d_head(h).reshape(-1), q_head(h)
+
+    def info(q, cats, cont):
+        nll = (0.5 * (q[:, 10:] - cont) ** 2 + 0.5 * np.log(2 * np.pi)).sum(1).mean()
+        return ce(q[:, :10], cats) + 0.1 * nll
+
+    def step():
+        latent = SPEC.sample(batch, rng)
+        cats = torch.from_numpy(latent.categories[:, 0])
+        cont = torch.from_numpy(latent.continuous)
+        fake = G(torch.from_numpy(latent.vector()))
+        ones, zeros = torch.ones(batch), torch.zeros(batch)
+        d_real, _ = D(x)
+        d_fake, q = D(fake.detach())
+        loss = bce(d_real, ones) + bce(d_fake, zeros) + info(q, cats, cont)
+        opt_d.zero_grad()
+        loss.backward()
+        opt_d.step()
+        for p in d_params:
+            p.requires_grad_(False)
+        d_fake, q = D(fake)
+        loss = bce(d_fake, ones) + info(q, cats, cont)
+        opt_g.zero_grad()
+        loss.backward()
+        opt_g.step()
+        for p in d_params:
+            p.requires_grad_(True)
+
+    return step
+
+
+def layer_cases(batch: int):
+    """(name, tinygan fwd+bwd, torch fwd+bwd or None) at the model's shapes."""
+    rng = np.random.default_rng(0)
+    x_fc = rng.standard_normal((batch, 6272), dtype=np.float32)
+    w_fc = 0.01 * rng.standard_normal((1024, 6272), dtype=np.float32)
+    b_fc = np.zeros(1024, np.float32)
+    x_bn = np.ascontiguousarray(rng.standard_normal((batch, 7, 7, 128), dtype=np.float32))
+    x_bn = x_bn.transpose(0, 3, 1, 2)  # NCHW view of NHWC memory, as conv outputs are
+    gamma, beta = np.ones(128, np.float32), np.zeros(128, np.float32)
+    x_lr = rng.standard_normal((batch, 64, 14, 14), dtype=np.float32)
+    cases = {
+        "linear 6272->1024": (lambda m: m.linear, (x_fc, w_fc, b_fc), {}),
+        "batch_norm2d 128ch 7x7": (
+            lambda m: (lambda a, g, b: m.batch_norm(a, None, None, g, b, training=True)),
+            (x_bn, gamma, beta), {},
+        ),
+        "leaky_relu 64x14x14": (lambda m: (lambda a: m.leaky_relu(a, 0.1)), (x_lr,), {}),
+    }  # fmt: skip
+    out = []
+    for name, (get, arrays, _) in cases.items():
+
+        def ours(get=get, arrays=arrays):
+            ts = [tg.tensor(a, requires_grad=True) for a in arrays]
+            y = get(F)(*ts)
+            y.backward(np.ones(y.shape, np.float32))
+
+        theirs = None
+        if torch is not None:
+
+            def theirs(get=get, arrays=arrays):
+                ts = [torch.from_numpy(np.ascontiguousarray(a)).requires_grad_() for a in arrays]
+                y = get(torch.nn.functional)(*ts)
+                y.backward(torch.ones_like(y))
+
+        out.append((name, ours, theirs))
+    return out
+
+
+def median_ms(fn, repeats: int, warmup: int) -> float:
+    time.sleep(0.3)  # let the other library's worker threads go idle
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def peak_mb(lib: str, batch: int) -> float:
+    """Peak resident memory of model, optimiser state and three steps, in a fresh process (MB,
+    growth of ru_maxrss over the process after its imports)."""
+    code = (
+        "import resource, sys; sys.path.insert(0, 'bench'); import bench_step as b; "
+        "b.tune_allocator(); r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        f"s = (b.tinygan_step if '{lib}' == 'tinygan' else b.torch_step)({batch}); "
+        "[s() for _ in range(3)]; "
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    tune_allocator()
+    print(f"float32; median of {args.repeats} after {args.warmup} warm-up; "
+          f"numpy {np.__version__}, torch {torch.__version__ if torch else 'absent'}")  # fmt: skip
+    print(
+        "\n| InfoGAN step | tinygan ms | GFLOP/s | peak MB | torch ms | GFLOP/s | peak MB | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for b in args.batches:
+        gf = step_gflop(b)
+        ours = median_ms(tinygan_step(b), args.repeats, args.warmup)
+        mem = peak_mb("tinygan", b)
+        row = f"| batch {b} ({gf:.1f} GFLOP) | {ours:.0f} | {gf / ours * 1e3:.0f} | {mem:.0f} |"
+        if torch is not None:
+            theirs = median_ms(torch_step(b), args.repeats, args.warmup)
+            mem = peak_mb("torch", b)
+            row += f" {theirs:.0f} | {gf / theirs * 1e3:.0f} | {mem:.0f} | {ours / theirs:.2f} |"
+        print(row)
+    for b in args.batches[:1]:
+        print(f"\n| layer fwd+bwd, batch {b} | tinygan ms | torch ms | ratio |\n|---|---|---|---|")
+        for name, ours_fn, theirs_fn in layer_cases(b):
+            ours = median_ms(ours_fn, 4 * args.repeats, args.warmup)
+            row = f"| {name} | {ours:.2f} |"
+            if theirs_fn is not None:
+                theirs = median_ms(theirs_fn, 4 * args.repeats, args.warmup)
+                row += f" {theirs:.2f} | {ours / theirs:.2f} |"
+            print(row)
+
+
+if __name__ == "__main__":
+    main()
