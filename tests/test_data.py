@@ -330,3 +330,15 @@ def test_batches_epochs_differ_with_one_generator():
 def test_batches_validation(args, message):
     with pytest.raises(ValueError, match=message):
         batches(*args)
+
+
+def test_corrupt_gzip_payload_is_a_value_error(tmp_path):
+    """Regression: a damaged deflate stream escaped as zlib.error instead of ValueError."""
+    import gzip
+
+    raw = bytearray(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x04abcd" * 50))
+    raw[20:30] = b"\xff" * 10
+    path = tmp_path / "bad.gz"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"bad\.gz"):
+        read_idx(path)

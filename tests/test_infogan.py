@@ -87,16 +87,9 @@ def test_information_loss_trains_the_shared_body_and_q_head_only():
             assert p.grad is None, name
 
 
-def test_train_step_updates_body_through_q_in_the_d_step():
-    """With the GAN part of D's loss removed (lr of G 0), the body still moves: Q's loss reaches it."""
-    spec = LatentSpec(categorical=(3,), continuous=0, noise=2)
-    model = small_infogan(spec)
-    before = {k: v.copy() for k, v in model.D.state_dict().items()}
-    x, _ = blobs(3, 64)
-    model.train_step(x[:32], np.random.default_rng(0))
-    after = model.D.state_dict()
-    assert not np.array_equal(before["body.0.weight"], after["body.0.weight"])
-    assert not np.array_equal(before["q_head.weight"], after["q_head.weight"])
+def test_paper_model_needs_a_code():
+    with pytest.raises(ValueError, match="at least one code"):
+        InfoGAN(LatentSpec(categorical=(), continuous=0))
 
 
 def test_short_run_recovers_the_clusters():

@@ -311,11 +311,11 @@ def test_failing_save_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch
     tg.save({"a": np.arange(3)}, path)
     old = path.read_bytes()
 
-    def broken_savez(f, **arrays):
-        f.write(b"half a zip")
+    def broken_write(f, array, **kwargs):
+        f.write(b"half an array")
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez", broken_savez)
+    monkeypatch.setattr(np.lib.format, "write_array", broken_write)
     with pytest.raises(OSError, match="disk full"):
         tg.save({"a": np.arange(4)}, path)
     with pytest.raises(OSError, match="disk full"):
@@ -380,3 +380,20 @@ def test_save_from_gpu_and_load_into_cpu(tmp_path):
     np.testing.assert_array_equal(cpu.head.weight.data, net.head.weight.data.get())
     net.load_state_dict(cpu.state_dict())  # host arrays go to the device
     assert net.head.weight.device == "cuda"
+
+
+def test_save_accepts_any_key_name(tmp_path):
+    """Regression: np.savez's keyword form dropped a key named 'allow_pickle' and refused 'file'."""
+    state = {"file": np.arange(3.0), "allow_pickle": np.ones(2, np.float32), "a/b.c": np.zeros(())}
+    tg.save(state, tmp_path / "s.npz")
+    back = tg.load(tmp_path / "s.npz")
+    assert sorted(back) == sorted(state)
+    for k, v in state.items():
+        np.testing.assert_array_equal(back[k], v)
+        assert back[k].dtype == v.dtype
+
+
+def test_sequential_slice_is_a_sequential():
+    seq = nn.Sequential(nn.ReLU(), nn.Tanh(), nn.Sigmoid())
+    head = seq[:2]
+    assert isinstance(head, nn.Sequential) and len(head) == 2 and isinstance(seq[-1], nn.Sigmoid)

@@ -128,7 +128,7 @@ def reduction_cases(draw):
     return shape, dim, draw(st.booleans())
 
 
-REDUCTIONS = {"sum": (tg.sum, np.sum), "mean": (tg.mean, np.mean), "max": (tg.max, np.max)}
+REDUCTIONS = {"sum": (tg.sum, np.sum), "mean": (tg.mean, np.mean), "amax": (tg.amax, np.max)}
 
 
 @pytest.mark.parametrize("name", REDUCTIONS)
@@ -150,10 +150,29 @@ def test_reductions_accept_numpy_names():
         x.sum(2)
 
 
-def test_max_ties_share_the_gradient():
+def test_amax_ties_share_the_gradient():
     x = tg.tensor(np.array([[1.0, 3.0, 3.0], [2.0, 0.0, 1.0]]), requires_grad=True)
-    x.max(dim=1).sum().backward()
+    x.amax(dim=1).sum().backward()
     np.testing.assert_array_equal(x.grad, [[0, 0.5, 0.5], [1, 0, 0]])
+
+
+@given(shape=shapes(min_dims=1, max_dims=3), seed=seeds, data=st.data())
+def test_max_with_dim_returns_values_and_indices_like_pytorch(shape, seed, data):
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    keepdim = data.draw(st.booleans())
+    a = randn(seed, shape)
+    x = tg.tensor(a, requires_grad=True)
+    values, indices = x.max(dim, keepdim)
+    np.testing.assert_array_equal(values.data, a.max(axis=dim, keepdims=keepdim))
+    np.testing.assert_array_equal(indices.data, np.argmax(a, axis=dim, keepdims=keepdim))
+    tg.gradcheck(lambda t: t.max(dim, keepdim).values, [x])
+    assert x.max().shape == () and x.max().item() == a.max()
+
+
+def test_max_with_dim_sends_the_gradient_to_the_first_maximum():
+    x = tg.tensor(np.array([[1.0, 3.0, 3.0]]), requires_grad=True)
+    x.max(1).values.sum().backward()
+    np.testing.assert_array_equal(x.grad, [[0, 1, 0]])
 
 
 @given(shape=shapes(min_dims=1, max_dims=4), seed=seeds, data=st.data())
@@ -314,3 +333,17 @@ def test_mixed_float_dtypes_are_refused():
 def test_numpy_arrays_on_the_left_defer_to_tensor():
     y = np.ones(2) + tg.tensor(np.ones(2), requires_grad=True)
     assert isinstance(y, tg.Tensor) and y.requires_grad
+
+
+def test_permute_rejects_out_of_range_dims():
+    """Regression: dims were reduced modulo ndim before the check, so (0, 1, 5) slipped through."""
+    with pytest.raises(ValueError, match=r"\(0, 1, 5\) are not a permutation of 3 axes"):
+        tg.tensor(np.ones((2, 3, 4))).permute(0, 1, 5)
+
+
+def test_scalar_base_power():
+    x = tg.tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
+    np.testing.assert_allclose((2**x).data, 2**x.data, rtol=1e-15)
+    tg.gradcheck(lambda t: 3.0**t, [x])
+    with pytest.raises(ValueError, match="positive"):
+        (-2) ** x

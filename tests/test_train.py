@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 
@@ -51,17 +53,17 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
 
 
 class Faulty:
-    """Wraps a model; at step ``at`` its step returns NaN or raises KeyboardInterrupt."""
+    """Wraps a model; at step ``at`` its step returns NaN, or Ctrl-C arrives mid-step."""
 
     def __init__(self, inner, at, fault):
         self.inner, self.at, self.fault, self.steps = inner, at, fault, 0
 
     def train_step(self, batch, rng):
         self.steps += 1
+        if self.steps == self.at and self.fault == "sigint":
+            signal.raise_signal(signal.SIGINT)  # as if Ctrl-C were pressed now
         metrics = self.inner.train_step(batch, rng)
-        if self.steps == self.at:
-            if self.fault == "interrupt":
-                raise KeyboardInterrupt
+        if self.steps == self.at and self.fault == "nan":
             metrics["g_loss"] = float("nan")
         return metrics
 
@@ -81,12 +83,27 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
 
 
-def test_ctrl_c_saves_then_reraises(tmp_path):
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path):
     ckpt = tmp_path / "ckpt.npz"
     with pytest.raises(KeyboardInterrupt):
-        train(Faulty(model(), 3, "interrupt"), DATA, steps=10, batch_size=20, checkpoint=ckpt,
-              checkpoint_every=100, progress=False)  # fmt: skip
-    assert int(load(ckpt)["train/step"]) == 2
+        train(Faulty(model(), 3, "sigint"), DATA, steps=8, batch_size=20, seed=1,
+              checkpoint=ckpt, checkpoint_every=100, progress=False)  # fmt: skip
+    assert int(load(ckpt)["train/step"]) == 3
+    resumed = model(seed=5)
+    train(
+        resumed, DATA, steps=8, batch_size=20, seed=1, checkpoint=ckpt, resume=True, progress=False
+    )
+    whole = model()
+    train(whole, DATA, steps=8, batch_size=20, seed=1, progress=False)
+    for k, v in whole.state_dict().items():
+        np.testing.assert_array_equal(v, resumed.state_dict()[k], err_msg=k)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    ckpt = tmp_path / "ckpt.npz"
+    train(model(), DATA, steps=2, batch_size=20, seed=1, checkpoint=ckpt, progress=False)
+    with pytest.raises(ValueError, match=r"'seed': 1.*'seed': 2"):
+        train(model(), DATA, steps=4, batch_size=20, seed=2, checkpoint=ckpt, resume=True)
 
 
 def test_bad_arguments():

@@ -5,6 +5,7 @@ from .function import Function, is_grad_enabled, no_grad, sum_to
 from .gradcheck import GradcheckError, gradcheck
 from .ops import (
     abs,
+    amax,
     broadcast_to,
     cat,
     clip,
@@ -37,7 +38,7 @@ from .tensor import Tensor, tensor
 __version__ = "0.1.0"
 
 __all__ = [
-    "Function", "GradcheckError", "Tensor", "__version__", "abs", "backend", "broadcast_to",
+    "Function", "GradcheckError", "Tensor", "__version__", "abs", "amax", "backend", "broadcast_to",
     "cat", "clip", "concat", "exp", "flatten", "gradcheck", "is_grad_enabled", "leaky_relu", "load",
     "log", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "nn", "no_grad", "optim",
     "permute", "relu", "reshape", "save", "sigmoid", "softmax", "softplus", "sqrt", "stack", "sum",

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-try:  # CuPy is optional: a missing package or a broken CUDA install both mean "no GPU".
+_cupy_error: Exception | None = None
+try:  # CuPy is optional: without it, or with a broken CUDA install, only "cpu" exists
     import cupy as _cupy
-except Exception:
-    _cupy = None
+except Exception as e:  # kept, to say why when "cuda" is asked for
+    _cupy, _cupy_error = None, e
 
 DEVICES = ("cpu", "cuda")
 
@@ -65,7 +66,8 @@ def check_device(device: str) -> str:
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; expected one of {DEVICES}")
     if device == "cuda" and not cuda_available():
-        raise RuntimeError("device 'cuda' requested but CuPy with a CUDA GPU is not available")
+        why = f": {type(_cupy_error).__name__}: {_cupy_error}" if _cupy_error else ""
+        raise RuntimeError(f"device 'cuda' requested but no CuPy with a CUDA GPU is usable{why}")
     return device
 
 

@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if raw[:2] == _GZIP_MAGIC:
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise ValueError(f"{path}: corrupt gzip stream ({e})") from e
     if len(raw) < 4:
         raise ValueError(f"{path}: file too short for an IDX header ({len(raw)} bytes)")

@@ -146,6 +146,7 @@ def run_infogan(args: argparse.Namespace) -> int:
         "info_cat_at_1000": float(np.mean(info[990:1000])) if len(info) >= 1000 else None,
         "info_cat_final": float(np.mean(info[-10:])),
         "info_cat_ceiling": spec.categorical_entropy,
+        "evaluated_on": f"{args.dataset} {args.split} (the training images; labels unseen)",
         "train_seconds_this_run": seconds,
         "device": device,
         **{k: v for k, v in vars(args).items() if k not in ("compare",)},

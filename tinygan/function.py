@@ -38,6 +38,7 @@ def no_grad() -> Iterator[None]:
 
 
 def is_grad_enabled() -> bool:
+    """Whether ops record the graph now (False inside ``no_grad()``)."""
     return _grad_enabled
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -40,7 +41,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     try:
         yield tmp
         _fsync(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600; give it a normal file's mode
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp made it 0600; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -78,8 +79,10 @@ def save(obj: Any, path: str | os.PathLike) -> None:
         if array.dtype.kind not in "biufcUS":
             raise TypeError(f"save: {key!r} is not plain array data (got {type(value).__name__})")
         arrays[key] = array
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        for key, array in arrays.items():  # as np.savez does, but any key is allowed
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, array, allow_pickle=False)
 
 
 def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -114,6 +117,9 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _umask()  # read once, at import: reading it sets it for a moment
 
 
 def _fsync(path: str) -> None:

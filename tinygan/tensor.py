@@ -9,6 +9,7 @@ Intermediate gradients are dropped as soon as they are used; leaf gradients accu
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -173,6 +174,12 @@ class Tensor:
     def __pow__(self, exponent: float) -> Tensor:
         return ops.pow(self, exponent)
 
+    def __rpow__(self, base: float) -> Tensor:
+        """``base ** self`` for a positive Python number ``base``: ``exp(self * ln(base))``."""
+        if not isinstance(base, (int, float)) or base <= 0:
+            raise ValueError(f"base ** tensor needs a positive number as the base; got {base!r}")
+        return ops.exp(self * math.log(base))
+
     def __matmul__(self, other: Any) -> Tensor:
         return ops.matmul(self, other)
 
@@ -205,8 +212,11 @@ class Tensor:
     def mean(self, dim: Any = None, keepdim: bool = False, **aliases: Any) -> Tensor:
         return ops.mean(self, dim, keepdim, **aliases)
 
-    def max(self, dim: Any = None, keepdim: bool = False, **aliases: Any) -> Tensor:
-        return ops.max(self, dim, keepdim, **aliases)
+    def amax(self, dim: Any = None, keepdim: bool = False, **aliases: Any) -> Tensor:
+        return ops.amax(self, dim, keepdim, **aliases)
+
+    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        return ops.max(self, dim, keepdim)
 
     def reshape(self, *shape: Any) -> Tensor:
         return ops.reshape(self, *shape)

@@ -8,15 +8,20 @@ continues exactly as if it had never stopped, and one seed gives one run.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
+from .data import batches
 from .serialization import load, save
 
 
@@ -33,12 +38,11 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
-    """Indices of the batch at ``step``: epochs of ``n // batch_size`` batches, each epoch a
-    permutation drawn from (seed, epoch)."""
-    per_epoch = n // batch_size
-    epoch, i = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, 0, epoch]).permutation(n)
-    return order[i * batch_size : (i + 1) * batch_size]
+    """Indices of the batch at ``step``: epochs of ``n // batch_size`` batches, each epoch
+    shuffled by ``data.batches`` with a generator drawn from (seed, epoch)."""
+    epoch, i = divmod(step, n // batch_size)
+    epoch_batches = batches(n, batch_size, np.random.default_rng([seed, 0, epoch]))
+    return next(itertools.islice(epoch_batches, i, None))
 
 
 def step_rng(seed: int, step: int) -> np.random.Generator:
@@ -69,12 +73,15 @@ def train(
     steps, batch_size, seed : int
     checkpoint : path, optional
         ``.npz`` file written atomically every ``checkpoint_every`` steps, at the end, and on
-        Ctrl-C (then KeyboardInterrupt is re-raised). It holds the model's state, the step and
-        the history.
+        Ctrl-C. It holds the model's state, the step, the history, and the seed, batch size and
+        data size (a resume with other values is refused).
     resume : bool
         Continue from ``checkpoint`` if it exists.
     on_step : callable, optional
         Called as ``on_step(step, metrics)`` after every step (step counts from 1).
+
+    Ctrl-C lets the current step finish, writes the checkpoint, then raises KeyboardInterrupt
+    (press it twice to stop at once, without saving).
 
     Returns
     -------
@@ -96,42 +103,70 @@ def train(
     if batch_size > len(data):
         raise ValueError(f"batch_size {batch_size} is larger than the data ({len(data)} examples)")
     path = Path(checkpoint) if checkpoint is not None else None
+    run = {"seed": seed, "batch_size": batch_size, "examples": len(data)}
     start, history = 0, []
     if resume and path is not None and path.exists():
-        start, history = _restore(model, path)
+        start, history = _restore(model, path, run)
     bar = tqdm(total=steps, initial=start, disable=not progress, dynamic_ncols=True)
     step = start
     try:
-        while step < steps:
-            batch = data[batch_indices(len(data), batch_size, seed, step)]
-            metrics = model.train_step(batch, step_rng(seed, step))
-            bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-            if bad:
-                where = f"; the last good checkpoint is {path}" if path is not None else ""
-                raise NonFiniteLossError(
-                    f"step {step + 1}: non-finite {bad}, training stopped{where}"
-                )
-            step += 1
-            history.append({"step": float(step), **metrics})
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
-            if on_step is not None:
-                on_step(step, metrics)
-            if path is not None and (step % checkpoint_every == 0 or step == steps):
-                _checkpoint(model, path, step, history)
-    except KeyboardInterrupt:
-        if path is not None and step > start:
-            _checkpoint(model, path, step, history)
-            print(f"\ninterrupted: saved step {step} to {path}; continue with resume")
-        raise
+        with _deferred_interrupt() as interrupted:
+            while step < steps:
+                batch = data[batch_indices(len(data), batch_size, seed, step)]
+                metrics = model.train_step(batch, step_rng(seed, step))
+                bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+                if bad:
+                    where = f"; the last good checkpoint is {path}" if path is not None else ""
+                    raise NonFiniteLossError(
+                        f"step {step + 1}: non-finite {bad}, training stopped{where}"
+                    )
+                step += 1
+                history.append({"step": float(step), **metrics})
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
+                if on_step is not None:
+                    on_step(step, metrics)
+                if path is not None and (
+                    step % checkpoint_every == 0 or step == steps or interrupted
+                ):
+                    _checkpoint(model, path, step, history, run)
+                if interrupted:
+                    if path is not None:
+                        print(f"\ninterrupted: saved step {step} to {path}; continue with resume")
+                    raise KeyboardInterrupt
     finally:
         bar.close()
     return history
 
 
-def _checkpoint(model: Trainable, path: Path, step: int, history: list[dict[str, float]]) -> None:
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[list[bool]]:
+    """Let a Ctrl-C finish the step in progress: the first SIGINT only sets a flag (the loop
+    saves a consistent checkpoint and stops after the step); a second one interrupts at once.
+    Outside the main thread signals cannot be caught, and nothing changes."""
+    flag: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag:
+            raise KeyboardInterrupt
+        flag.append(True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _checkpoint(
+    model: Trainable, path: Path, step: int, history: list[dict[str, float]], run: dict[str, int]
+) -> None:
     keys = sorted({k for h in history for k in h})
     state = {f"model/{k}": v for k, v in model.state_dict().items()}
+    state.update({f"train/{k}": np.array(v) for k, v in run.items()})
     state["train/step"] = np.array(step)
     state["train/history_keys"] = np.array(keys)
     state["train/history"] = np.array(
@@ -140,8 +175,16 @@ def _checkpoint(model: Trainable, path: Path, step: int, history: list[dict[str,
     save(state, path)
 
 
-def _restore(model: Trainable, path: Path) -> tuple[int, list[dict[str, float]]]:
+def _restore(
+    model: Trainable, path: Path, run: dict[str, int]
+) -> tuple[int, list[dict[str, float]]]:
     state = load(path)
+    saved = {k: int(state[f"train/{k}"]) for k in run if f"train/{k}" in state}
+    if saved != run:
+        raise ValueError(
+            f"{path} was written by a run with {saved}; resuming it with {run} would not "
+            "continue that run (use the same seed, batch size and data, or a new checkpoint)"
+        )
     model.load_state_dict(
         {k[len("model/") :]: v for k, v in state.items() if k.startswith("model/")}
     )

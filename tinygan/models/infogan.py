@@ -13,7 +13,10 @@ recoverable. The baseline (``info_in_g=False``) trains Q just the same but does 
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,7 @@ import numpy as np
 from .. import nn
 from ..function import no_grad
 from ..nn import functional as F
+from ..ops import sigmoid
 from ..optim import Adam
 from ..tensor import Tensor
 
@@ -249,11 +253,15 @@ class InfoGAN:
         generator: nn.Module | None = None,
         discriminator: nn.Module | None = None,
     ) -> None:
+        if spec.q_dim == 0:
+            raise ValueError(f"InfoGAN needs at least one code to recover; got {spec}")
         self.spec, self.device = spec, device
         self.lambda_cat, self.lambda_cont, self.info_in_g = lambda_cat, lambda_cont, info_in_g
         rng = np.random.default_rng(seed)
-        self.G = (generator or Generator(spec.dim, rng=rng)).to(device)
-        self.D = (discriminator or Discriminator(spec.q_dim, rng=rng)).to(device)
+        self.G = (Generator(spec.dim, rng=rng) if generator is None else generator).to(device)
+        self.D = (
+            Discriminator(spec.q_dim, rng=rng) if discriminator is None else discriminator
+        ).to(device)
         self.opt_d = Adam(self.D.parameters(), lr=lr_d, betas=betas)
         self.opt_g = Adam(self.G.parameters(), lr=lr_g, betas=betas)
 
@@ -313,37 +321,28 @@ class InfoGAN:
             "g_loss": g_loss.item(),
             "info_cat": self.spec.categorical_entropy - cat_ce.item(),
             "info_cont": self.spec.continuous_entropy - cont_nll.item(),
-            "d_real": float(np.mean(0.5 + 0.5 * np.tanh(0.5 * d_real.numpy()))),  # sigmoid
-            "d_fake": float(np.mean(0.5 + 0.5 * np.tanh(0.5 * d_fake.numpy()))),
+            "d_real": sigmoid(d_real.detach()).mean().item(),
+            "d_fake": sigmoid(d_fake.detach()).mean().item(),
         }
 
     def generate(self, latent: Latent) -> np.ndarray:
         """G's images for ``latent`` (eval mode, no graph): (N, 1, 28, 28) on the host."""
-        self.G.eval()
-        try:
-            with no_grad():
-                return self.G(self._tensor(latent.vector())).numpy()
-        finally:
-            self.G.train()
+        with _evaluating(self.G), no_grad():
+            return self.G(self._tensor(latent.vector())).numpy()
 
     def predict_codes(self, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
         """Q's most likely category for each image and categorical code: (N, n_cat) int64.
 
         Runs D in eval mode (BN with running statistics), in batches, without a graph.
         """
-        self.D.eval()
         out = []
-        try:
-            with no_grad():
-                for i in range(0, len(images), batch_size):
-                    q = self.D(self._tensor(images[i : i + batch_size]))[1].numpy()
-                    start, cols = 0, []
-                    for k in self.spec.categorical:
-                        cols.append(q[:, start : start + k].argmax(1))
-                        start += k
-                    out.append(np.stack(cols, 1))
-        finally:
-            self.D.train()
+        with _evaluating(self.D), no_grad():
+            for i in range(0, len(images), batch_size):
+                q = self.D(self._tensor(images[i : i + batch_size]))[1].numpy()
+                bounds = np.cumsum((0, *self.spec.categorical))
+                out.append(
+                    np.stack([q[:, a:b].argmax(1) for a, b in itertools.pairwise(bounds)], 1)
+                )
         return np.concatenate(out)
 
     def state_dict(self) -> dict[str, Any]:
@@ -356,6 +355,17 @@ class InfoGAN:
         for name in ("G", "D", "opt_g", "opt_d"):
             part = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + "/")}
             getattr(self, name).load_state_dict(part)
+
+
+@contextlib.contextmanager
+def _evaluating(module: nn.Module) -> Iterator[None]:
+    """Put ``module`` in eval mode for the block, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 def sweep_latents(

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import ops
+from ..kernels.shapes import pair
 from ..ops.nn import check_dropout_p
 from ..tensor import Tensor
 from . import functional as F
@@ -26,13 +27,6 @@ def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
     return np.random.default_rng(rng)
-
-
-def _pair(v: Any, name: str) -> tuple[int, int]:
-    pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
-    if len(pair) != 2 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in pair):
-        raise ValueError(f"{name} must be a positive int or a pair of them; got {v!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def _positive(name: str, n: Any) -> int:
@@ -56,8 +50,10 @@ class Sequential(Module):
             x = m(x)
         return x
 
-    def __getitem__(self, i: int) -> Module:
-        return list(self._modules.values())[i]
+    def __getitem__(self, i: int | slice) -> Module:
+        """The i-th module, or a Sequential of a slice of them (as PyTorch)."""
+        modules = list(self._modules.values())
+        return Sequential(*modules[i]) if isinstance(i, slice) else modules[i]
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -112,7 +108,7 @@ class _ConvNd(Module):
         super().__init__()
         self.in_channels = _positive("in_channels", in_channels)
         self.out_channels = _positive("out_channels", out_channels)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.weight = Parameter(np.empty((*weight_shape, *self.kernel_size), dtype=dtype))
         self.register_parameter(

@@ -4,6 +4,7 @@ from .activation import leaky_relu, log_softmax, logsumexp, relu, sigmoid, softm
 from .math import (
     abs,
     add,
+    amax,
     astype,
     clip,
     div,
@@ -24,8 +25,8 @@ from .math import (
 from .shape import broadcast_to, cat, concat, flatten, getitem, permute, reshape, stack, transpose
 
 __all__ = [
-    "abs", "add", "astype", "broadcast_to", "cat", "clip", "concat", "div", "exp", "flatten",
-    "getitem", "leaky_relu", "log", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean",
-    "mul", "neg", "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "softplus", "sqrt",
-    "stack", "sub", "sum", "tanh", "to_device", "transpose",
+    "abs", "add", "amax", "astype", "broadcast_to", "cat", "clip", "concat", "div", "exp",
+    "flatten", "getitem", "leaky_relu", "log", "log_softmax", "logsumexp", "matmul", "max",
+    "maximum", "mean", "mul", "neg", "permute", "pow", "relu", "reshape", "sigmoid", "softmax",
+    "softplus", "sqrt", "stack", "sub", "sum", "tanh", "to_device", "transpose",
 ]  # fmt: skip

@@ -28,11 +28,21 @@ class LeakyReLU(Function):
         return kernels.leaky_relu_backward(self.x, gy, self.slope)
 
 
+def stable_sigmoid(x, xp):
+    """``1 / (1 + exp(-x))`` on a raw array, without overflow for any ``x``."""
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def stable_log_softmax(x, axis, xp):
+    """``x - logsumexp(x, axis)`` on a raw array, shifted by the max so it never overflows."""
+    shifted = x - _stable_max(x, axis, xp)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
 class Sigmoid(Function):
     def forward(self, x):
-        xp = self.xp
-        e = xp.exp(-xp.abs(x))  # never overflows
-        self.y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        self.y = stable_sigmoid(x, self.xp)
         return self.y
 
     def backward(self, gy):
@@ -94,9 +104,7 @@ class LogSoftmax(Function):
         self.dim = dim
 
     def forward(self, x):
-        xp = self.xp
-        shifted = x - _stable_max(x, self.dim, xp)
-        self.y = shifted - xp.log(xp.exp(shifted).sum(axis=self.dim, keepdims=True))
+        self.y = stable_log_softmax(x, self.dim, self.xp)
         return self.y
 
     def backward(self, gy):
@@ -139,6 +147,7 @@ def sigmoid(x: Tensor) -> Tensor:
 
 
 def tanh(x: Tensor) -> Tensor:
+    """Elementwise hyperbolic tangent."""
     return Tanh()(x)
 
 

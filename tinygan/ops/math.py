@@ -7,7 +7,7 @@ to its input's shape with ``sum_to``.
 from __future__ import annotations
 
 import builtins
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -319,6 +319,7 @@ def div(a: Any, b: Any) -> Tensor:
 
 
 def neg(x: Tensor) -> Tensor:
+    """``-x``."""
     return Neg()(x)
 
 
@@ -330,14 +331,17 @@ def pow(x: Tensor, exponent: float) -> Tensor:
 
 
 def exp(x: Tensor) -> Tensor:
+    """Elementwise ``e**x``."""
     return Exp()(x)
 
 
 def log(x: Tensor) -> Tensor:
+    """Elementwise natural logarithm."""
     return Log()(x)
 
 
 def sqrt(x: Tensor) -> Tensor:
+    """Elementwise square root."""
     return Sqrt()(x)
 
 
@@ -383,6 +387,33 @@ def mean(x: Tensor, dim: Any = None, keepdim: bool = False, **aliases: Any) -> T
     return Mean(_axes(dim, x.ndim, aliases), _keepdim(keepdim, aliases))(x)
 
 
-def max(x: Tensor, dim: Any = None, keepdim: bool = False, **aliases: Any) -> Tensor:
-    """Maximum over ``dim`` (values only, like ``torch.amax``)."""
+def amax(x: Tensor, dim: Any = None, keepdim: bool = False, **aliases: Any) -> Tensor:
+    """Maximum values over ``dim`` (int, tuple or None for all), as ``torch.amax``: tied maxima
+    share the gradient equally."""
     return Max(_axes(dim, x.ndim, aliases), _keepdim(keepdim, aliases))(x)
+
+
+class MaxResult(NamedTuple):
+    values: Tensor
+    indices: Tensor
+
+
+def max(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | MaxResult:
+    """As ``torch.max``: without ``dim``, the largest value (a 0-d Tensor); with an int ``dim``,
+    the pair ``(values, indices)`` along it, the gradient going to the first maximum of each
+    slice (the one ``indices`` names)."""
+    if dim is None:
+        return amax(x)
+    if x.ndim == 0:
+        raise ValueError("max(dim) needs a tensor with at least one dimension")
+    (axis,) = _axes(dim, x.ndim, {})
+    xp = backend.get_array_module(x.data)
+    indices = x.data.argmax(axis=axis)
+    grid = xp.indices(indices.shape, sparse=True)  # the other axes' coordinates
+    values = x[(*grid[:axis], indices, *grid[axis:])]
+    if keepdim:
+        values, indices = (
+            values.reshape(*x.shape[:axis], 1, *x.shape[axis + 1 :]),
+            xp.expand_dims(indices, axis),
+        )
+    return MaxResult(values, Tensor(indices))

@@ -14,6 +14,7 @@ import numpy as np
 from .. import backend
 from ..function import Function, sum_to
 from ..tensor import Tensor
+from .activation import stable_log_softmax, stable_sigmoid
 from .math import mean as _mean
 from .math import sum as _sum
 
@@ -237,9 +238,7 @@ class BCEWithLogits(Function):
         xp, x = self.xp, self.x
         gx = gt = None
         if self.needs_input_grad[0]:
-            e = xp.exp(-xp.abs(x))  # sigmoid without overflow
-            sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-            gx = gy * (sig - self.t)
+            gx = gy * (stable_sigmoid(x, xp) - self.t)
         if self.needs_input_grad[1]:
             gt = -gy * x
         return gx, gt
@@ -276,8 +275,7 @@ class CrossEntropy(Function):
 
     def forward(self, x):
         xp = self.xp
-        shifted = x - x.max(axis=1, keepdims=True)
-        self.logp = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        self.logp = stable_log_softmax(x, 1, xp)
         self.rows = xp.arange(x.shape[0])
         return -self.logp[self.rows, self.target]
 

@@ -33,7 +33,8 @@ class Permute(Function):
         self.dims = dims
 
     def forward(self, x):
-        if sorted(d % max(x.ndim, 1) for d in self.dims) != list(range(x.ndim)):
+        in_range = all(-x.ndim <= d < x.ndim for d in self.dims)
+        if not in_range or sorted(d % x.ndim for d in self.dims) != list(range(x.ndim)):
             raise ValueError(f"permute: dims {self.dims} are not a permutation of {x.ndim} axes")
         return x.transpose(self.dims)
 
