@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -86,7 +87,8 @@ def train(
     Returns
     -------
     list of dict
-        One entry per step: ``{"step": s, **metrics}`` (the resumed part included).
+        One entry per step: ``{"step": s, "seconds": training time so far, **metrics}`` (the
+        resumed part included; the time counts every run that led to it).
 
     Raises
     ------
@@ -109,6 +111,7 @@ def train(
         start, history = _restore(model, path, run)
     bar = tqdm(total=steps, initial=start, disable=not progress, dynamic_ncols=True)
     step = start
+    clock = time.perf_counter() - (history[-1].get("seconds", math.nan) if history else 0.0)
     try:
         with _deferred_interrupt() as interrupted:
             while step < steps:
@@ -121,7 +124,9 @@ def train(
                         f"step {step + 1}: non-finite {bad}, training stopped{where}"
                     )
                 step += 1
-                history.append({"step": float(step), **metrics})
+                history.append(
+                    {"step": float(step), "seconds": time.perf_counter() - clock, **metrics}
+                )
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
                 if on_step is not None:
@@ -180,7 +185,7 @@ def _restore(
 ) -> tuple[int, list[dict[str, float]]]:
     state = load(path)
     saved = {k: int(state[f"train/{k}"]) for k in run if f"train/{k}" in state}
-    if saved != run:
+    if saved != {k: run[k] for k in saved}:  # (checkpoints of older versions lack these)
         raise ValueError(
             f"{path} was written by a run with {saved}; resuming it with {run} would not "
             "continue that run (use the same seed, batch size and data, or a new checkpoint)"
