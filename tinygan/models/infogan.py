@@ -228,14 +228,16 @@ class InfoGAN:
     lambda_cat, lambda_cont : float
         Weights of the categorical and continuous parts of L_I.
     info_in_g : bool
-        Reward G with L_I (InfoGAN). False gives the paper's baseline: a plain GAN whose Q head
-        is trained all the same.
+        Reward G with L_I (InfoGAN). False gives the paper's baseline: a plain GAN (G and D
+        trained as without codes) with a Q head trained to recover c from D's body features,
+        which Q's loss does not change.
     seed : int
         Seeds the weights (drawn on the host, so CPU and GPU runs start identical).
     device : {"cpu", "cuda"}
     generator, discriminator : nn.Module, optional
         Other networks than the paper's MNIST ones (e.g. ``MLPGenerator``/``MLPDiscriminator``
-        for low-dimensional data). The discriminator returns ``(d_logits (N,), q (N, q_dim))``.
+        for low-dimensional data). The discriminator needs the modules ``body`` (shared
+        features), ``d_head`` (to one logit per image) and ``q_head`` (to ``spec.q_dim``).
     """
 
     def __init__(
@@ -288,9 +290,13 @@ class InfoGAN:
         fake = self.G(self._tensor(latent.vector()))
         ones, zeros = self._tensor(np.ones(n, np.float32)), self._tensor(np.zeros(n, np.float32))
 
-        # D step: real -> 1, fake -> 0, and Q (head and shared body) learns to recover c.
-        d_real, _ = self.D(self._tensor(real))
-        d_fake, q = self.D(fake.detach())
+        # D step: real -> 1, fake -> 0; Q learns to recover c. In InfoGAN Q's loss trains the
+        # shared body too; in the baseline Q reads the body's features without shaping them.
+        D = self.D
+        d_real = D.d_head(D.body(self._tensor(real))).reshape(-1)
+        h_fake = D.body(fake.detach())
+        d_fake = D.d_head(h_fake).reshape(-1)
+        q = D.q_head(h_fake if self.info_in_g else h_fake.detach())
         d_loss = F.binary_cross_entropy_with_logits(
             d_real, ones
         ) + F.binary_cross_entropy_with_logits(d_fake, zeros)
@@ -300,21 +306,21 @@ class InfoGAN:
         (d_loss + info_loss).backward()
         self.opt_d.step()
 
-        # G step: fool the updated D (non-saturating loss), and make c recoverable by Q.
-        for p in self.D.parameters():
+        # G step: fool the updated D (non-saturating loss) and, in InfoGAN, make c recoverable.
+        for p in D.parameters():
             p.requires_grad = False  # D's weight grads are not needed here: skip computing them
         try:
-            d_fake_g, q_g = self.D(fake)
-            g_loss = F.binary_cross_entropy_with_logits(d_fake_g, ones)
+            h = D.body(fake)
+            g_loss = F.binary_cross_entropy_with_logits(D.d_head(h).reshape(-1), ones)
             loss = g_loss
             if self.info_in_g:
-                cat_g, cont_g = information_terms(q_g, latent)
+                cat_g, cont_g = information_terms(D.q_head(h), latent)
                 loss = g_loss + self.lambda_cat * cat_g + self.lambda_cont * cont_g
             self.opt_g.zero_grad()
             loss.backward()
             self.opt_g.step()
         finally:
-            for p in self.D.parameters():
+            for p in D.parameters():
                 p.requires_grad = True
         return {
             "d_loss": d_loss.item(),
