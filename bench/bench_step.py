@@ -13,11 +13,10 @@ allocator setting the training entry points apply (``tinygan.experiments.tune_al
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
-import time
 
+import bench_conv  # beside this file
 import numpy as np
 
 import tinygan as tg
@@ -158,15 +157,8 @@ def layer_cases(batch: int):
 
 
 def median_ms(fn, repeats: int, warmup: int) -> float:
-    time.sleep(0.3)  # let the other library's worker threads go idle
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    """Median wall time of ``fn`` in ms, after ``warmup`` calls (``bench_conv.median_ms``)."""
+    return bench_conv.median_ms([fn], repeats, warmup)[0]
 
 
 def peak_mb(lib: str, batch: int) -> float:

@@ -34,7 +34,8 @@ def machine() -> str:
         for k, v in sorted(os.environ.items())
         if k.startswith(("OPENBLAS", "OMP", "MKL", "MALLOC"))
     )
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}; environment: {env or 'none set'}"
+    python = platform.python_version()
+    return f"{cpu}, {os.cpu_count()} CPUs, Python {python}; environment: {env or 'none set'}"
 
 
 def main() -> None:
