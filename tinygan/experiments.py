@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,7 @@ def run_infogan(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    seconds = history[-1]["seconds"] if history else 0.0
+    seconds = history[-1].get("seconds", math.nan) if history else 0.0
     write_json(out / "history.json", history)
 
     result = evaluate(model, images, labels)
