@@ -161,12 +161,13 @@ def median_ms(fn, repeats: int, warmup: int) -> float:
     return bench_conv.median_ms([fn], repeats, warmup)[0]
 
 
-def peak_mb(lib: str, batch: int) -> float:
+def peak_mb(lib: str, batch: int, tune: bool) -> float:
     """Peak resident memory of model, optimiser state and three steps, in a fresh process (MB,
     growth of ru_maxrss over the process after its imports)."""
     code = (
         "import resource, sys; sys.path.insert(0, 'bench'); import bench_step as b; "
-        "b.tune_allocator(); r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        + ("b.tune_allocator(); " if tune else "")
+        + "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
         f"s = (b.tinygan_step if '{lib}' == 'tinygan' else b.torch_step)({batch}); "
         "[s() for _ in range(3)]; "
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024)"
@@ -180,8 +181,12 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--malloc-defaults", action="store_true", help="leave glibc's malloc as it is (A/B)"
+    )
     args = parser.parse_args()
-    tune_allocator()
+    if not args.malloc_defaults:
+        tune_allocator()
     print(f"float32; median of {args.repeats} after {args.warmup} warm-up; "
           f"numpy {np.__version__}, torch {torch.__version__ if torch else 'absent'}")  # fmt: skip
     print(
@@ -191,11 +196,11 @@ def main() -> None:
     for b in args.batches:
         gf = step_gflop(b)
         ours = median_ms(tinygan_step(b), args.repeats, args.warmup)
-        mem = peak_mb("tinygan", b)
+        mem = peak_mb("tinygan", b, not args.malloc_defaults)
         row = f"| batch {b} ({gf:.1f} GFLOP) | {ours:.0f} | {gf / ours * 1e3:.0f} | {mem:.0f} |"
         if torch is not None:
             theirs = median_ms(torch_step(b), args.repeats, args.warmup)
-            mem = peak_mb("torch", b)
+            mem = peak_mb("torch", b, not args.malloc_defaults)
             row += f" {theirs:.0f} | {gf / theirs * 1e3:.0f} | {mem:.0f} | {ours / theirs:.2f} |"
         print(row)
     for b in args.batches[:1]:
