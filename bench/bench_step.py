@@ -162,18 +162,37 @@ def median_ms(fn, repeats: int, warmup: int) -> float:
 
 
 def peak_mb(lib: str, batch: int, tune: bool) -> float:
-    """Peak resident memory of model, optimiser state and three steps, in a fresh process (MB,
-    growth of ru_maxrss over the process after its imports)."""
+    """Peak resident memory that the model, its optimiser state and three steps add, in MB:
+    measured in a fresh process as the high-water mark (VmHWM, reset first through
+    /proc/self/clear_refs) minus the resident size before the model was built (Linux only)."""
     code = (
-        "import resource, sys; sys.path.insert(0, 'bench'); import bench_step as b; "
+        "import sys; sys.path.insert(0, 'bench'); import bench_step as b; "
         + ("b.tune_allocator(); " if tune else "")
-        + "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-        f"s = (b.tinygan_step if '{lib}' == 'tinygan' else b.torch_step)({batch}); "
-        "[s() for _ in range(3)]; "
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024)"
+        + "b.step_memory(b.tinygan_step if sys.argv[1] == 'tinygan' else b.torch_step, "
+        "int(sys.argv[2]))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, lib, str(batch)], capture_output=True, text=True, check=True
+    )
     return float(out.stdout.strip())
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def step_memory(make_step, batch: int) -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the high-water mark to the current resident size
+    before = _status_kb("VmRSS")
+    step = make_step(batch)
+    for _ in range(3):
+        step()
+    print((_status_kb("VmHWM") - before) / 1024)
 
 
 def main() -> None:
