@@ -228,3 +228,15 @@ def test_gpu_steps_match_cpu(opt_cls, kwargs):
     np.testing.assert_allclose(p.data.get(), cpu.data, rtol=1e-5, atol=1e-6)
     assert isinstance(opt.state[0].get("exp_avg", opt.state[0].get("momentum_buffer")),
                       cupy.ndarray)  # fmt: skip
+
+
+def test_incomplete_parameter_state_is_refused():
+    """Regression: a state with 'step' but no moments loaded, then failed at the next step()."""
+    p = tg.nn.Parameter(np.ones(3, np.float32))
+    opt = tg.optim.Adam([p], lr=0.1)
+    p.grad = np.ones(3, np.float32)
+    opt.step()
+    state = opt.state_dict()
+    del state["0.exp_avg"]
+    with pytest.raises(ValueError, match=r"parameter 0's state has \['exp_avg_sq', 'step'\]"):
+        tg.optim.Adam([p], lr=0.1).load_state_dict(state)

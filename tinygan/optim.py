@@ -18,6 +18,7 @@ class Optimizer:
     """Base class: the parameters, their state, and the hyperparameters named in ``hparams``."""
 
     hparams: tuple[str, ...] = ()
+    state_names: tuple[str, ...] = ()  # what a parameter's state holds once it has any
 
     def __init__(self, params: Iterable[Tensor], **hparams: Any) -> None:
         self.params = list(params)
@@ -92,6 +93,12 @@ class Optimizer:
                 new_state[int(index)][name] = backend.get_array_module(value).array(
                     value, copy=True
                 )
+        for i, state in enumerate(new_state):  # a parameter's state is all there or absent
+            if state and set(state) != set(self.state_names):
+                raise ValueError(
+                    f"{type(self).__name__}.load_state_dict: parameter {i}'s state has "
+                    f"{sorted(state)}; expected all of {list(self.state_names)}"
+                )
         if missing:
             raise ValueError(f"{type(self).__name__}.load_state_dict: missing keys {missing}")
         old = {k: getattr(self, k) for k in self.hparams}
@@ -122,6 +129,7 @@ class SGD(Optimizer):
     """
 
     hparams = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+    state_names = ("momentum_buffer",)
 
     def __init__(
         self,
@@ -174,6 +182,7 @@ class Adam(Optimizer):
     """
 
     hparams = ("lr", "betas", "eps", "weight_decay")
+    state_names = ("step", "exp_avg", "exp_avg_sq")
 
     def __init__(
         self,

@@ -153,7 +153,9 @@ class Discriminator(nn.Module):
 class MLPGenerator(nn.Module):
     """A small fully connected generator for low-dimensional data: (N, in_dim) -> (N, out_dim)."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 64, rng=None) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, hidden: int = 64, rng: np.random.Generator | None = None
+    ) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(in_dim, hidden, rng=rng), nn.BatchNorm1d(hidden), nn.ReLU(),
@@ -168,7 +170,9 @@ class MLPGenerator(nn.Module):
 class MLPDiscriminator(nn.Module):
     """Fully connected D body with a D head (a logit) and a Q head (q_dim outputs)."""
 
-    def __init__(self, in_dim: int, q_dim: int, hidden: int = 64, rng=None) -> None:
+    def __init__(
+        self, in_dim: int, q_dim: int, hidden: int = 64, rng: np.random.Generator | None = None
+    ) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Linear(in_dim, hidden, rng=rng), nn.LeakyReLU(0.1),
