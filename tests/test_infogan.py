@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import tinygan as tg
+from tinygan.experiments import pick_device
 from tinygan.metrics import cluster_accuracy
 from tinygan.models import (
     InfoGAN,
@@ -151,6 +152,7 @@ def test_example_script_end_to_end(tmp_path, monkeypatch):
     assert infogan_mnist.main(argv) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert 0 <= m["accuracy"] <= 1 and np.array(m["confusion"]).sum() == 10000
+    assert m["device"] == pick_device("auto") and m["flags"]["steps"] == 4  # resolved; flags kept
     for name in ["figure2_code1.png", "figure2_code2.png", "figure1_info.png", "samples.png",
                  "losses.png", "confusion.png", "checkpoint.npz", "history.json"]:  # fmt: skip
         assert (out / name).stat().st_size > 0, name

@@ -147,8 +147,8 @@ def run_infogan(args: argparse.Namespace) -> int:
         "info_cat_ceiling": spec.categorical_entropy,
         "evaluated_on": f"{args.dataset} {args.split} (the training images; labels unseen)",
         "train_seconds": seconds,
-        "device": device,
-        **{k: v for k, v in vars(args).items() if k not in ("compare",)},
+        "flags": {k: v for k, v in vars(args).items() if k != "compare"},
+        "device": device,  # what "auto" resolved to
         **result,
     }
     write_json(out / "metrics.json", summary)
