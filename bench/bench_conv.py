@@ -34,6 +34,7 @@ import numpy as np
 
 import tinygan as tg
 from tinygan import kernels
+from tinygan.experiments import tune_allocator
 from tinygan.kernels.shapes import conv_out_size, conv_transpose_out_size
 from tinygan.ops.conv import conv2d, conv_transpose2d
 
@@ -163,10 +164,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--malloc-defaults", action="store_true", help="leave glibc's malloc as it is (A/B)"
+    )
     args = parser.parse_args()
+    tuned = not args.malloc_defaults and tune_allocator()  # as the training entry points do
     rng = np.random.default_rng(0)
     r, wu = args.repeats, args.warmup
-    print(f"float32, batch {args.batch}, median of {r} after {wu} warm-up\n{environment()}\n")
+    print(f"float32, batch {args.batch}, median of {r} after {wu} warm-up\n{environment()}")
+    print(f"malloc: {'tinygan.experiments.tune_allocator' if tuned else 'glibc defaults'}\n")
 
     a = rng.standard_normal((3136, 1024), dtype=np.float32)
     bmat = rng.standard_normal((1024, 128), dtype=np.float32)
