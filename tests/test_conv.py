@@ -298,3 +298,21 @@ def test_gpu_matches_cpu(dtype, tol, case, seed):
         if a is not None:
             assert d.grad.dtype == dtype
             np.testing.assert_allclose(cupy.asnumpy(d.grad), a.grad, rtol=tol, atol=tol)
+
+
+def test_conv_keeps_its_patches_only_when_the_weight_needs_a_gradient():
+    """With a frozen weight (InfoGAN's G step), forward drops im2col's buffer; the input's
+    gradient is the same as with a trainable weight."""
+    rng = np.random.default_rng(0)
+    a, wa = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    x, w = tg.tensor(a, requires_grad=True), tg.tensor(wa)
+    frozen = Conv2d(1, 1, 1)
+    y = frozen(x, w)
+    assert frozen.cols is None
+    y.sum().backward()
+    x2, w2 = tg.tensor(a, requires_grad=True), tg.tensor(wa, requires_grad=True)
+    trained = Conv2d(1, 1, 1)
+    y2 = trained(x2, w2)
+    assert trained.cols is not None
+    y2.sum().backward()
+    np.testing.assert_array_equal(x.grad, x2.grad)

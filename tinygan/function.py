@@ -45,8 +45,10 @@ def is_grad_enabled() -> bool:
 class Function:
     """Base class of all differentiable operations.
 
-    In ``forward`` and ``backward``, ``self.xp`` is the array module (numpy or cupy) of the inputs.
-    Anything ``backward`` needs is stored on ``self`` by ``forward``; ``release`` drops it.
+    In ``forward`` and ``backward``, ``self.xp`` is the array module (numpy or cupy) of the inputs
+    and ``self.needs_input_grad`` says which inputs will want a gradient (``forward`` can skip
+    saving what only an unneeded gradient would use). Anything ``backward`` needs is stored on
+    ``self`` by ``forward``; ``release`` drops it.
     """
 
     inputs: tuple[Tensor, ...] | None = ()
@@ -63,13 +65,13 @@ class Function:
 
         tensors = as_tensors(inputs, type(self).__name__)
         self.xp = get_array_module(*(t.data for t in tensors))
+        self.needs_input_grad = tuple(_grad_enabled and t.requires_grad for t in tensors)
         y = self.forward(*(t.data for t in tensors))
-        needs = tuple(t.requires_grad for t in tensors)
-        if not (_grad_enabled and any(needs)):
+        if not any(self.needs_input_grad):
             return Tensor(y)
         out = Tensor(y)
         out.requires_grad, out.creator = True, self
-        self.inputs, self.needs_input_grad = tensors, needs
+        self.inputs = tensors
         return out
 
     def release(self) -> None:

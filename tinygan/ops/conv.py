@@ -98,8 +98,9 @@ class Conv2d(Function):
             x.shape, weight.shape, b_shape, self.stride, self.padding, self.dilation
         )
         self.w_shape, self.wmat = weight.shape, _weight_matrix(weight)
-        self.cols = _im2col(x, self.g)
-        y = self.cols @ self.wmat.T  # (N*OH*OW, OUT)
+        cols = _im2col(x, self.g)
+        y = cols @ self.wmat.T  # (N*OH*OW, OUT)
+        self.cols = cols if self.needs_input_grad[1] else None  # only the weight grad reads it
         if bias is not None:
             y += bias
         return _nchw(y, x.shape[0], self.g.grid_hw)
