@@ -148,10 +148,17 @@ def test_example_script_end_to_end(tmp_path, monkeypatch):
 
     out = tmp_path / "run"
     argv = ["--split", "test", "--data-dir", str(DATA), "--steps", "4", "--batch-size", "16",
-            "--checkpoint-every", "2", "--out", str(out), "--no-progress"]  # fmt: skip
+            "--checkpoint-every", "2", "--out", str(out), "--no-progress", "--eval-samples", "300",
+            "--classifier", str(tmp_path / "clf.npz"), "--classifier-steps", "3"]  # fmt: skip
     assert infogan_mnist.main(argv) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert 0 <= m["accuracy"] <= 1 and np.array(m["confusion"]).sum() == 10000
+    assert 0 <= m["accuracy"] <= 1 and np.array(m["confusion"]).sum() == 1000  # test images
+    assert (
+        m["splits"]
+        == "train / validation / test = mnist test[:8000] / test[8000:9000] / test[9000:]"
+    )
+    assert m["parzen"]["sigma"] in np.logspace(-1, 0, 10) and 1 <= m["classifier_score"] <= 10
+    assert (tmp_path / "clf.npz").exists()
     assert m["device"] == pick_device("auto") and m["flags"]["steps"] == 4  # resolved; flags kept
     for name in ["figure2_code1.png", "figure2_code2.png", "figure1_info.png", "samples.png",
                  "losses.png", "confusion.png", "checkpoint.npz", "history.json"]:  # fmt: skip

@@ -1,13 +1,24 @@
-"""Tests for tinygan.metrics: Hungarian assignment, confusion matrix, cluster accuracy."""
+"""Tests for tinygan.metrics: Hungarian assignment, confusion matrix, cluster accuracy, Parzen
+log-likelihood, k-means."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinygan.metrics import cluster_accuracy, confusion_matrix, linear_sum_assignment
+from tinygan.metrics import (
+    classifier_score,
+    cluster_accuracy,
+    confusion_matrix,
+    kmeans,
+    kmeans_plusplus,
+    linear_sum_assignment,
+    lloyd,
+    parzen_log_likelihood,
+)
 
 
 def brute_force(cost: np.ndarray, maximize: bool) -> float:
@@ -116,3 +127,154 @@ def test_cluster_accuracy_more_clusters_than_labels():
 def test_cluster_accuracy_needs_examples():
     with pytest.raises(ValueError, match="at least one"):
         cluster_accuracy([], [])
+
+
+# ---- Parzen-window log-likelihood ---------------------------------------------------------------
+def direct_parzen(x: np.ndarray, samples: np.ndarray, sigma: float) -> np.ndarray:
+    """log mean_j N(x_i; s_j, sigma^2 I), from explicit differences, shifted by the max."""
+    d2 = ((x[:, None, :] - samples[None, :, :]) ** 2).sum(-1)
+    e = -d2 / (2 * sigma**2)
+    m = e.max(1)
+    lse = m + np.log(np.exp(e - m[:, None]).sum(1))
+    return lse - np.log(len(samples)) - x.shape[1] / 2 * np.log(2 * np.pi * sigma**2)
+
+
+def test_parzen_log_likelihood_matches_direct_computation():
+    rng = np.random.default_rng(0)
+    samples, valid, test = (rng.random((n, 2, 3)) for n in (15, 8, 9))  # images, flattened
+    sigmas = [0.05, 0.2, 0.6]
+    out = parzen_log_likelihood(samples, valid, test, sigmas=sigmas, batch_size=4)
+    flat = [a.reshape(len(a), 6) for a in (samples, valid, test)]
+    valid_ll = {s: direct_parzen(flat[1], flat[0], s).mean() for s in sigmas}
+    assert out["validation"].keys() == valid_ll.keys()
+    for s in sigmas:
+        assert out["validation"][s] == pytest.approx(valid_ll[s], rel=1e-12)
+    best = max(sigmas, key=valid_ll.get)
+    test_ll = direct_parzen(flat[2], flat[0], best)
+    assert out["sigma"] == best
+    assert out["mean"] == pytest.approx(test_ll.mean(), rel=1e-12)
+    assert out["sem"] == pytest.approx(test_ll.std(ddof=1) / 3.0, rel=1e-10)  # sqrt(9) = 3
+
+
+def test_parzen_log_likelihood_picks_the_right_sigma():
+    # One generated sample at the data's mean makes the Parzen window exactly N(mu, sigma^2 I):
+    # data with std 10^(-5/9) (the default grid's 5th value) must select it, and the test score
+    # is the Gaussian log-likelihood in closed form.
+    rng = np.random.default_rng(1)
+    grid = np.logspace(-1, 0, 10)
+    d, mu = 20, rng.random(20)
+    valid, test = (mu + grid[4] * rng.standard_normal((n, d)) for n in (1000, 500))
+    out = parzen_log_likelihood(mu[None], valid, test)
+    assert out["sigma"] == grid[4] and list(out["validation"]) == grid.tolist()
+    ll = -d / 2 * np.log(2 * np.pi * grid[4] ** 2) - ((test - mu) ** 2).sum(1) / (2 * grid[4] ** 2)
+    assert out["mean"] == pytest.approx(ll.mean(), rel=1e-12)
+    assert out["sem"] == pytest.approx(ll.std(ddof=1) / math.sqrt(500), rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [((np.zeros(4), np.zeros((2, 4)), np.zeros((2, 4))), {}, "samples must have shape"),
+     ((np.zeros((3, 4)), np.zeros((2, 5)), np.zeros((2, 4))), {}, r"same size per row, got \(4, 5, 4\)"),
+     ((np.zeros((3, 4)), np.zeros((2, 4)), np.zeros((1, 4))), {}, "at least 2 rows"),
+     ((np.zeros((3, 4)), np.zeros((2, 4)), np.zeros((2, 4))), {"sigmas": [0.1, -1.0]}, "sigma must be positive"),
+     ((np.zeros((3, 4)), np.zeros((2, 4)), np.zeros((2, 4))), {"sigmas": []}, "non-empty")],
+)  # fmt: skip
+def test_parzen_log_likelihood_validation(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        parzen_log_likelihood(*args, **kwargs)
+
+
+# ---- k-means ------------------------------------------------------------------------------------
+def blobs(rng: np.random.Generator, n_per: int = 40):
+    centres = np.array([[0, 0, 0], [20, 0, 0], [0, 20, 0], [0, 0, 20], [20, 20, 20]], float)
+    labels = np.repeat(np.arange(len(centres)), n_per)
+    return centres[labels] + rng.standard_normal((len(labels), 3)), labels, centres
+
+
+def test_kmeans_recovers_separated_blobs():
+    rng = np.random.default_rng(2)
+    x, y, _ = blobs(rng)
+    labels, centers, inertia = kmeans(x, 5, n_init=3, rng=rng)
+    assert labels.dtype == np.int64 and centers.shape == (5, 3)
+    accuracy, mapping, _ = cluster_accuracy(y, labels)
+    assert accuracy == 1.0
+    for cluster, label in mapping.items():  # each centre is its blob's mean
+        np.testing.assert_allclose(centers[cluster], x[y == label].mean(0), rtol=1e-12, atol=1e-12)
+    assert inertia == pytest.approx(((x - centers[labels]) ** 2).sum(), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lloyd_inertia_never_increases(seed):
+    # Uniform data has no clear clusters, so Lloyd takes many small steps. Inertias come from the
+    # expanded distances: rounding of about eps * D * sum ||x||^2 each, hence the tolerance.
+    rng = np.random.default_rng(seed)
+    x = rng.random((400, 2))
+    labels, centers, inertias = lloyd(x, kmeans_plusplus(x, 12, rng))
+    assert len(inertias) > 4
+    assert np.all(np.diff(inertias) <= 1e-13 * (x**2).sum())
+    assert inertias[-1] == pytest.approx(((x - centers[labels]) ** 2).sum(), rel=1e-12)
+    d2 = ((x[:, None] - centers[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(labels, d2.argmin(1))  # final labels: nearest final centres
+
+
+def test_lloyd_known_example_and_empty_cluster():
+    x = np.array([[0.0], [1.0], [10.0], [11.0]])
+    labels, centers, inertias = lloyd(x, [[0.0], [1.0]])
+    assert labels.tolist() == [0, 0, 1, 1] and centers.ravel().tolist() == [0.5, 10.5]
+    # Centres (0, 1) -> (0, 22/3) -> (0.5, 10.5), then the labels stop changing.
+    np.testing.assert_allclose(inertias, [1 + 81 + 100 - 1, 1 + (8 / 3) ** 2 + (11 / 3) ** 2, 1])
+    labels, centers, _ = lloyd(x, [[5.0], [100.0]])  # centre 100 never gets a point: it stays
+    assert labels.tolist() == [0, 0, 0, 0] and centers.ravel().tolist() == [5.5, 100.0]
+
+
+def test_kmeans_keeps_the_best_of_n_init():
+    # The first of n_init runs draws the same initial centres as n_init=1 with the same seed, so
+    # the best of 6 can be no worse, and on unclustered data it is strictly better for some seed.
+    x = np.random.default_rng(3).random((300, 2))
+    gains = []
+    for seed in range(5):
+        one = kmeans(x, 9, n_init=1, rng=np.random.default_rng(seed))[2]
+        six = kmeans(x, 9, n_init=6, rng=np.random.default_rng(seed))[2]
+        assert six <= one
+        gains.append(one - six)
+    assert max(gains) > 0
+
+
+def test_kmeans_plusplus_draws_rows_and_never_repeats_a_distinct_point():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((7, 3))
+    centers = kmeans_plusplus(x, 7, rng)  # a row on a centre has probability 0 afterwards
+    assert sorted(map(tuple, centers)) == sorted(map(tuple, x))
+    same = kmeans_plusplus(np.ones((3, 2)), 3, rng)  # all distances 0: uniform draws
+    np.testing.assert_array_equal(same, np.ones((3, 2)))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [(lambda: kmeans(np.zeros((3, 2)), 4, rng=np.random.default_rng()), ValueError, r"k must be in \[1, 3\], got 4"),
+     (lambda: kmeans(np.zeros((3, 2)), 0, rng=np.random.default_rng()), ValueError, "got 0"),
+     (lambda: kmeans(np.zeros((3, 2)), 2, rng=0), TypeError, "rng must be a np.random.Generator, got int"),
+     (lambda: kmeans(np.zeros(3), 2, rng=np.random.default_rng()), ValueError, "2-D"),
+     (lambda: kmeans(np.zeros((3, 2)), 2, n_init=0, rng=np.random.default_rng()), ValueError, "n_init"),
+     (lambda: lloyd(np.zeros((3, 2)), np.zeros((2, 3))), ValueError, r"centers must have shape \(k >= 1, 2\)"),
+     (lambda: lloyd(np.zeros((3, 2)), np.zeros((2, 2)), max_iter=0), ValueError, "max_iter")],
+)  # fmt: skip
+def test_kmeans_validation(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_classifier_score_extremes_and_formula():
+    k = 10
+    assert classifier_score(np.eye(k)) == pytest.approx(k)  # confident, all classes
+    assert classifier_score(np.tile(np.eye(k)[3], (5, 1))) == pytest.approx(1.0)
+    assert classifier_score(np.full((7, k), 1 / k)) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(4), 50)
+    marginal = p.mean(0)
+    direct = np.exp(np.mean([np.sum(r * np.log(r / marginal)) for r in p]))
+    assert classifier_score(p) == pytest.approx(direct, rel=1e-12)
+    with pytest.raises(ValueError, match="summing to 1"):
+        classifier_score(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="shape"):
+        classifier_score(np.ones(3))

@@ -1,4 +1,4 @@
-"""tinygan.optim: SGD and Adam against torch.optim's update rules written out in NumPy."""
+"""tinygan.optim: SGD, Adam and RMSprop against torch.optim's update rules written out in NumPy."""
 
 from __future__ import annotations
 
@@ -41,6 +41,29 @@ def torch_adam(p, grads, lr, betas, eps, weight_decay):
         v = v * b2 + (1 - b2) * g * g
         denom = np.sqrt(v) / math.sqrt(1 - b2**t) + eps
         p = p + (-(lr / (1 - b1**t)) * m) / denom
+    return p
+
+
+def torch_rmsprop(p, grads, lr, alpha, eps, weight_decay, momentum, centered):
+    """torch.optim.RMSprop's single-tensor step (lerp for grad_avg), in float64, over a list of
+    grads."""
+    p, grads = p.astype(np.float64), [g.astype(np.float64) for g in grads]
+    square_avg, grad_avg, buf = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
+    for g in grads:
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        square_avg = alpha * square_avg + (1 - alpha) * g * g
+        if centered:
+            w = 1 - alpha
+            grad_avg = grad_avg + w * (g - grad_avg) if w < 0.5 else g - (g - grad_avg) * (1 - w)
+            avg = np.sqrt(square_avg - grad_avg * grad_avg) + eps
+        else:
+            avg = np.sqrt(square_avg) + eps
+        if momentum > 0:
+            buf = momentum * buf + g / avg
+            p = p - lr * buf
+        else:
+            p = p - lr * g / avg
     return p
 
 
@@ -93,6 +116,40 @@ def test_adam_matches_torch_formulas(config, dtype, seed):
                                rtol=1e-5 if dtype == np.float32 else 1e-12)  # fmt: skip
 
 
+rmsprop_configs = st.fixed_dictionaries({
+    "lr": st.sampled_from([1e-2, 1e-3]),
+    "alpha": st.sampled_from([0.99, 0.9, 0.3]),  # 0.3: lerp's second form for grad_avg
+    "eps": st.sampled_from([1e-8, 1e-3]),
+    "weight_decay": st.sampled_from([0.0, 1e-2]),
+    "momentum": st.sampled_from([0.0, 0.9]),
+    "centered": st.booleans(),
+})  # fmt: skip
+
+
+@given(config=rmsprop_configs, dtype=st.sampled_from([np.float32, np.float64]), seed=seeds)
+def test_rmsprop_matches_torch_formulas(config, dtype, seed):
+    p0 = randn(seed, (3, 4)).astype(dtype)
+    grads = [randn(seed + i + 1, (3, 4)).astype(dtype) for i in range(10)]
+    p, opt = run(optim.RMSprop, config, p0, grads)
+    state = opt.state[0]
+    assert p.dtype == dtype and state["step"] == 10
+    assert all(state[k].dtype == dtype for k in ("square_avg", "momentum_buffer", "grad_avg"))
+    # float32: each step rounds at ~6e-8 relative; 10 steps of size <= lr * 10 stay within 1e-5
+    np.testing.assert_allclose(p.data, torch_rmsprop(p0, grads, **config),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-6 if dtype == np.float32 else 0)  # fmt: skip
+
+
+def test_rmsprop_defaults_are_torchs():
+    p = nn.Parameter(np.ones(2))
+    opt = optim.RMSprop([p])
+    hparams = (opt.lr, opt.alpha, opt.eps, opt.weight_decay, opt.momentum, opt.centered)
+    assert hparams == (1e-2, 0.99, 1e-8, 0.0, 0.0, False)
+    p.grad = np.array([2.0, -3.0])
+    opt.step()  # first step: g / sqrt(0.01 g^2) = sign(g) * 10, times lr
+    np.testing.assert_allclose(p.data, [1 - 0.1, 1 + 0.1], rtol=1e-7)
+
+
 def test_params_without_grad_are_skipped_and_zero_grad_clears():
     a, b = nn.Parameter(np.ones(2)), nn.Parameter(np.ones(2))
     opt = optim.Adam([a, b], lr=0.1)
@@ -123,6 +180,12 @@ def test_updates_are_in_place():
      (lambda p: optim.Adam(p, betas=(0.9, -0.1)), "invalid beta at index 1: -0.1"),
      (lambda p: optim.Adam(p, eps=-1e-8), "invalid eps"),
      (lambda p: optim.Adam(p, weight_decay=-1), "invalid weight_decay"),
+     (lambda p: optim.RMSprop(p, lr=-1e-2), "RMSprop: invalid lr -0.01"),
+     (lambda p: optim.RMSprop(p, alpha=1.5), r"invalid alpha 1.5 \(must be in \[0, 1\]\)"),
+     (lambda p: optim.RMSprop(p, alpha=-0.1), "invalid alpha -0.1"),
+     (lambda p: optim.RMSprop(p, eps=-1e-8), "invalid eps"),
+     (lambda p: optim.RMSprop(p, momentum=-0.9), "invalid momentum -0.9"),
+     (lambda p: optim.RMSprop(p, weight_decay=float("nan")), "invalid weight_decay nan"),
      (lambda p: optim.Adam([]), "empty parameter list"),
      (lambda p: optim.Adam(p + p), "more than once")],
 )  # fmt: skip
@@ -151,7 +214,10 @@ def train(model, opt, steps, seed):
 @pytest.mark.parametrize(
     "opt_cls, kwargs",
     [(optim.Adam, {"lr": 1e-2, "betas": (0.5, 0.99), "weight_decay": 1e-3}),
-     (optim.SGD, {"lr": 1e-2, "momentum": 0.9, "nesterov": True})],
+     (optim.SGD, {"lr": 1e-2, "momentum": 0.9, "nesterov": True}),
+     (optim.RMSprop, {"lr": 1e-2}),
+     (optim.RMSprop, {"lr": 1e-2, "alpha": 0.9, "momentum": 0.9, "centered": True,
+                      "weight_decay": 1e-3})],
 )  # fmt: skip
 def test_state_dict_round_trip_through_a_file_resumes_exactly(tmp_path, opt_cls, kwargs):
     def make():
@@ -213,6 +279,7 @@ def test_optimizer_state_is_copied_on_load(seed):
     (optim.Adam, {"lr": 1e-2, "betas": (0.5, 0.999), "weight_decay": 1e-2}),
     (optim.Adam, {"lr": 1e-3}),
     (optim.SGD, {"lr": 1e-2, "momentum": 0.9, "weight_decay": 1e-2}),
+    (optim.RMSprop, {"lr": 1e-2, "momentum": 0.9, "centered": True, "weight_decay": 1e-2}),
 ])  # fmt: skip
 def test_gpu_steps_match_cpu(opt_cls, kwargs):
     import cupy

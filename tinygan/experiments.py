@@ -1,4 +1,5 @@
-"""What the example scripts share: flags, data, device, and InfoGAN's train-evaluate-plot run.
+"""What the example scripts share: flags, data splits, device, the train-evaluate-plot run of
+every generative model (Parzen log-likelihood, classifier score) and InfoGAN's figures.
 
 The scripts in ``examples/`` only parse flags and call into here, so every piece lives in the
 library once: models in ``tinygan.models``, the loop in ``tinygan.train``, metrics in
@@ -11,14 +12,17 @@ import argparse
 import ctypes
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 from . import backend, data, metrics, viz
+from .models.classifier import Classifier, linear_probe, mnist_cnn
 from .models.infogan import InfoGAN, LatentSpec, sweep_latents
-from .serialization import atomic_path
+from .serialization import atomic_path, load, save
 from .train import NonFiniteLossError, train
 
 
@@ -43,6 +47,19 @@ def add_common_flags(parser: argparse.ArgumentParser, *, out: str) -> None:
     add("--checkpoint-every", type=int, default=500)
     add("--resume", action="store_true", help="continue from the checkpoint in --out")
     add("--no-progress", action="store_true", help="no progress bar")
+    add(
+        "--eval-samples",
+        type=int,
+        default=10000,
+        help="samples drawn for the Parzen log-likelihood and the classifier score",
+    )
+    add(
+        "--classifier",
+        default=None,
+        help="the scoring classifier's weights (default runs/<dataset>_classifier.npz; "
+        "trained on the training images and saved there if missing)",
+    )
+    add("--classifier-steps", type=int, default=3000, help="training steps of that classifier")
 
 
 def tune_allocator() -> bool:
@@ -78,6 +95,46 @@ def load_images(dataset: str, split: str, data_dir: str | None) -> tuple[np.ndar
     return (images.astype(np.float32) / 255)[:, None], labels
 
 
+@dataclass(frozen=True)
+class Splits:
+    """Disjoint training, validation and test sets: (images, labels) each, and how they were cut."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    validation: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    description: str
+
+
+def load_splits(dataset: str, split: str, data_dir: str | None, validation: int = 1000) -> Splits:
+    """The evaluation protocol every example shares: models train on ``train`` only.
+
+    ``split="train"``: the train split without its last ``validation`` images (those are the
+    validation set); the test split is the test set. ``split="test"`` (offline MNIST, where only
+    the 10,000 test images exist): its first N - 2 * ``validation`` images train, the next
+    ``validation`` validate, the last ``validation`` test.
+    """
+    images, labels = load_images(dataset, split, data_dir)
+    n = len(images)
+    held = validation if split == "train" else 2 * validation
+    if not (validation > 0 and held < n):
+        raise ValueError(f"validation={validation} leaves no training images out of {n}")
+    cut = n - held
+    val = slice(cut, cut + validation)
+    if split == "train":
+        test = load_images(dataset, "test", data_dir)
+        where = f"{dataset} train[:{cut}] / train[{cut}:] / test"
+    else:
+        test = images[cut + validation :], labels[cut + validation :]
+        end = cut + validation
+        where = f"{dataset} test[:{cut}] / test[{cut}:{end}] / test[{end}:]"
+    return Splits(
+        train=(images[:cut], labels[:cut]),
+        validation=(images[val], labels[val]),
+        test=test,
+        description=f"train / validation / test = {where}",
+    )
+
+
 def write_json(path: Path, obj: Any) -> Path:
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2)
@@ -96,13 +153,181 @@ def evaluate(model: InfoGAN, images: np.ndarray, labels: np.ndarray) -> dict[str
     }
 
 
+def fit(model: Any, images: np.ndarray, args: argparse.Namespace, batch_size: int) -> list | int:
+    """Train with the shared loop as the flags say (checkpoint in ``--out``); the history, or
+    an exit code if training stopped (1: a non-finite loss, 130: Ctrl-C)."""
+    try:
+        return train(
+            model,
+            images,
+            steps=args.steps,
+            batch_size=batch_size,
+            seed=args.seed,
+            checkpoint=Path(args.out) / "checkpoint.npz",
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+    except NonFiniteLossError as e:
+        print(f"error: {e}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def scoring_classifier(
+    path: str | Path, splits: Splits, steps: int = 3000, seed: int = 0
+) -> Classifier:
+    """The MNIST CNN that scores samples: loaded from ``path``, or trained on the training
+    images (labels used: it is the judge, not a model under test) and saved there."""
+    model = Classifier(mnist_cnn(np.random.default_rng(seed)))
+    path = Path(path)
+    if path.exists():
+        model.load_state_dict(load(path))
+        return model
+    print(f"training the scoring classifier into {path}")
+    train(model, splits.train, steps=steps, batch_size=64, seed=seed, progress=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(model.state_dict(), path)
+    return model
+
+
+def evaluate_samples(model: Any, splits: Splits, args: argparse.Namespace) -> dict[str, Any]:
+    """The numbers every generator is compared on, from ``--eval-samples`` samples (in [0, 1]):
+    the GAN paper's Parzen-window log-likelihood of the test images (sigma chosen on the
+    validation images) and the classifier score."""
+    samples = model.sample(args.eval_samples, np.random.default_rng([args.seed, 2]))
+    flat = [a.reshape(len(a), -1) for a in (samples, splits.validation[0], splits.test[0])]
+    parzen = metrics.parzen_log_likelihood(*flat)
+    path = args.classifier or f"runs/{args.dataset}_classifier.npz"
+    judge = scoring_classifier(path, splits, args.classifier_steps)
+    probs = judge.predict_proba(samples)
+    return {
+        "parzen": parzen,
+        "classifier_score": metrics.classifier_score(probs),
+        "classifier_test_accuracy": judge.accuracy(*splits.test),
+        "sample_class_counts": np.bincount(probs.argmax(1), minlength=probs.shape[1]).tolist(),
+    }
+
+
+def probe(encode: Any, splits: Splits, seed: int = 0) -> float:
+    """Linear-probe accuracy of learned features: a softmax regression on ``encode(images)`` of
+    the training images (with their labels), scored on the test images."""
+    (xa, ya), (xb, yb) = splits.train, splits.test
+    return linear_probe(encode(xa).reshape(len(xa), -1), ya, encode(xb).reshape(len(xb), -1), yb,
+                        seed=seed)  # fmt: skip
+
+
+def run_generative(
+    model: Any,
+    args: argparse.Namespace,
+    *,
+    name: str,
+    curves: dict[str, tuple[str, ...]],
+    batch_size: int | None = None,
+    extra: Any = None,
+) -> int:
+    """Train a generative model on the training images, evaluate it, write figures and
+    ``metrics.json``: what every example but InfoGAN's runs.
+
+    ``curves`` maps a figure name to the history keys it plots; ``extra(model, splits, out)``
+    returns further metrics (and may write figures). ``batch_size`` overrides the flag (WGAN
+    takes ``n_critic`` batches per step).
+    """
+    splits = load_splits(args.dataset, args.split, args.data_dir)
+    device = model.device
+    tune_allocator()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = splits.train[0]
+    print(
+        f"{name}: {args.dataset} {args.split} ({len(images)} training images), device {device}, "
+        f"{args.steps} steps, seed {args.seed}, writing to {out}"
+    )
+    history = fit(model, images, args, batch_size or args.batch_size)
+    if isinstance(history, int):
+        return history
+    write_json(out / "history.json", history)
+    summary: dict[str, Any] = {"model": name, **evaluate_samples(model, splits, args)}
+    if extra is not None:
+        summary.update(extra(model, splits, out))
+    summary.update(
+        splits=splits.description,
+        train_seconds=history[-1]["seconds"] if history else 0.0,
+        final={  # means over the last 50 steps
+            k: float(np.mean([h[k] for h in history[-50:]]))
+            for k in history[-1]
+            if k not in ("step", "seconds")
+        },
+        flags=vars(args),
+        device=device,
+    )
+    write_json(out / "metrics.json", summary)
+    steps = [h["step"] for h in history]
+    for figure, keys in curves.items():
+        viz.curves(out / f"{figure}.png", {k: (steps, [h[k] for h in history]) for k in keys},
+                   title=f"{name}: {figure}", ylabel=", ".join(keys))  # fmt: skip
+    samples = model.sample(100, np.random.default_rng([args.seed, 3]))
+    viz.image_grid(out / "samples.png", samples.reshape(10, 10, 28, 28), title=f"{name} samples")
+    parzen = summary["parzen"]
+    print(
+        f"Parzen log-likelihood {parzen['mean']:.1f} +- {parzen['sem']:.1f} nats "
+        f"(sigma {parzen['sigma']:.3f}), classifier score {summary['classifier_score']:.2f}"
+    )
+    print(f"wrote {out / 'metrics.json'}, figures and checkpoint in {out}")
+    return 0
+
+
+def _rows(*arrays: np.ndarray) -> np.ndarray:
+    """Interleave image batches (N, 1, H, W) as grid rows: a[0:10], b[0:10], a[10:20], ..."""
+    n, h, w = len(arrays[0]) // 10, *arrays[0].shape[-2:]
+    return np.stack([a.reshape(n, 10, h, w) for a in arrays], 1).reshape(-1, 10, h, w)
+
+
+def bigan_report(model: Any, splits: Splits, out: Path) -> dict[str, Any]:
+    """BiGAN's extras: linear-probe accuracy of E(x), reconstruction error of G(E(x)) on the
+    test images, and a figure of test images above their reconstructions."""
+    x = splits.test[0]
+    rec = model.reconstruct(x)
+    viz.image_grid(out / "reconstructions.png", _rows(x[:40], rec[:40]),
+                   title="test images (odd rows) and G(E(x)) (even rows)")  # fmt: skip
+    return {
+        "linear_probe_accuracy": probe(model.encode, splits),
+        "reconstruction_mse": float(np.mean((rec - x) ** 2)),
+    }
+
+
+def vae_report(model: Any, splits: Splits, out: Path) -> dict[str, Any]:
+    """The VAE's extras: held-out ELBO and its terms (nats, test images binarised once with a
+    fixed seed), an importance-sampled log-likelihood (k = 100), the linear probe on mu(x),
+    reconstructions, and the 2-D latent manifold figure when the latent is 2-D."""
+    x = splits.test[0]
+    terms = model.elbo(x, np.random.default_rng(0))
+    ll = model.log_likelihood(x, np.random.default_rng(0), k=100)
+    report = {
+        f"test_{k}": {"mean": float(v.mean()), "sem": float(v.std() / np.sqrt(len(v)))}
+        for k, v in {**terms, "log_likelihood_k100": ll}.items()
+    }
+    report["linear_probe_accuracy"] = probe(model.encode, splits)
+    rec = model.decode(model.encode(x[:40]))
+    viz.image_grid(out / "reconstructions.png", _rows(x[:40], rec),
+                   title="test images (odd rows) and decoded mu(x) (even rows)")  # fmt: skip
+    if model.latent_dim == 2:  # the paper's Figure 4: a grid of z through the Gaussian's CDF
+        ppf = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, 15)])
+        z = np.stack(np.meshgrid(ppf, ppf[::-1]), -1).reshape(-1, 2)
+        viz.image_grid(out / "manifold.png", model.decode(z).reshape(15, 15, 28, 28),
+                       title="learned 2-D manifold: z on a grid of N(0, I) quantiles")  # fmt: skip
+    return report
+
+
 def run_infogan(args: argparse.Namespace) -> int:
     """Train InfoGAN (or the baseline) as the flags say; write figures, checkpoint, metrics."""
     device = pick_device(args.device)
     tune_allocator()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    images, labels = load_images(args.dataset, args.split, args.data_dir)
+    splits = load_splits(args.dataset, args.split, args.data_dir)
+    images, labels = splits.train
     name = "GAN baseline (Q trained, G not rewarded)" if args.baseline else "InfoGAN"
     print(
         f"{name}: {args.dataset} {args.split} ({len(images)} images), device {device}, "
@@ -117,27 +342,13 @@ def run_infogan(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=device,
     )
-    try:
-        history = train(
-            model,
-            images,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            checkpoint=out / "checkpoint.npz",
-            checkpoint_every=args.checkpoint_every,
-            resume=args.resume,
-            progress=not args.no_progress,
-        )
-    except NonFiniteLossError as e:
-        print(f"error: {e}")
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    history = fit(model, images, args, args.batch_size)
+    if isinstance(history, int):
+        return history
     seconds = history[-1].get("seconds", math.nan) if history else 0.0
     write_json(out / "history.json", history)
 
-    result = evaluate(model, images, labels)
+    result = evaluate(model, *splits.test)
     info = [h["info_cat"] for h in history]
     summary = {
         "model": "gan" if args.baseline else "infogan",
@@ -145,7 +356,9 @@ def run_infogan(args: argparse.Namespace) -> int:
         "info_cat_at_1000": float(np.mean(info[990:1000])) if len(info) >= 1000 else None,
         "info_cat_final": float(np.mean(info[-10:])),
         "info_cat_ceiling": spec.categorical_entropy,
-        "evaluated_on": f"{args.dataset} {args.split} (the training images; labels unseen)",
+        "accuracy_on_training_images": evaluate(model, images, labels)["accuracy"],
+        **evaluate_samples(model, splits, args),
+        "splits": splits.description,
         "train_seconds": seconds,
         "flags": {k: v for k, v in vars(args).items() if k != "compare"},
         "device": device,  # what "auto" resolved to
@@ -155,7 +368,8 @@ def run_infogan(args: argparse.Namespace) -> int:
     paths = write_figures(model, history, result, out, args)
     print(
         f"accuracy {result['accuracy']:.4f}, L_I {summary['info_cat_final']:.3f} of "
-        f"{spec.categorical_entropy:.3f} nats, {seconds:.0f} s"
+        f"{spec.categorical_entropy:.3f} nats, Parzen {summary['parzen']['mean']:.1f} nats, "
+        f"{seconds:.0f} s"
     )
     print(
         "wrote", ", ".join(str(p) for p in [out / "metrics.json", out / "checkpoint.npz", *paths])

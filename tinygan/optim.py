@@ -1,4 +1,4 @@
-"""SGD and Adam, step for step as ``torch.optim`` (single-tensor path, one parameter group).
+"""SGD, Adam and RMSprop, step for step as ``torch.optim`` (single-tensor path, one group).
 
 Updates happen in place on ``param.data``; optimizer state has the parameter's dtype and device;
 parameters whose ``grad`` is None are skipped. Hyperparameters are attributes (``opt.lr = 1e-4``
@@ -221,3 +221,73 @@ class Adam(Optimizer):
         kernels.adam_update(
             p.data, p.grad, m, v, self.lr, beta1, beta2, self.eps, bc1, bc2, self.weight_decay
         )
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton's lecture 6e) as ``torch.optim.RMSprop``: optional momentum, centering, L2.
+
+    ``g = grad + weight_decay * p``; ``s = alpha * s + (1 - alpha) * g * g``; the denominator
+    is ``sqrt(s) + eps``, or with ``centered`` ``sqrt(s - m * m) + eps`` where
+    ``m = lerp(m, g, 1 - alpha)`` estimates the mean gradient; with momentum
+    ``buf = momentum * buf + g / denom`` and ``p -= lr * buf``, else ``p -= lr * g / denom``.
+    All three buffers exist from the first step (zeros, as torch starts them) whatever the
+    settings, so a checkpoint always holds the same names; ``step`` counts the updates.
+    """
+
+    hparams = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")
+    state_names = ("step", "square_avg", "momentum_buffer", "grad_avg")
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            lr=float(lr),
+            alpha=float(alpha),
+            eps=float(eps),
+            weight_decay=float(weight_decay),
+            momentum=float(momentum),
+            centered=bool(centered),
+        )
+
+    def _check(self) -> None:
+        for name in ("lr", "eps", "weight_decay", "momentum"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"RMSprop: invalid {name} {getattr(self, name)} (must be >= 0)")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"RMSprop: invalid alpha {self.alpha} (must be in [0, 1])")
+
+    def _update(self, p: Tensor, state: dict[str, Any]) -> None:
+        xp = backend.get_array_module(p.data)
+        if not state:
+            state["step"] = 0
+            for name in self.state_names[1:]:
+                state[name] = xp.zeros_like(p.data)
+        state["step"] += 1
+        g = p.grad
+        if self.weight_decay != 0:
+            g = g + self.weight_decay * p.data
+        square_avg = state["square_avg"]
+        square_avg *= self.alpha
+        square_avg += (1 - self.alpha) * g * g
+        if self.centered:
+            grad_avg = state["grad_avg"]
+            grad_avg += (1 - self.alpha) * (g - grad_avg)
+            denom = xp.sqrt(square_avg - grad_avg * grad_avg)
+        else:
+            denom = xp.sqrt(square_avg)
+        denom += self.eps
+        if self.momentum > 0:
+            buf = state["momentum_buffer"]
+            buf *= self.momentum
+            buf += g / denom
+            p.data -= self.lr * buf
+        else:
+            p.data -= self.lr * (g / denom)

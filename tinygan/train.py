@@ -27,7 +27,7 @@ from .serialization import load, save
 
 
 class Trainable(Protocol):
-    def train_step(self, batch: np.ndarray, rng: np.random.Generator) -> dict[str, float]: ...
+    def train_step(self, batch: Any, rng: np.random.Generator) -> dict[str, float]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -53,7 +53,7 @@ def step_rng(seed: int, step: int) -> np.random.Generator:
 
 def train(
     model: Trainable,
-    data: np.ndarray,
+    data: np.ndarray | tuple[np.ndarray, ...],
     *,
     steps: int,
     batch_size: int,
@@ -69,8 +69,9 @@ def train(
     Parameters
     ----------
     model : Trainable
-    data : np.ndarray, shape (N, ...)
-        The training examples; batches are ``data[indices]``.
+    data : np.ndarray, shape (N, ...), or a tuple of them
+        The training examples; batches are ``data[indices]``, or for a tuple (e.g. images and
+        labels, all of length N) the tuple ``(a[indices] for a in data)``.
     steps, batch_size, seed : int
     checkpoint : path, optional
         ``.npz`` file written atomically every ``checkpoint_every`` steps, at the end, and on
@@ -102,10 +103,14 @@ def train(
     ):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int; got {value!r}")
-    if batch_size > len(data):
-        raise ValueError(f"batch_size {batch_size} is larger than the data ({len(data)} examples)")
+    arrays = data if isinstance(data, tuple) else (data,)
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError(f"the data arrays differ in length: {[len(a) for a in arrays]}")
+    if batch_size > n:
+        raise ValueError(f"batch_size {batch_size} is larger than the data ({n} examples)")
     path = Path(checkpoint) if checkpoint is not None else None
-    run = {"seed": seed, "batch_size": batch_size, "examples": len(data)}
+    run = {"seed": seed, "batch_size": batch_size, "examples": n}
     start, history = 0, []
     if resume and path is not None and path.exists():
         start, history = _restore(model, path, run)
@@ -115,7 +120,8 @@ def train(
     try:
         with _deferred_interrupt() as interrupted:
             while step < steps:
-                batch = data[batch_indices(len(data), batch_size, seed, step)]
+                index = batch_indices(n, batch_size, seed, step)
+                batch = tuple(a[index] for a in data) if isinstance(data, tuple) else data[index]
                 metrics = model.train_step(batch, step_rng(seed, step))
                 bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
                 if bad:

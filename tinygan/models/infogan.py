@@ -13,21 +13,18 @@ recoverable. The baseline (``info_in_g=False``) trains Q just the same but does 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from .. import nn
-from ..function import no_grad
 from ..nn import functional as F
 from ..ops import sigmoid
 from ..optim import Adam
 from ..tensor import Tensor
+from .base import Model, frozen
 
 
 @dataclass(frozen=True)
@@ -219,7 +216,7 @@ def information_terms(q_out: Tensor, latent: Latent) -> tuple[Tensor, Tensor]:
     return cat_ce, cont_nll
 
 
-class InfoGAN:
+class InfoGAN(Model):
     """The paper's MNIST InfoGAN: networks, Adam optimisers and one training step.
 
     Parameters
@@ -243,6 +240,8 @@ class InfoGAN:
         for low-dimensional data). The discriminator needs the modules ``body`` (shared
         features), ``d_head`` (to one logit per image) and ``q_head`` (to ``spec.q_dim``).
     """
+
+    parts = ("G", "D", "opt_g", "opt_d")
 
     def __init__(
         self,
@@ -271,9 +270,6 @@ class InfoGAN:
         self.opt_d = Adam(self.D.parameters(), lr=lr_d, betas=betas)
         self.opt_g = Adam(self.G.parameters(), lr=lr_g, betas=betas)
 
-    def _tensor(self, a: np.ndarray) -> Tensor:
-        return Tensor(a).to(self.device)
-
     def train_step(self, real: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
         """One D (and Q) update, then one G update, on a batch of real images.
 
@@ -291,13 +287,13 @@ class InfoGAN:
         """
         n = len(real)
         latent = self.spec.sample(n, rng)
-        fake = self.G(self._tensor(latent.vector()))
-        ones, zeros = self._tensor(np.ones(n, np.float32)), self._tensor(np.zeros(n, np.float32))
+        fake = self.G(self.tensor(latent.vector()))
+        ones, zeros = self.tensor(np.ones(n, np.float32)), self.tensor(np.zeros(n, np.float32))
 
         # D step: real -> 1, fake -> 0; Q learns to recover c. In InfoGAN Q's loss trains the
         # shared body too; in the baseline Q reads the body's features without shaping them.
         D = self.D
-        d_real = D.d_head(D.body(self._tensor(real))).reshape(-1)
+        d_real = D.d_head(D.body(self.tensor(real))).reshape(-1)
         h_fake = D.body(fake.detach())
         d_fake = D.d_head(h_fake).reshape(-1)
         q = D.q_head(h_fake if self.info_in_g else h_fake.detach())
@@ -311,9 +307,7 @@ class InfoGAN:
         self.opt_d.step()
 
         # G step: fool the updated D (non-saturating loss) and, in InfoGAN, make c recoverable.
-        for p in D.parameters():
-            p.requires_grad = False  # D's weight grads are not needed here: skip computing them
-        try:
+        with frozen(D):  # D's weight grads are not needed here: skip computing them
             h = D.body(fake)
             g_loss = F.binary_cross_entropy_with_logits(D.d_head(h).reshape(-1), ones)
             loss = g_loss
@@ -323,9 +317,6 @@ class InfoGAN:
             self.opt_g.zero_grad()
             loss.backward()
             self.opt_g.step()
-        finally:
-            for p in D.parameters():
-                p.requires_grad = True
         return {
             "d_loss": d_loss.item(),
             "g_loss": g_loss.item(),
@@ -337,45 +328,20 @@ class InfoGAN:
 
     def generate(self, latent: Latent) -> np.ndarray:
         """G's images for ``latent`` (eval mode, no graph): (N, 1, 28, 28) on the host."""
-        with _evaluating(self.G), no_grad():
-            return self.G(self._tensor(latent.vector())).numpy()
+        return self.batched(lambda a: self.G(self.tensor(a)), latent.vector(), (self.G,))
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` images for random latents (eval mode): (n, 1, 28, 28) in [0, 1]."""
+        return self.generate(self.spec.sample(n, rng))
 
     def predict_codes(self, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
         """Q's most likely category for each image and categorical code: (N, n_cat) int64.
 
         Runs D in eval mode (BN with running statistics), in batches, without a graph.
         """
-        out = []
-        with _evaluating(self.D), no_grad():
-            for i in range(0, len(images), batch_size):
-                q = self.D(self._tensor(images[i : i + batch_size]))[1].numpy()
-                bounds = np.cumsum((0, *self.spec.categorical))
-                out.append(
-                    np.stack([q[:, a:b].argmax(1) for a, b in itertools.pairwise(bounds)], 1)
-                )
-        return np.concatenate(out)
-
-    def state_dict(self) -> dict[str, Any]:
-        parts = {"G": self.G, "D": self.D, "opt_g": self.opt_g, "opt_d": self.opt_d}
-        return {
-            f"{name}/{k}": v for name, part in parts.items() for k, v in part.state_dict().items()
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in ("G", "D", "opt_g", "opt_d"):
-            part = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + "/")}
-            getattr(self, name).load_state_dict(part)
-
-
-@contextlib.contextmanager
-def _evaluating(module: nn.Module) -> Iterator[None]:
-    """Put ``module`` in eval mode for the block, then back in the mode it was in."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
+        q = self.batched(lambda a: self.D(self.tensor(a))[1], images, (self.D,), batch_size)
+        bounds = np.cumsum((0, *self.spec.categorical))
+        return np.stack([q[:, a:b].argmax(1) for a, b in itertools.pairwise(bounds)], 1)
 
 
 def sweep_latents(

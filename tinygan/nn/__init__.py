@@ -14,11 +14,12 @@ from .layers import (
     Sequential,
     Sigmoid,
     Tanh,
+    Unflatten,
 )
 from .module import IncompatibleKeys, Module, Parameter
 
 __all__ = [
     "BatchNorm1d", "BatchNorm2d", "Conv2d", "ConvTranspose2d", "Dropout", "Flatten",
     "IncompatibleKeys", "LeakyReLU", "Linear", "Module", "Parameter", "ReLU", "Sequential",
-    "Sigmoid", "Tanh", "functional", "init",
+    "Sigmoid", "Tanh", "Unflatten", "functional", "init",
 ]  # fmt: skip

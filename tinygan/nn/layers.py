@@ -7,6 +7,7 @@ generator). Weights are made on the CPU; move a model with ``model.to("cuda")``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,6 +58,13 @@ class Sequential(Module):
 
     def __len__(self) -> int:
         return len(self._modules)
+
+    def append(self, module: Module) -> Sequential:
+        """Add ``module`` at the end (as PyTorch); returns self."""
+        if not isinstance(module, Module):
+            raise TypeError(f"Sequential.append: got a {type(module).__name__}, not a Module")
+        setattr(self, str(len(self)), module)
+        return self
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
@@ -307,6 +315,26 @@ class Flatten(Module):
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(Module):
+    """Split dim ``dim`` into ``sizes`` (the inverse of Flatten): (N, C*H*W) -> (N, C, H, W)."""
+
+    def __init__(self, dim: int, sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.dim, self.sizes = dim, tuple(sizes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        dim = self.dim % x.ndim
+        if math.prod(self.sizes) != x.shape[dim]:
+            raise ValueError(
+                f"Unflatten: dim {self.dim} of the input has size {x.shape[dim]}, but sizes "
+                f"{self.sizes} hold {math.prod(self.sizes)}"
+            )
+        return x.reshape(*x.shape[:dim], *self.sizes, *x.shape[dim + 1 :])
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, sizes={self.sizes}"
 
 
 class Dropout(Module):

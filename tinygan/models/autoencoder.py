@@ -1,0 +1,485 @@
+"""Autoencoders: plain, sparse (UFLDL), denoising (Vincent et al. 2008) and stacked.
+
+One ``Autoencoder`` trains any encoder/decoder pair on one objective, per example (summed over
+the example's components, averaged over the batch, the scale of the UFLDL notes):
+
+    J = L(x, g(f(x~)))  +  beta * sum_j KL(rho || rho_hat_j)  +  lambda/2 * sum_W ||W||^2
+        reconstruction     sparsity (optional)                  weight decay (optional)
+
+where ``f`` is the encoder, ``g`` the decoder (it outputs logits for ``loss="bce"``, values for
+``loss="mse"``), ``x~`` is ``x`` with masking noise (denoising: each component set to 0 with
+probability ``mu``; the target stays the clean ``x``), ``rho_hat_j`` is hidden unit j's mean
+activation over the batch, and ``W`` runs over weight matrices and kernels, not biases.
+
+``mlp_autoencoder`` and ``conv_autoencoder`` build encoder/decoder pairs; ``pretrain_stack``
+trains a stack of autoencoders greedily, each on the codes of the one below, and
+``stack_autoencoders`` joins them into one deep autoencoder to fine-tune end to end with
+``tinygan.train.train``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import nn
+from ..function import no_grad
+from ..nn import functional as F
+from ..ops import log
+from ..optim import Adam
+from ..tensor import Tensor
+from ..train import train
+from .base import Model, evaluating
+
+LOSSES = ("bce", "mse")
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+}
+
+
+# ---- the three terms --------------------------------------------------------------------------
+def sparsity_kl(rho_hat: Tensor, rho: float, eps: float = 1e-6) -> Tensor:
+    """Sum over hidden units of KL(Bernoulli(rho) || Bernoulli(rho_hat_j)), in nats.
+
+    ``sum_j rho log(rho / rho_hat_j) + (1 - rho) log((1 - rho) / (1 - rho_hat_j))``, with
+    ``rho_hat`` clamped into ``[eps, 1 - eps]`` so that it stays finite for saturated units.
+
+    Parameters
+    ----------
+    rho_hat : Tensor, any shape
+        Mean activations of the hidden units (values in [0, 1]).
+    rho : float
+        The target activation, in (0, 1).
+    eps : float
+        Clamp margin, in (0, 0.5).
+
+    Returns
+    -------
+    Tensor, shape ()
+    """
+    _check_open_unit("rho", rho)
+    if not 0 < eps < 0.5:
+        raise ValueError(f"eps must be in (0, 0.5); got {eps!r}")
+    r = rho_hat.clip(eps, 1 - eps)
+    kl = rho * (math.log(rho) - log(r)) + (1 - rho) * (math.log(1 - rho) - log(1 - r))
+    return kl.sum()
+
+
+def weight_decay_penalty(parameters: Iterable[Tensor], weight_decay: float) -> Tensor:
+    """``weight_decay / 2 * sum ||W||^2`` over the weights among ``parameters``.
+
+    Weights are the parameters with two or more dimensions (Linear matrices, convolution
+    kernels); biases (and BatchNorm's per-channel scale and shift) are left out.
+
+    Parameters
+    ----------
+    parameters : iterable of Tensor
+    weight_decay : float
+        lambda, >= 0.
+
+    Returns
+    -------
+    Tensor, shape ()
+    """
+    _check_nonnegative("weight_decay", weight_decay)
+    weights = [p for p in parameters if p.ndim >= 2]
+    if not weights:
+        raise ValueError("weight_decay_penalty: no weights (parameters with ndim >= 2) given")
+    return weight_decay / 2 * sum((w * w).sum() for w in weights)
+
+
+def mask_noise(x: np.ndarray, mu: float, rng: np.random.Generator) -> np.ndarray:
+    """Vincent et al.'s masking noise: each component of ``x`` set to 0 with probability ``mu``,
+    independently; the others are left as they are.
+
+    Parameters
+    ----------
+    x : np.ndarray, any shape
+    mu : float
+        Corruption rate, in [0, 1).
+    rng : np.random.Generator
+
+    Returns
+    -------
+    np.ndarray, the shape and dtype of ``x`` (a new array)
+    """
+    _check_rate("mu", mu)
+    return x * (rng.random(x.shape) >= mu).astype(x.dtype)
+
+
+# ---- networks ---------------------------------------------------------------------------------
+def mlp_autoencoder(
+    sizes: Sequence[int],
+    *,
+    activation: str = "sigmoid",
+    rng: np.random.Generator | None = None,
+) -> tuple[nn.Sequential, nn.Sequential]:
+    """A fully connected encoder and its mirror-image decoder.
+
+    ``sizes = (784, 256, 64)`` gives the encoder 784 -> 256 -> 64, each Linear followed by
+    ``activation`` (so the codes are activations too), and the decoder 64 -> 256 -> 784, with
+    ``activation`` after every Linear but the last (it outputs logits or values, see
+    ``Autoencoder``'s ``loss``).
+
+    Parameters
+    ----------
+    sizes : sequence of int, length >= 2
+        Input width, then the widths of the hidden layers down to the code.
+    activation : {"sigmoid", "relu", "tanh"}
+        Sparse autoencoders need codes in [0, 1]: sigmoid.
+    rng : np.random.Generator, optional
+        Draws the initial weights (default: ``tinygan.nn.init``'s generator).
+
+    Returns
+    -------
+    encoder : nn.Sequential, (N, sizes[0]) -> (N, sizes[-1])
+    decoder : nn.Sequential, (N, sizes[-1]) -> (N, sizes[0])
+    """
+    if len(sizes) < 2:
+        raise ValueError(f"sizes needs the input width and at least one layer; got {sizes!r}")
+    linear = functools.partial(nn.Linear, rng=rng)
+    return _mirrored(sizes, linear, linear, activation)
+
+
+def conv_autoencoder(
+    channels: Sequence[int] = (16, 8),
+    *,
+    in_channels: int = 1,
+    image_size: int = 28,
+    activation: str = "relu",
+    rng: np.random.Generator | None = None,
+) -> tuple[nn.Sequential, nn.Sequential]:
+    """A convolutional encoder (4x4 kernels, stride 2, padding 1: each halves the image) and a
+    transposed-convolution decoder that doubles it back.
+
+    The defaults map (N, 1, 28, 28) to codes (N, 8, 7, 7) (392 numbers, half the input) and back.
+
+    Parameters
+    ----------
+    channels : sequence of int
+        Output channels of each encoder layer; the last is the code's.
+    in_channels : int
+    image_size : int
+        Height and width of the input; must be divisible by ``2 ** len(channels)``.
+    activation : {"sigmoid", "relu", "tanh"}
+        After every layer but the decoder's last.
+    rng : np.random.Generator, optional
+
+    Returns
+    -------
+    encoder : nn.Sequential, (N, in_channels, S, S) -> (N, channels[-1], S / 2**k, S / 2**k)
+    decoder : nn.Sequential, back to (N, in_channels, S, S)
+    """
+    if len(channels) < 1:
+        raise ValueError(f"channels needs at least one layer; got {channels!r}")
+    if image_size % 2 ** len(channels):
+        raise ValueError(
+            f"image_size {image_size} is not divisible by 2**{len(channels)}: "
+            f"{len(channels)} stride-2 layers cannot be inverted exactly"
+        )
+    halve = functools.partial(nn.Conv2d, kernel_size=4, stride=2, padding=1, rng=rng)
+    double = functools.partial(nn.ConvTranspose2d, kernel_size=4, stride=2, padding=1, rng=rng)
+    return _mirrored([in_channels, *channels], halve, double, activation)
+
+
+def _mirrored(
+    widths: Sequence[int],
+    down: Callable[[int, int], nn.Module],
+    up: Callable[[int, int], nn.Module],
+    activation: str,
+) -> tuple[nn.Sequential, nn.Sequential]:
+    """Encoder ``down(w0, w1), act, down(w1, w2), act, ...`` and the mirror-image decoder
+    ``..., up(w2, w1), act, up(w1, w0)`` (no activation after the last layer)."""
+    act = _activation(activation)
+    pairs = list(itertools.pairwise(widths))
+    encoder = [m for a, b in pairs for m in (down(a, b), act())]
+    decoder = [m for a, b in reversed(pairs) for m in (up(b, a), act())]
+    return nn.Sequential(*encoder), nn.Sequential(*decoder[:-1])
+
+
+# ---- the model --------------------------------------------------------------------------------
+class Autoencoder(Model):
+    """An encoder/decoder pair, its Adam optimiser and one training step.
+
+    Parameters
+    ----------
+    encoder, decoder : nn.Module
+        ``decoder(encoder(x))`` has the shape of ``x``; the decoder's output is a logit for
+        ``loss="bce"`` and the reconstruction itself for ``loss="mse"``.
+    loss : {"bce", "mse"}
+        Binary cross-entropy with logits (data in [0, 1]), or half the squared error (UFLDL's);
+        either summed over an example's components and averaged over the batch.
+    sparsity : (rho, beta), optional
+        Add ``beta * sparsity_kl(rho_hat, rho)``, rho_hat the batch means of the codes (each
+        component of a code is a hidden unit: for conv codes, each channel at each position);
+        needs codes in [0, 1] (sigmoid hidden units). rho in (0, 1), beta >= 0.
+    weight_decay : float
+        lambda of ``weight_decay_penalty`` on the encoder's and decoder's weights.
+    corruption : float
+        Denoising: masking-noise rate mu in [0, 1) applied to the encoder's input (0: none).
+    lr, betas : Adam's settings.
+    device : {"cpu", "cuda"}
+    """
+
+    parts = ("encoder", "decoder", "opt")
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        *,
+        loss: str = "bce",
+        sparsity: tuple[float, float] | None = None,
+        weight_decay: float = 0.0,
+        corruption: float = 0.0,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        device: str = "cpu",
+    ) -> None:
+        for name, m in (("encoder", encoder), ("decoder", decoder)):
+            if not isinstance(m, nn.Module):
+                raise TypeError(f"{name} must be an nn.Module; got {type(m).__name__}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}")
+        if sparsity is not None:
+            if not (isinstance(sparsity, tuple) and len(sparsity) == 2):
+                raise ValueError(f"sparsity must be a pair (rho, beta); got {sparsity!r}")
+            _check_open_unit("rho", sparsity[0])
+            _check_nonnegative("beta", sparsity[1])
+        _check_nonnegative("weight_decay", weight_decay)
+        _check_rate("corruption", corruption)
+        self.encoder, self.decoder = encoder.to(device), decoder.to(device)
+        self.loss, self.sparsity, self.device = loss, sparsity, device
+        self.weight_decay, self.corruption = weight_decay, corruption
+        self.net = nn.Sequential(encoder, decoder)  # every parameter once, one eval() switch
+        # the decoder's output as a reconstruction; an empty Sequential is the identity
+        self.output_activation = nn.Sigmoid() if loss == "bce" else nn.Sequential()
+        self.opt = Adam(self.net.parameters(), lr=lr, betas=betas)
+
+    def reconstruction_loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """The reconstruction term: per example summed over components, averaged over the batch.
+
+        Parameters
+        ----------
+        output : Tensor, shape (N, ...)
+            The decoder's output (logits for "bce").
+        target : Tensor, the same shape
+
+        Returns
+        -------
+        Tensor, shape ()
+        """
+        if self.loss == "bce":
+            total = F.binary_cross_entropy_with_logits(output, target, reduction="sum")
+        else:
+            total = 0.5 * F.mse_loss(output, target, reduction="sum")
+        return total / len(output)
+
+    def train_step(self, batch: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+        """One Adam step on J for a batch of clean inputs.
+
+        Parameters
+        ----------
+        batch : np.ndarray, shape (N, ...)
+            What the encoder takes; the reconstruction target.
+        rng : np.random.Generator
+            Draws the masking noise (denoising).
+
+        Returns
+        -------
+        dict
+            ``loss`` (J), ``reconstruction``; with sparsity ``sparsity_kl`` (the KL sum) and
+            ``mean_activation`` (mean of rho_hat); with weight decay ``weight_decay``.
+        """
+        noisy = mask_noise(batch, self.corruption, rng) if self.corruption else batch
+        codes = self.encoder(self.tensor(noisy))
+        rec = self.reconstruction_loss(self.decoder(codes), self.tensor(batch))
+        loss, metrics = rec, {"reconstruction": rec.item()}
+        if self.sparsity is not None:
+            if codes.data.min() < 0 or codes.data.max() > 1:
+                raise ValueError(
+                    "sparsity needs codes in [0, 1] (sigmoid hidden units); got codes in "
+                    f"[{float(codes.data.min()):.3g}, {float(codes.data.max()):.3g}]"
+                )
+            rho, beta = self.sparsity
+            rho_hat = codes.mean(0)
+            kl = sparsity_kl(rho_hat, rho)
+            loss = loss + beta * kl
+            metrics.update(sparsity_kl=kl.item(), mean_activation=rho_hat.mean().item())
+        if self.weight_decay:
+            decay = weight_decay_penalty(self.net.parameters(), self.weight_decay)
+            loss = loss + decay
+            metrics["weight_decay"] = decay.item()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.item(), **metrics}
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], x: np.ndarray, batch_size: int) -> np.ndarray:
+        """``fn`` on ``x`` in batches, in eval mode, without a graph, gathered on the host."""
+        with evaluating(self.net), no_grad():
+            return np.concatenate([fn(self.tensor(x[s])).numpy() for s in _slices(x, batch_size)])
+
+    def encode(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+        """The codes (features) of ``x``: (N, ...) -> the encoder's output shape, on the host."""
+        return self._apply(self.encoder, x, batch_size)
+
+    def reconstruct(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+        """The reconstructions of ``x`` (no corruption added), of ``x``'s shape, on the host."""
+        return self._apply(
+            lambda t: self.output_activation(self.decoder(self.encoder(t))), x, batch_size
+        )
+
+    def reconstruction_error(
+        self, x: np.ndarray, target: np.ndarray | None = None, batch_size: int = 500
+    ) -> float:
+        """The reconstruction term of ``x`` against ``target`` (default ``x``; e.g. corrupted
+        inputs against clean ones), averaged over all of ``x``, in eval mode.
+
+        Parameters
+        ----------
+        x : np.ndarray, shape (N, ...)
+            The encoder's inputs.
+        target : np.ndarray, the shape of ``x``, optional
+
+        Returns
+        -------
+        float: per example (summed over its components), as ``train_step``'s ``reconstruction``
+        """
+        target = x if target is None else target
+        if target.shape != x.shape:
+            raise ValueError(f"target shape {target.shape} differs from input shape {x.shape}")
+
+        def summed(s: slice) -> float:
+            out = self.decoder(self.encoder(self.tensor(x[s])))
+            return self.reconstruction_loss(out, self.tensor(target[s])).item() * len(x[s])
+
+        with evaluating(self.net), no_grad():
+            return sum(summed(s) for s in _slices(x, batch_size)) / len(x)
+
+
+def _slices(x: np.ndarray, batch_size: int) -> list[slice]:
+    return [slice(i, i + batch_size) for i in range(0, len(x), batch_size)]
+
+
+# ---- stacks -----------------------------------------------------------------------------------
+def pretrain_stack(
+    layers: Sequence[Autoencoder],
+    data: np.ndarray,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> list[list[dict[str, float]]]:
+    """Greedy layer-wise pretraining: train ``layers[0]`` on ``data``, then each next layer on
+    the (clean) codes of the trained one below, with ``tinygan.train.train``, in place.
+
+    Fine-tune afterwards with ``train(stack_autoencoders(layers), data, ...)``.
+
+    Parameters
+    ----------
+    layers : sequence of Autoencoder
+        Layer i's encoder takes layer i-1's codes; each may be plain, sparse or denoising.
+    data : np.ndarray, shape (N, ...)
+    steps, batch_size : int
+        Per layer.
+    seed : int
+        Layer i trains with seed ``seed + i``.
+    checkpoint_dir : path, optional
+        Checkpoints ``layer1.npz``, ``layer2.npz``, ... (see ``train``).
+    resume : bool
+        Continue each layer from its checkpoint (a finished layer is not trained again).
+
+    Returns
+    -------
+    list of histories, one per layer (``train``'s return value)
+    """
+    if not layers or not all(isinstance(layer, Autoencoder) for layer in layers):
+        raise TypeError(f"layers must be a non-empty sequence of Autoencoder; got {layers!r}")
+    histories, inputs = [], data
+    for i, layer in enumerate(layers):
+        if i:
+            inputs = layers[i - 1].encode(inputs)
+        checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / f"layer{i + 1}.npz"
+        histories.append(
+            train(
+                layer,
+                inputs,
+                steps=steps,
+                batch_size=batch_size,
+                seed=seed + i,
+                checkpoint=checkpoint,
+                resume=resume,
+                progress=progress,
+            )
+        )
+    return histories
+
+
+def stack_autoencoders(layers: Sequence[Autoencoder], **options: Any) -> Autoencoder:
+    """One deep autoencoder from a stack: encoders bottom-up, then decoders top-down, each inner
+    decoder followed by its layer's output activation (so the next decoder gets codes).
+
+    The deep model shares the layers' modules (training it changes them) and has its own Adam.
+    Its loss is the bottom layer's unless ``options`` says otherwise; ``options`` go to
+    ``Autoencoder`` (by default no sparsity, weight decay or corruption).
+
+    Parameters
+    ----------
+    layers : sequence of Autoencoder
+    **options
+        ``Autoencoder``'s keyword arguments.
+
+    Returns
+    -------
+    Autoencoder
+    """
+    if not layers or not all(isinstance(layer, Autoencoder) for layer in layers):
+        raise TypeError(f"layers must be a non-empty sequence of Autoencoder; got {layers!r}")
+    decoders = [
+        m
+        for i, layer in reversed(list(enumerate(layers)))
+        for m in ((layer.decoder, layer.output_activation) if i else (layer.decoder,))
+    ]
+    options = {"loss": layers[0].loss, "device": layers[0].device, **options}
+    return Autoencoder(
+        nn.Sequential(*(layer.encoder for layer in layers)), nn.Sequential(*decoders), **options
+    )
+
+
+# ---- argument checks --------------------------------------------------------------------------
+def _activation(name: str) -> Callable[[], nn.Module]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}; got {name!r}")
+    return ACTIVATIONS[name]
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+
+
+def _check_open_unit(name: str, value: Any) -> None:
+    if not (_is_real(value) and 0 < value < 1):
+        raise ValueError(f"{name} must be a number in (0, 1); got {value!r}")
+
+
+def _check_rate(name: str, value: Any) -> None:
+    if not (_is_real(value) and 0 <= value < 1):
+        raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
+
+
+def _check_nonnegative(name: str, value: Any) -> None:
+    if not (_is_real(value) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")

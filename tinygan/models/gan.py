@@ -1,0 +1,379 @@
+"""The GAN family on one training step: GAN (Goodfellow et al. 2014), f-GAN (Nowozin et al. 2016),
+WGAN (Arjovsky et al. 2017), and DCGAN's networks (Radford et al. 2016).
+
+One formula serves the first two. f-GAN's discriminator maximises a variational lower bound of an
+f-divergence,
+
+    F(D, G) = E_data[g_f(v(x))] - E_G[f*(g_f(v(G(z))))] <= D_f(data || G),
+
+and the original GAN objective is the row ``"gan"`` of its table (g_f(v) = log sigmoid(v),
+f*(g_f(v)) = softplus(v)), so the discriminator's loss is -F for both. The generator minimises F
+(``"minimax"``) or, as the GAN and f-GAN papers do in practice, maximises E_G[g_f(v)]
+(``"non_saturating"``: for ``"gan"`` this is -log D(G(z))). WGAN's critic instead maximises
+E_data[v] - E_G[v] with its weights clipped to [-c, c] after every step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import backend, nn
+from ..function import no_grad
+from ..nn import init
+from ..optim import Adam, Optimizer, RMSprop
+from ..tensor import Tensor
+from .base import Model, frozen, mlp
+from .divergences import DIVERGENCES, get_divergence, variational_bound
+
+__all__ = [
+    "DCGAN", "FGAN", "GAN", "GENERATOR_LOSSES", "OBJECTIVES", "WGAN", "DCGANDiscriminator",
+    "DCGANGenerator", "discriminator_loss", "generator_loss",
+]  # fmt: skip
+
+GENERATOR_LOSSES = ("non_saturating", "minimax")
+OBJECTIVES = (*DIVERGENCES, "wasserstein")
+
+
+def discriminator_loss(objective: str, v_real: Tensor, v_fake: Tensor) -> Tensor:
+    """The discriminator's (or critic's) loss on raw outputs v of shape (N,): -F for an
+    f-divergence (``"gan"``: the usual binary cross-entropy), E[v_fake] - E[v_real] for WGAN."""
+    if objective == "wasserstein":
+        return v_fake.mean() - v_real.mean()
+    return -variational_bound(get_divergence(objective), v_real, v_fake)
+
+
+def generator_loss(objective: str, v_fake: Tensor, kind: str = "non_saturating") -> Tensor:
+    """The generator's loss on D's raw outputs (N,) for its samples.
+
+    ``"minimax"`` minimises the discriminator's objective itself (the part that depends on G);
+    ``"non_saturating"`` maximises E[g_f(v)] instead, which has strong gradients where D rejects
+    the samples. For WGAN both are -E[v].
+    """
+    if kind not in GENERATOR_LOSSES:
+        raise ValueError(f"generator loss must be one of {GENERATOR_LOSSES}; got {kind!r}")
+    if objective == "wasserstein":
+        return -v_fake.mean()
+    div = get_divergence(objective)
+    if kind == "minimax":
+        return -div.conjugate_of_activation(v_fake).mean()
+    return -div.activation(v_fake).mean()
+
+
+class GAN(Model):
+    """A generator and a discriminator (or critic) trained against each other.
+
+    Parameters
+    ----------
+    generator : nn.Module
+        Noise (N, noise_dim) -> samples (N, ...) in ``output_range``.
+    discriminator : nn.Module
+        Samples -> raw outputs v, shape (N,) or (N, 1) (no final activation).
+    noise_dim : int
+    objective : str
+        A divergence of ``tinygan.models.divergences.DIVERGENCES`` (``"gan"``: Goodfellow et al.)
+        or ``"wasserstein"``.
+    generator_loss : {"non_saturating", "minimax"}
+    optimizer : {"adam", "rmsprop"}
+        Both players' optimizer, with learning rates ``lr_g``, ``lr_d`` (and Adam's ``betas``).
+    n_critic : int
+        Discriminator steps per generator step. ``train_step``'s batch holds ``n_critic * m``
+        examples: one chunk of m per discriminator step; the generator's step uses m samples.
+    clip_value : float, optional
+        Clip every discriminator parameter to [-clip_value, clip_value] after each of its steps.
+    noise : {"uniform", "normal"}
+        U(-1, 1) or N(0, 1) noise.
+    output_range : (float, float)
+        Where the generator's samples live (sigmoid: (0, 1), tanh: (-1, 1)). ``train_step`` takes
+        data in [0, 1] and maps it there; ``sample`` maps back.
+    seed : int
+        Seeds nothing here (the networks come built); kept in the model's description.
+    device : {"cpu", "cuda"}
+    """
+
+    parts = ("G", "D", "opt_g", "opt_d")
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        *,
+        noise_dim: int,
+        objective: str = "gan",
+        generator_loss: str = "non_saturating",
+        optimizer: str = "adam",
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        n_critic: int = 1,
+        clip_value: float | None = None,
+        noise: str = "uniform",
+        output_range: tuple[float, float] = (0.0, 1.0),
+        device: str = "cpu",
+    ) -> None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
+        if generator_loss not in GENERATOR_LOSSES:
+            raise ValueError(
+                f"generator_loss must be one of {GENERATOR_LOSSES}; got {generator_loss!r}"
+            )
+        if noise not in ("uniform", "normal"):
+            raise ValueError(f"noise must be 'uniform' or 'normal'; got {noise!r}")
+        if not isinstance(n_critic, int) or n_critic < 1:
+            raise ValueError(f"n_critic must be a positive int; got {n_critic!r}")
+        if clip_value is not None and not clip_value > 0:
+            raise ValueError(f"clip_value must be positive or None; got {clip_value!r}")
+        if not output_range[0] < output_range[1]:
+            raise ValueError(f"output_range must be (low, high), low < high; got {output_range}")
+        self.objective, self.generator_loss, self.noise = objective, generator_loss, noise
+        self.noise_dim, self.n_critic, self.clip_value = noise_dim, n_critic, clip_value
+        self.output_range, self.device = output_range, device
+        self.G, self.D = generator.to(device), discriminator.to(device)
+        self.opt_g = _optimizer(optimizer, self.G, lr_g, betas)
+        self.opt_d = _optimizer(optimizer, self.D, lr_d, betas)
+
+    def sample_noise(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """(n, noise_dim) float32 noise, on the host."""
+        shape = (n, self.noise_dim)
+        z = rng.uniform(-1, 1, shape) if self.noise == "uniform" else rng.standard_normal(shape)
+        return z.astype(np.float32)
+
+    def discriminate(self, x: Tensor) -> Tensor:
+        """D's raw outputs as (N,)."""
+        return self.D(x).reshape(-1)
+
+    def train_step(self, real: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+        """``n_critic`` discriminator steps, then one generator step.
+
+        Parameters
+        ----------
+        real : np.ndarray, float32, shape (n_critic * m, ...), values in [0, 1]
+        rng : np.random.Generator
+            Draws the noise.
+
+        Returns
+        -------
+        dict
+            ``d_loss`` and ``estimate`` (= -d_loss: the bound on the divergence, or the critic's
+            estimate of the Wasserstein distance) of the last discriminator step, ``g_loss``.
+        """
+        if len(real) % self.n_critic:
+            raise ValueError(
+                f"a batch of {len(real)} does not split into n_critic={self.n_critic} equal parts"
+            )
+        m = len(real) // self.n_critic
+        lo, hi = self.output_range
+        real = lo + (hi - lo) * real
+        for k in range(self.n_critic):
+            z = self.tensor(self.sample_noise(m, rng))
+            if k < self.n_critic - 1:
+                with no_grad():
+                    fake = self.G(z)
+            else:  # the last fake batch keeps its graph: the generator's step reuses it
+                fake = self.G(z)
+            d_loss = discriminator_loss(
+                self.objective,
+                self.discriminate(self.tensor(real[k * m : (k + 1) * m])),
+                self.discriminate(fake.detach()),
+            )
+            self.opt_d.zero_grad()
+            d_loss.backward()
+            self.opt_d.step()
+            if self.clip_value is not None:
+                for p in self.D.parameters():
+                    xp = backend.get_array_module(p.data)
+                    xp.clip(p.data, -self.clip_value, self.clip_value, out=p.data)
+
+        with frozen(self.D):
+            g_loss = generator_loss(self.objective, self.discriminate(fake), self.generator_loss)
+            self.opt_g.zero_grad()
+            g_loss.backward()
+            self.opt_g.step()
+        return {"d_loss": d_loss.item(), "estimate": -d_loss.item(), "g_loss": g_loss.item()}
+
+    def sample(self, n: int, rng: np.random.Generator, batch_size: int = 500) -> np.ndarray:
+        """``n`` samples of G in eval mode, mapped to [0, 1], on the host: (n, ...) float32."""
+        lo, hi = self.output_range
+        z = self.sample_noise(n, rng)
+        x = self.batched(lambda a: self.G(self.tensor(a)), z, (self.G,), batch_size)
+        return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
+def _optimizer(name: str, module: nn.Module, lr: float, betas: tuple[float, float]) -> Optimizer:
+    if name == "adam":
+        return Adam(module.parameters(), lr=lr, betas=betas)
+    if name == "rmsprop":
+        return RMSprop(module.parameters(), lr=lr)
+    raise ValueError(f"optimizer must be 'adam' or 'rmsprop'; got {name!r}")
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+def _dcgan_init_(module: nn.Module, rng: np.random.Generator) -> nn.Module:
+    """DCGAN's initialisation: conv weights N(0, 0.02), batch-norm scales N(1, 0.02), shifts 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            init.normal_(m.weight, 0.0, 0.02, rng)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            init.normal_(m.weight, 1.0, 0.02, rng)
+            init.zeros_(m.bias)
+    return module
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN's generator for 28x28 images: fractionally-strided convolutions with batch norm and
+    ReLU, tanh output. (N, noise_dim) -> project to (2*width, 7, 7) -> (width, 14, 14) ->
+    (channels, 28, 28) in (-1, 1)."""
+
+    def __init__(
+        self,
+        noise_dim: int = 100,
+        width: int = 64,
+        channels: int = 1,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        rng = np.random.default_rng() if rng is None else rng
+        self.net = nn.Sequential(
+            nn.Unflatten(1, (noise_dim, 1, 1)),
+            nn.ConvTranspose2d(noise_dim, 2 * width, 7, 1, 0, bias=False, rng=rng),
+            nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False, rng=rng),
+            nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False, rng=rng), nn.Tanh(),
+        )  # fmt: skip
+        _dcgan_init_(self.net, rng)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class DCGANDiscriminator(nn.Module):
+    """DCGAN's discriminator for 28x28 images: strided convolutions, batch norm (not on the
+    input layer), LeakyReLU(0.2); (N, channels, 28, 28) -> (N,) raw outputs."""
+
+    def __init__(
+        self,
+        width: int = 64,
+        channels: int = 1,
+        batch_norm: bool = True,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        rng = np.random.default_rng() if rng is None else rng
+        norm = [nn.BatchNorm2d(2 * width)] if batch_norm else []
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 4, 2, 1, bias=False, rng=rng), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False, rng=rng), *norm, nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 1, 7, 1, 0, bias=False, rng=rng), nn.Flatten(0),
+        )  # fmt: skip
+        _dcgan_init_(self.net, rng)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+# ----------------------------------------------------------------------------- the papers' set-ups
+
+
+class DCGAN(GAN):
+    """Radford et al.: DCGAN networks, Adam (lr 2e-4, beta1 0.5), N(0, 1) noise of 100 dims, the
+    GAN objective with the non-saturating (default) or minimax generator loss."""
+
+    def __init__(
+        self,
+        *,
+        noise_dim: int = 100,
+        width: int = 64,
+        generator_loss: str = "non_saturating",
+        seed: int = 0,
+        device: str = "cpu",
+        **kwargs: Any,
+    ) -> None:
+        rng = np.random.default_rng(seed)
+        super().__init__(
+            DCGANGenerator(noise_dim, width, rng=rng),
+            DCGANDiscriminator(width, rng=rng),
+            noise_dim=noise_dim,
+            generator_loss=generator_loss,
+            noise="normal",
+            output_range=(-1.0, 1.0),
+            device=device,
+            **kwargs,
+        )
+
+
+class WGAN(GAN):
+    """Arjovsky et al.: a critic without output activation (DCGAN networks), weight clipping at
+    0.01, 5 critic steps per generator step, RMSProp with lr 5e-5. ``estimate`` in the step's
+    metrics is the critic's estimate of the Wasserstein distance (up to the clipping's scale)."""
+
+    def __init__(
+        self,
+        *,
+        noise_dim: int = 100,
+        width: int = 64,
+        clip_value: float = 0.01,
+        n_critic: int = 5,
+        lr: float = 5e-5,
+        seed: int = 0,
+        device: str = "cpu",
+        **kwargs: Any,
+    ) -> None:
+        rng = np.random.default_rng(seed)
+        super().__init__(
+            DCGANGenerator(noise_dim, width, rng=rng),
+            DCGANDiscriminator(width, rng=rng),
+            noise_dim=noise_dim,
+            objective="wasserstein",
+            optimizer="rmsprop",
+            lr_g=lr,
+            lr_d=lr,
+            n_critic=n_critic,
+            clip_value=clip_value,
+            noise="normal",
+            output_range=(-1.0, 1.0),
+            device=device,
+            **kwargs,
+        )
+
+
+class FGAN(GAN):
+    """Nowozin et al.'s MNIST set-up: fully connected G (noise_dim -> 1200 -> 1200 -> 784,
+    batch norm, ReLU, sigmoid) and D (784 -> 240 -> 240 -> 1, LeakyReLU(0.2) in place of the
+    paper's maxout), U(-1, 1) noise, Adam (lr 2e-4, beta1 0.5), the named divergence."""
+
+    def __init__(
+        self,
+        divergence: str = "gan",
+        *,
+        noise_dim: int = 100,
+        image_shape: tuple[int, ...] = (1, 28, 28),
+        hidden_g: int = 1200,
+        hidden_d: int = 240,
+        generator_loss: str = "non_saturating",
+        seed: int = 0,
+        device: str = "cpu",
+        **kwargs: Any,
+    ) -> None:
+        get_divergence(divergence)  # a clear error for an unknown name
+        rng = np.random.default_rng(seed)
+        d = int(np.prod(image_shape))
+        generator = mlp(
+            [noise_dim, hidden_g, hidden_g, d], batch_norm=True, output="sigmoid", rng=rng
+        )
+        generator.append(nn.Unflatten(1, image_shape))
+        discriminator = nn.Sequential(
+            nn.Flatten(), mlp([d, hidden_d, hidden_d, 1], activation="leaky_relu", rng=rng)
+        )
+        super().__init__(
+            generator,
+            discriminator,
+            noise_dim=noise_dim,
+            objective=divergence,
+            generator_loss=generator_loss,
+            device=device,
+            **kwargs,
+        )
