@@ -262,3 +262,37 @@ def test_example_scripts_end_to_end(name, tmp_path):
         assert 0 <= m["linear_probe_accuracy"] <= 1 and m["reconstruction_mse"] > 0
     if name == "vae":
         assert m["test_elbo"]["mean"] < 0 and m["test_log_likelihood_k100"]["mean"] < 0
+
+
+def test_trained_discriminator_approaches_the_optimal_one_and_the_jensen_shannon_bound():
+    """GAN theory (Goodfellow et al., Prop. 1 and Thm. 1): for fixed P = N(0, 1), Q = N(1.5, 1)
+    the best discriminator is D*(x) = p(x) / (p(x) + q(x)), and at D* the discriminator's
+    objective -d_loss equals 2 JS(P || Q) - log 4 (the "gan" row of f-GAN's table)."""
+    rng = np.random.default_rng(0)
+    D = mlp([1, 32, 32, 1], activation="tanh", rng=rng)
+    opt = tg.optim.Adam(D.parameters(), lr=3e-3)
+    for _ in range(1500):
+        real = tg.tensor(rng.standard_normal((256, 1), np.float32))
+        fake = tg.tensor(rng.standard_normal((256, 1), np.float32) + 1.5)
+        loss = discriminator_loss("gan", D(real).reshape(-1), D(fake).reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x = np.linspace(-2, 3.5, 23, dtype=np.float32)[:, None]
+    p, q = np.exp(-0.5 * x**2), np.exp(-0.5 * (x - 1.5) ** 2)
+    with tg.no_grad():
+        d = tg.sigmoid(D(tg.tensor(x))).numpy()
+    np.testing.assert_allclose(d, p / (p + q), atol=0.05)
+    # JS(P || Q) by quadrature, and the objective at the trained D on fresh samples
+    grid = np.linspace(-10, 12, 20001)
+    pg, qg = (np.exp(-0.5 * (grid - m) ** 2) / np.sqrt(2 * np.pi) for m in (0, 1.5))
+    mid = (pg + qg) / 2
+    js = 0.5 * np.trapezoid(pg * np.log(pg / mid) + qg * np.log(qg / mid), grid)
+    real = rng.standard_normal((20000, 1), np.float32)
+    fake = rng.standard_normal((20000, 1), np.float32) + 1.5
+    with tg.no_grad():
+        bound = -discriminator_loss(
+            "gan", D(tg.tensor(real)).reshape(-1), D(tg.tensor(fake)).reshape(-1)
+        ).item()
+    assert bound <= 2 * js - np.log(4) + 0.02  # a lower bound (up to sampling noise)
+    assert bound == pytest.approx(2 * js - np.log(4), abs=0.03)  # and nearly tight at D ~ D*

@@ -218,6 +218,76 @@ def probe(encode: Any, splits: Splits, seed: int = 0) -> float:
                         seed=seed)  # fmt: skip
 
 
+def feature_scores(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    test_features: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    n_labelled: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How much of the labels learned features hold, with few labels or none.
+
+    - Linear probe: ``linear_probe`` (a softmax regression on standardised features) trained on
+      ``n_labelled`` training rows with their labels, a class-balanced subset: the rows in a
+      seeded random order, taken round-robin over the classes, so every class gets
+      ``n_labelled // k`` or one more (fewer only if it has fewer rows); scored on the test rows.
+    - k-means: ``metrics.kmeans`` with k = the number of classes on the test features as given
+      (not standardised: the representation's own geometry), then ``metrics.cluster_accuracy``
+      (clusters matched one-to-one to labels, Hungarian).
+
+    Parameters
+    ----------
+    train_features : np.ndarray, shape (N, D)
+    train_labels : np.ndarray, int, shape (N,)
+        Labels 0 .. k-1; only those of the chosen subset are used.
+    test_features : np.ndarray, shape (M, D)
+    test_labels : np.ndarray, int, shape (M,)
+    n_labelled : int
+        Size of the labelled subset, k <= n_labelled <= N.
+    seed : int
+        Draws the subset, the probe's initialisation and batches, and k-means' initial centres.
+
+    Returns
+    -------
+    dict
+        ``dims`` (D), ``labelled_per_class`` (list of k counts), ``probe_accuracy`` and
+        ``kmeans_accuracy`` (fractions of the test rows).
+    """
+    pairs = {"train": (train_features, train_labels), "test": (test_features, test_labels)}
+    for name, (f, y) in pairs.items():
+        if not (isinstance(f, np.ndarray) and f.ndim == 2):
+            raise ValueError(f"{name}_features must be a 2-D np.ndarray; got shape {np.shape(f)}")
+        if not (isinstance(y, np.ndarray) and np.issubdtype(y.dtype, np.integer)):
+            raise TypeError(f"{name}_labels must be an int np.ndarray; got {type(y).__name__} "
+                            f"of dtype {np.asarray(y).dtype}")  # fmt: skip
+        if y.shape != (len(f),):
+            raise ValueError(f"{name}_labels has shape {y.shape}; expected ({len(f)},)")
+    k = int(np.unique(train_labels).size)
+    if not (isinstance(n_labelled, int) and k <= n_labelled <= len(train_features)):
+        raise ValueError(
+            f"n_labelled must be an int from {k} (one per class) to {len(train_features)} "
+            f"(the training rows); got {n_labelled!r}"
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(train_labels))
+    rank = np.empty(len(order), np.int64)  # of each row in ``order`` among its class's rows
+    for c in np.unique(train_labels):
+        rank[train_labels[order] == c] = np.arange(np.count_nonzero(train_labels == c))
+    pick = order[np.argsort(rank, kind="stable")[:n_labelled]]  # round-robin over the classes
+    probe_accuracy = linear_probe(
+        train_features[pick], train_labels[pick], test_features, test_labels, seed=seed
+    )
+    clusters = metrics.kmeans(test_features, k, rng=rng)[0]
+    return {
+        "dims": int(train_features.shape[1]),
+        "labelled_per_class": np.unique(train_labels[pick], return_counts=True)[1].tolist(),
+        "probe_accuracy": probe_accuracy,
+        "kmeans_accuracy": metrics.cluster_accuracy(test_labels, clusters)[0],
+    }
+
+
 def run_generative(
     model: Any,
     args: argparse.Namespace,

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -122,4 +123,87 @@ def confusion(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    return _save(fig, path)
+
+
+def density_panels(
+    path: str | os.PathLike,
+    panels: Mapping[str, np.ndarray],
+    extent: tuple[float, float, float, float],
+    *,
+    points: np.ndarray | None = None,
+    span: float = 10.0,
+    vmax: float | None = None,
+    title: str | None = None,
+) -> Path:
+    """Write side-by-side heat maps of 2-D log-densities on one shared colour scale.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where the PNG goes.
+    panels : mapping of str to np.ndarray, shape (H, W)
+        Panel title to log-density on a regular grid, row 0 at the bottom (``y = extent[2]``).
+        ``-inf`` (density 0) is drawn white.
+    extent : (x_min, x_max, y_min, y_max)
+        Where the grid lies.
+    points : np.ndarray, shape (N, 2), optional
+        Data drawn as dots over every panel.
+    span : float
+        Nats shown below ``vmax``; lower values get the lowest colour.
+    vmax : float, optional
+        Top of the colour scale; default the highest finite value of all panels.
+    title : str, optional
+        Above all panels.
+
+    Returns
+    -------
+    Path
+    """
+    if not panels or any(np.ndim(z) != 2 for z in panels.values()):
+        shapes = {k: np.shape(z) for k, z in panels.items()}
+        raise ValueError(f"panels must map titles to 2-D arrays (at least one), got {shapes}")
+    if vmax is None:
+        finite = [p[np.isfinite(p)] for p in panels.values()]
+        vmax = max((f.max() for f in finite if f.size), default=0.0)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
+    fig = Figure(figsize=(3 * len(panels) + 0.8, 3.6), dpi=100)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, z) in zip(axes, panels.items(), strict=True):
+        im = ax.imshow(np.ma.masked_invalid(z), origin="lower", extent=extent, cmap=cmap,
+                       vmin=vmax - span, vmax=vmax, interpolation="nearest")  # fmt: skip
+        if points is not None:
+            ax.scatter(points[:, 0], points[:, 1], s=0.3, c="black", alpha=0.4, linewidths=0)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=list(axes), label="log-density (white: 0, i.e. -inf)", shrink=0.9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def curve_panels(
+    path: str | os.PathLike,
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+    *,
+    xlabel: str,
+    title: str,
+    logx: bool = False,
+) -> Path:
+    """Write side-by-side line plots with a marker at every point: ``panels`` maps a y-axis
+    label to its series, each a label mapped to (x values, y values). Non-finite y values are left
+    out, so a series with one finite point still shows as a dot."""
+    fig = Figure(figsize=(5 * len(panels), 4), dpi=100)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (ylabel, series) in zip(axes, panels.items(), strict=True):
+        for label, (x, y) in series.items():
+            ax.plot(x, y, "o-", label=label, linewidth=1.2, markersize=3)
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
     return _save(fig, path)

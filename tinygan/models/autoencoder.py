@@ -30,13 +30,12 @@ from typing import Any
 import numpy as np
 
 from .. import nn
-from ..function import no_grad
 from ..nn import functional as F
 from ..ops import log
 from ..optim import Adam
 from ..tensor import Tensor
 from ..train import train
-from .base import Model, evaluating
+from .base import Model
 
 LOSSES = ("bce", "mse")
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -324,20 +323,16 @@ class Autoencoder(Model):
         self.opt.step()
         return {"loss": loss.item(), **metrics}
 
-    def _apply(self, fn: Callable[[Tensor], Tensor], x: np.ndarray, batch_size: int) -> np.ndarray:
-        """``fn`` on ``x`` in batches, in eval mode, without a graph, gathered on the host."""
-        with evaluating(self.net), no_grad():
-            return np.concatenate([fn(self.tensor(x[s])).numpy() for s in _slices(x, batch_size)])
-
     def encode(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
         """The codes (features) of ``x``: (N, ...) -> the encoder's output shape, on the host."""
-        return self._apply(self.encoder, x, batch_size)
+        return self.batched(lambda a: self.encoder(self.tensor(a)), x, (self.net,), batch_size)
 
     def reconstruct(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
         """The reconstructions of ``x`` (no corruption added), of ``x``'s shape, on the host."""
-        return self._apply(
-            lambda t: self.output_activation(self.decoder(self.encoder(t))), x, batch_size
-        )
+        return self.batched(
+            lambda a: self.output_activation(self.decoder(self.encoder(self.tensor(a)))),
+            x, (self.net,), batch_size,
+        )  # fmt: skip
 
     def reconstruction_error(
         self, x: np.ndarray, target: np.ndarray | None = None, batch_size: int = 500
@@ -359,16 +354,13 @@ class Autoencoder(Model):
         if target.shape != x.shape:
             raise ValueError(f"target shape {target.shape} differs from input shape {x.shape}")
 
-        def summed(s: slice) -> float:
-            out = self.decoder(self.encoder(self.tensor(x[s])))
-            return self.reconstruction_loss(out, self.tensor(target[s])).item() * len(x[s])
+        def total(both: np.ndarray) -> np.ndarray:  # inputs and targets side by side
+            out = self.decoder(self.encoder(self.tensor(both[:, 0])))
+            mean = self.reconstruction_loss(out, self.tensor(both[:, 1])).item()
+            return np.array([mean * len(both)])
 
-        with evaluating(self.net), no_grad():
-            return sum(summed(s) for s in _slices(x, batch_size)) / len(x)
-
-
-def _slices(x: np.ndarray, batch_size: int) -> list[slice]:
-    return [slice(i, i + batch_size) for i in range(0, len(x), batch_size)]
+        pairs = np.stack([x, target], 1)
+        return float(self.batched(total, pairs, (self.net,), batch_size).sum()) / len(x)
 
 
 # ---- stacks -----------------------------------------------------------------------------------

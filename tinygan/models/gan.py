@@ -305,7 +305,7 @@ class DCGAN(GAN):
         )
 
 
-class WGAN(GAN):
+class WGAN(DCGAN):
     """Arjovsky et al.: a critic without output activation (DCGAN networks), weight clipping at
     0.01, 5 critic steps per generator step, RMSProp with lr 5e-5. ``estimate`` in the step's
     metrics is the critic's estimate of the Wasserstein distance (up to the clipping's scale)."""
@@ -313,29 +313,18 @@ class WGAN(GAN):
     def __init__(
         self,
         *,
-        noise_dim: int = 100,
-        width: int = 64,
         clip_value: float = 0.01,
         n_critic: int = 5,
         lr: float = 5e-5,
-        seed: int = 0,
-        device: str = "cpu",
         **kwargs: Any,
     ) -> None:
-        rng = np.random.default_rng(seed)
         super().__init__(
-            DCGANGenerator(noise_dim, width, rng=rng),
-            DCGANDiscriminator(width, rng=rng),
-            noise_dim=noise_dim,
             objective="wasserstein",
             optimizer="rmsprop",
             lr_g=lr,
             lr_d=lr,
             n_critic=n_critic,
             clip_value=clip_value,
-            noise="normal",
-            output_range=(-1.0, 1.0),
-            device=device,
             **kwargs,
         )
 
