@@ -278,7 +278,7 @@ def test_example_script_end_to_end(tmp_path, kind, arch):
             "--no-progress"]  # fmt: skip
     assert autoencoder_mnist.main(argv) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert m["flags"]["corruption"] == 0.25 and m["test_corrupted_reconstruction_error"] > 0
+    assert m["flags"]["corruption"] == 0.25 and m["test_masked_reconstruction_error"] > 0
     assert m["test_reconstruction_error"] > 0 and m["mean_hidden_activation"] > 0
     files = ["reconstructions.png", "losses.png", "checkpoint.npz", "history.json"]
     files += ["filters.png", "layer1.npz", "layer2.npz"] if arch == "mlp" else []
