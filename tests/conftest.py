@@ -6,7 +6,9 @@ HYPOTHESIS_PROFILE=dev|ci|thorough picks how many examples each property test dr
 
 from __future__ import annotations
 
+import importlib
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,25 @@ settings.register_profile("dev", max_examples=10, **_common)
 settings.register_profile("ci", max_examples=30, derandomize=True, **_common)
 settings.register_profile("thorough", max_examples=500, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"  # the real MNIST files beside the checkout
+
+
+@pytest.fixture
+def mnist_dir() -> str:
+    """The folder holding the real MNIST files (as ``--data-dir``); skips the test without it."""
+    if not (SHARED_DATA / "mnist").is_dir():
+        pytest.skip(f"the MNIST test split is not at {SHARED_DATA / 'mnist'}")
+    return str(SHARED_DATA)
+
+
+@pytest.fixture
+def example(monkeypatch):
+    """Import a script of ``examples/`` by module name, e.g. ``example("vae_mnist").main(argv)``."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    return importlib.import_module
 
 
 def pytest_configure(config):

@@ -4,8 +4,6 @@ synthetic data with structure, greedy stacking and fine-tuning, conv shapes, che
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +23,6 @@ from tinygan.models.autoencoder import (
     weight_decay_penalty,
 )
 from tinygan.train import train
-
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def subspace_data(n=1200, dim=20, rank=3):
@@ -264,16 +260,11 @@ def test_sparsity_refuses_codes_outside_unit_interval():
         model.train_step(TRAIN[:50] * 100, np.random.default_rng(0))
 
 
-@pytest.mark.skipif(
-    not (DATA_DIR / "mnist").is_dir(), reason="MNIST test split not beside the repo"
-)
 @pytest.mark.parametrize(("kind", "arch"), [("stacked", "mlp"), ("denoising", "conv")])
-def test_example_script_end_to_end(tmp_path, kind, arch):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    import autoencoder_mnist
-
+def test_example_script_end_to_end(tmp_path, kind, arch, mnist_dir, example):
+    autoencoder_mnist = example("autoencoder_mnist")
     out = tmp_path / "run"
-    argv = ["--kind", kind, "--arch", arch, "--split", "test", "--data-dir", str(DATA_DIR),
+    argv = ["--kind", kind, "--arch", arch, "--split", "test", "--data-dir", mnist_dir,
             "--hidden", "12", "6", "--steps", "4", "--batch-size", "16", "--out", str(out),
             "--no-progress"]  # fmt: skip
     assert autoencoder_mnist.main(argv) == 0

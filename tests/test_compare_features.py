@@ -4,8 +4,6 @@ that compares representations end to end."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +11,6 @@ import pytest
 from tinygan.experiments import feature_scores, load_splits, write_json
 from tinygan.models import VAE
 from tinygan.train import train
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def one_hot_features(labels, rng, scale=5.0, noise=0.1):
@@ -84,12 +80,9 @@ def test_feature_scores_rejects_bad_input():
         feature_scores(f, y, f, y[:-1], n_labelled=20)
 
 
-@pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason="MNIST test split not beside the repo")
-def test_example_script_end_to_end(tmp_path, capsys):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    import compare_features
-
-    splits = load_splits("mnist", "test", str(DATA))
+def test_example_script_end_to_end(tmp_path, capsys, mnist_dir, example):
+    compare_features = example("compare_features")
+    splits = load_splits("mnist", "test", mnist_dir)
     (x, y), (x_test, y_test) = splits.train, splits.test
     vae_run = tmp_path / "vae"  # a finished run with a non-default latent size
     vae = VAE(latent_dim=3, seed=0)
@@ -100,7 +93,7 @@ def test_example_script_end_to_end(tmp_path, capsys):
                                           "flags": {"latent_dim": 3}})  # fmt: skip
 
     out = tmp_path / "compare"
-    argv = ["--split", "test", "--data-dir", str(DATA), "--labels", "100", "--ae-steps", "3",
+    argv = ["--split", "test", "--data-dir", mnist_dir, "--labels", "100", "--ae-steps", "3",
             "--sparse-ae-steps", "3", "--sc-atoms", "16", "--sc-iters", "1", "--vae", str(vae_run),
             "--device", "cpu", "--out", str(out)]  # fmt: skip
     assert compare_features.main(argv) == 0

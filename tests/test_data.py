@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from tinygan import data
 from tinygan.data import batches, load_fashion_mnist, load_mnist, read_idx
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from .conftest import SHARED_DATA
+
 CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D,
          np.float64: 0x0E}  # fmt: skip
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,17 +11,11 @@ import pytest
 from tinygan.density import gaussian_kde_log_density
 from tinygan.experiments import load_splits
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 
-
-@pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason="MNIST test split not beside the repo")
-def test_example_script_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "examples"))
-    import density_mnist
-
+def test_example_script_end_to_end(tmp_path, mnist_dir, example):
+    density_mnist = example("density_mnist")
     out = tmp_path / "run"
-    argv = ["--split", "test", "--data-dir", str(DATA), "--out", str(out), "--points", "300",
+    argv = ["--split", "test", "--data-dir", mnist_dir, "--out", str(out), "--points", "300",
             "--held-out", "200", "--grid", "30", "--samples", "300", "--widths", "5",
             "--hypercube-queries", "10", "--knn", "1", "3"]  # fmt: skip
     assert density_mnist.main(argv) == 0
@@ -47,7 +40,7 @@ def test_example_script_end_to_end(tmp_path, monkeypatch):
     assert mn["kernel_centres"] == 300 and mn["widths"] == pytest.approx(widths)
     g = mn["gaussian_kde"]
     assert g["sigma"] in mn["widths"] and math.isfinite(g["mean"]) and g["sem"] > 0
-    splits = load_splits("mnist", "test", str(DATA))
+    splits = load_splits("mnist", "test", mnist_dir)
     train, test = (s[0].reshape(len(s[0]), -1) for s in (splits.train, splits.test))
     ll = gaussian_kde_log_density(test, train[:300], g["sigma"])
     assert g["mean"] == pytest.approx(ll.mean(), rel=1e-9)  # the test images, the first 300 centres

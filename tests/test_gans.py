@@ -3,10 +3,7 @@ the data drops well below its start), plus the losses' exact forms and the model
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,8 +27,6 @@ from tinygan.models import (
 )
 from tinygan.nn import functional as F
 from tinygan.train import train
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def ring(n=2000, k=8, seed=0):
@@ -100,13 +95,11 @@ def test_wgan_defaults_are_the_papers():
         model.train_step(np.zeros((12, 1, 28, 28), np.float32), np.random.default_rng(0))
 
 
-def test_dcgan_learns_digits():
+def test_dcgan_learns_digits(mnist_dir):
     """On 2,000 real MNIST digits (a narrow DCGAN, 150 steps) the samples' energy distance to the
     data falls below 30% of its start. (On synthetic squares with no variation within a batch
     DCGAN's batch-normalised D cannot see the background's level: real digits are the test.)"""
-    if not (DATA / "mnist").exists():
-        pytest.skip(f"the MNIST files are not at {DATA}")
-    data = load_images("mnist", "test", str(DATA))[0][:2000]
+    data = load_images("mnist", "test", mnist_dir)[0][:2000]
     model = DCGAN(width=8, noise_dim=16, seed=0, lr_g=1e-3, lr_d=1e-3)
     flat = data.reshape(len(data), -1)[:256]
     before = energy_distance(model.sample(256, np.random.default_rng(1)).reshape(256, -1), flat)
@@ -238,14 +231,11 @@ def test_vae_binarizes_grey_images_with_their_intensities():
 
 
 @pytest.mark.parametrize("name", ["dcgan", "wgan", "fgan", "bigan", "vae"])
-def test_example_scripts_end_to_end(name, tmp_path):
+def test_example_scripts_end_to_end(name, tmp_path, mnist_dir, example):
     """Each example trains (a few steps), resumes, evaluates and writes its files."""
-    if not (DATA / "mnist").exists():
-        pytest.skip(f"the MNIST files are not at {DATA}")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    script = importlib.import_module(f"{name}_mnist")
+    script = example(f"{name}_mnist")
     out = tmp_path / "run"
-    argv = ["--split", "test", "--data-dir", str(DATA), "--steps", "2", "--batch-size", "8",
+    argv = ["--split", "test", "--data-dir", mnist_dir, "--steps", "2", "--batch-size", "8",
             "--out", str(out), "--no-progress", "--eval-samples", "200",
             "--classifier", str(tmp_path / "clf.npz"), "--classifier-steps", "2"]  # fmt: skip
     assert script.main(argv) == 0

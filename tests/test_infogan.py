@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +21,6 @@ from tinygan.models import (
     sweep_latents,
 )
 from tinygan.train import train
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def blobs(k=4, n=2000, seed=0):
@@ -141,13 +137,10 @@ def test_paper_networks_shapes():
     assert d.shape == (3,) and q.shape == (3, 12)
 
 
-@pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason="MNIST test split not beside the repo")
-def test_example_script_end_to_end(tmp_path, monkeypatch):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    import infogan_mnist
-
+def test_example_script_end_to_end(tmp_path, mnist_dir, example):
+    infogan_mnist = example("infogan_mnist")
     out = tmp_path / "run"
-    argv = ["--split", "test", "--data-dir", str(DATA), "--steps", "4", "--batch-size", "16",
+    argv = ["--split", "test", "--data-dir", mnist_dir, "--steps", "4", "--batch-size", "16",
             "--checkpoint-every", "2", "--out", str(out), "--no-progress", "--eval-samples", "300",
             "--classifier", str(tmp_path / "clf.npz"), "--classifier-steps", "3"]  # fmt: skip
     assert infogan_mnist.main(argv) == 0
