@@ -89,8 +89,9 @@ class BiGAN(Model):
         self.opt_ge = Adam([*self.G.parameters(), *self.E.parameters()], lr=lr, betas=betas)
         self.opt_d = Adam(self.D.parameters(), lr=lr, betas=betas)
 
-    def sample_latent(self, n: int, rng: np.random.Generator) -> Tensor:
-        return self.tensor(rng.uniform(-1, 1, (n, self.latent_dim)).astype(np.float32))
+    def sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """(n, latent_dim) float32 draws of z ~ U(-1, 1), on the host."""
+        return rng.uniform(-1, 1, (n, self.latent_dim)).astype(np.float32)
 
     def train_step(self, real: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
         """One D step, then one joint G and E step.
@@ -107,7 +108,7 @@ class BiGAN(Model):
             ``d_loss``, ``ge_loss`` (binary cross-entropies), ``d_data`` and ``d_samples`` (mean D
             probabilities of the data pairs and the sample pairs, before the D step).
         """
-        x, z = self.tensor(real), self.sample_latent(len(real), rng)
+        x, z = self.tensor(real), self.tensor(self.sample_latent(len(real), rng))
         ex, gz = self.E(x), self.G(z)
         v_data, v_samples = self.D(x, ex.detach()), self.D(gz.detach(), z)
         d_loss = discriminator_loss("gan", v_data, v_samples)
@@ -142,4 +143,4 @@ class BiGAN(Model):
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n samples G(z), z ~ U(-1, 1): (n, *data_shape) on the host."""
-        return self.decode(rng.uniform(-1, 1, (n, self.latent_dim)).astype(np.float32))
+        return self.decode(self.sample_latent(n, rng))

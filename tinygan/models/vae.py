@@ -87,13 +87,22 @@ class VAE(Model):
         h = self.encoder(x)
         return h[:, : self.latent_dim], h[:, self.latent_dim :]
 
+    def _sample(
+        self, mu: Tensor, logvar: Tensor, rng: np.random.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """The reparameterised z = mu + exp(logvar / 2) * eps, and eps ~ N(0, I): (N, D) each."""
+        eps = self.tensor(rng.standard_normal(mu.shape).astype(np.float32))
+        return mu + exp(0.5 * logvar) * eps, eps
+
+    def _nll(self, z: Tensor, x: Tensor) -> Tensor:
+        """-log p(x | z) per example (Bernoulli decoder), nats: (N,)."""
+        nll = F.binary_cross_entropy_with_logits(self.decoder(z), x, reduction="none")
+        return nll.reshape(len(x), -1).sum(1)
+
     def _terms(self, x: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
         """-E_q[log p(x|z)] (one sample) and KL(q || p), per example: (N,), (N,)."""
         mu, logvar = self._posterior(x)
-        eps = self.tensor(rng.standard_normal(mu.shape).astype(np.float32))
-        z = mu + exp(0.5 * logvar) * eps
-        nll = F.binary_cross_entropy_with_logits(self.decoder(z), x, reduction="none")
-        return nll.reshape(len(x), -1).sum(1), gaussian_kl(mu, logvar)
+        return self._nll(self._sample(mu, logvar, rng)[0], x), gaussian_kl(mu, logvar)
 
     def _data(self, batch: np.ndarray, rng: np.random.Generator) -> Tensor:
         return self.tensor(binarize(batch, rng) if self.binarize_data else batch)
@@ -136,12 +145,10 @@ class VAE(Model):
             mu, logvar = self._posterior(t)
             log_w = []
             for _ in range(k):
-                eps = rng.standard_normal(mu.shape).astype(np.float32)
-                z = mu + exp(0.5 * logvar) * self.tensor(eps)
-                nll = F.binary_cross_entropy_with_logits(self.decoder(z), t, reduction="none")
+                z, eps = self._sample(mu, logvar, rng)
                 log_prior = -0.5 * (z * z).sum(1)
-                log_q = -0.5 * (self.tensor(eps**2).sum(1) + logvar.sum(1))  # same 2*pi term
-                log_w.append(-nll.reshape(len(t), -1).sum(1) + log_prior - log_q)
+                log_q = -0.5 * ((eps * eps).sum(1) + logvar.sum(1))  # the same 2 pi term
+                log_w.append(log_prior - log_q - self._nll(z, t))
             return logsumexp(stack(log_w, 1), dim=1) - math.log(k)
 
         return self.batched(bound, x, (self.encoder, self.decoder), batch_size)
