@@ -136,25 +136,36 @@ def adam_update(
     """
     args = (lr, beta1, beta2, eps, bias_correction1, bias_correction2, weight_decay)
     if not all(a.flags.c_contiguous for a in (param, m, v)):
-        _adam_block(param, grad, m, v, *args)
+        _adam_block(param, grad, m, v, *args, *(np.empty_like(param) for _ in range(2)))
         return
     p, g, m, v = param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1)  # views
+    scratch = [np.empty(min(p.size, _ADAM_BLOCK), p.dtype) for _ in range(2)]  # reused
     for i in range(0, p.size, _ADAM_BLOCK):  # ~13 passes per block, but each block in cache
         block = slice(i, i + _ADAM_BLOCK)
-        _adam_block(p[block], g[block], m[block], v[block], *args)
+        t1, t2 = (t[: p[block].size] for t in scratch)
+        _adam_block(p[block], g[block], m[block], v[block], *args, t1, t2)
 
 
-def _adam_block(param, grad, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, wd):
+def _adam_block(param, grad, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, wd,
+                t1, t2):  # fmt: skip
+    """One block of ``adam_update``; ``t1`` and ``t2`` are scratch arrays of the block's size."""
     if wd != 0:
-        grad = grad + wd * param
+        grad = np.add(grad, np.multiply(param, wd, out=t2), out=t2)  # grad + wd * param
     w = param.dtype.type(1 - beta1)
+    np.subtract(grad, m, out=t1)
     if abs(w) < 0.5:  # torch.lerp's two forms, each exact at its own end
-        m += w * (grad - m)
+        t1 *= w
+        m += t1
     else:
-        m[...] = grad - (grad - m) * (1 - w)
+        t1 *= 1 - w
+        np.subtract(grad, t1, out=m)
     v *= beta2
-    v += (1 - beta2) * grad * grad
-    denom = np.sqrt(v)
+    np.multiply(grad, 1 - beta2, out=t1)
+    t1 *= grad
+    v += t1
+    denom = np.sqrt(v, out=t1)
     denom /= bias_correction2**0.5
     denom += eps
-    param += (-(lr / bias_correction1) * m) / denom
+    step = np.multiply(m, -(lr / bias_correction1), out=t2)
+    step /= denom
+    param += step
