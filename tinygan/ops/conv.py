@@ -112,7 +112,7 @@ class Conv2d(Function):
         gw = _weight_grad(rows, self.cols, self.w_shape) if needs[1] else None
         if len(needs) == 2:
             return gx, gw
-        return gx, gw, rows.sum(axis=0) if needs[2] else None
+        return gx, gw, kernels.channel_sum(rows) if needs[2] else None
 
 
 class ConvTranspose2d(Function):
@@ -154,7 +154,7 @@ class ConvTranspose2d(Function):
             gw = _weight_grad(self.x_rows, gcols, self.w_shape) if needs[1] else None
         if len(needs) == 2:
             return gx, gw
-        return gx, gw, gy.sum(axis=(0, 2, 3)) if needs[2] else None
+        return gx, gw, kernels.channel_sum(gy) if needs[2] else None
 
 
 # ---- the plain functions --------------------------------------------------------------------

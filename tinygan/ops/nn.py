@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import backend
+from .. import backend, kernels
 from ..function import Function, sum_to
 from ..tensor import Tensor
 from .activation import stable_log_softmax, stable_sigmoid
@@ -39,7 +39,7 @@ class Linear(Function):
         gw = (g2.T @ x.reshape(-1, x.shape[-1])) if self.needs_input_grad[1] else None
         if len(self.needs_input_grad) == 2:
             return gx, gw
-        gb = g2.sum(axis=0) if self.needs_input_grad[2] else None
+        gb = kernels.channel_sum(g2) if self.needs_input_grad[2] else None
         return gx, gw, gb
 
 
@@ -74,10 +74,13 @@ class BatchNorm(Function):
 
     Training: ``xhat = (x - mean_B) / sqrt(var_B + eps)`` with the biased batch variance;
     the running statistics (if given) are updated in place. Evaluation: the running statistics
-    replace the batch ones and are constants. Then ``y = xhat * weight + bias``.
+    replace the batch ones and are constants. Then ``y = xhat * weight + bias``, computed as
+    ``xc * scale + bias`` with ``xc = x - mean`` and the per-channel ``scale = weight * invstd``:
+    ``xhat`` is never formed, and backward works from ``xc`` (``xhat = xc * invstd``).
 
-    Every reduction and elementwise op works on ``x`` as it lies in memory (an NCHW view of
-    NHWC memory stays NHWC: NumPy/CuPy keep the input's layout), so nothing is copied.
+    Every elementwise op works on ``x`` as it lies in memory (an NCHW view of NHWC memory stays
+    NHWC: NumPy/CuPy keep the input's layout), so nothing is copied; the per-channel sums are
+    ``kernels.channel_sum`` (one GEMV on channels-last memory).
     """
 
     def __init__(self, running_mean, running_var, training, momentum, eps):
@@ -86,27 +89,24 @@ class BatchNorm(Function):
 
     def forward(self, x, weight=None, bias=None):
         xp = self.xp
-        self.axes = (0, *range(2, x.ndim))
-        shape = [1] * x.ndim
-        shape[1] = x.shape[1]
-        self.cshape = tuple(shape)  # (1, C, 1, 1): per-channel arrays broadcast against x
+        self.cshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)  # per-channel arrays broadcast
         if self.training:
             m = x.size // x.shape[1]  # values per channel
-            mu = x.mean(axis=self.axes, keepdims=True)
+            mu = (kernels.channel_sum(x) / m).reshape(self.cshape)
             xc = x - mu
-            var_sum = (xc * xc).sum(axis=self.axes, keepdims=True)
-            var = var_sum / m  # biased, for normalising
+            squares = xc * xc
+            var_sum = kernels.channel_sum(squares).reshape(self.cshape)
             self._update_running(mu, var_sum / (m - 1))
+            var = var_sum / m  # biased, for normalising
         else:
             rm, rv = (r.data if isinstance(r, Tensor) else r for r in self.running)
             mu, var = rm.reshape(self.cshape), rv.reshape(self.cshape)
             xc = x - mu
+            squares = xp.empty_like(xc)
         self.invstd = 1 / xp.sqrt(var + self.eps)
-        xc *= self.invstd  # xc is our own temporary: normalise it in place
-        self.xhat, self.weight = xc, weight
-        if weight is None:
-            return xc if bias is None else xc + bias.reshape(self.cshape)
-        y = xc * weight.reshape(self.cshape)
+        self.xc, self.weight = xc, weight
+        scale = self.invstd if weight is None else self.invstd * weight.reshape(self.cshape)
+        y = xp.multiply(xc, scale, out=squares)  # the squares are summed: reuse their memory
         if bias is not None:
             y += bias.reshape(self.cshape)
         return y
@@ -119,22 +119,24 @@ class BatchNorm(Function):
                 r[...] = self.momentum * batch.reshape(-1) + (1 - self.momentum) * r
 
     def backward(self, gy):
-        xhat, invstd, axes, cshape = self.xhat, self.invstd, self.axes, self.cshape
+        xc, invstd, cshape = self.xc, self.invstd, self.cshape
         need = self.needs_input_grad
         stats = need[0] and self.training  # the input's gradient needs both sums
-        gw = (gy * xhat).sum(axis=axes) if stats or need[1:2] == (True,) else None
-        gb = gy.sum(axis=axes) if stats or need[2:3] == (True,) else None
-        gx = None
+        gw = gb = gx = None
+        if stats or need[1:2] == (True,):  # sum(gy * xhat) = invstd * sum(gy * xc)
+            gy_xc = gy * xc
+            gw = kernels.channel_sum(gy_xc).reshape(cshape) * invstd
+        if stats or need[2:3] == (True,):
+            gb = kernels.channel_sum(gy).reshape(cshape)
         if need[0]:
             scale = invstd if self.weight is None else invstd * self.weight.reshape(cshape)
-            if self.training:  # mean and var depend on x
+            gx = gy * scale
+            if self.training:  # mean and var depend on x: gx = scale (gy - gb/m - xhat gw/m)
                 m = gy.size // gy.shape[1]
-                gx = (scale / m) * (m * gy - gb.reshape(cshape) - xhat * gw.reshape(cshape))
-            else:
-                gx = gy * scale
-        return (gx, gw if need[1:2] == (True,) else None, gb if need[2:3] == (True,) else None)[
-            : len(need)
-        ]
+                gx -= self.xp.multiply(xc, scale * invstd * gw / m, out=gy_xc)
+                gx -= scale * gb / m
+        grads = (gx, None if gw is None else gw.reshape(-1), None if gb is None else gb.reshape(-1))
+        return tuple(g if n else None for g, n in zip(grads, need))
 
 
 def batch_norm(
