@@ -153,12 +153,13 @@ def test_kernels_keep_dtype(dtype):
     "dtype, rtol, atol", [(np.float64, 1e-12, 1e-14), (np.float32, 1e-5, 1e-6)]
 )
 @pytest.mark.parametrize("beta1, weight_decay", [(0.5, 0.0), (0.9, 0.01)])
-def test_adam_update_matches_torch_algorithm(dtype, rtol, atol, beta1, weight_decay):
+@pytest.mark.parametrize("n", [50, 2 * cpu._ADAM_BLOCK + 7])  # one block; blocks and a partial one
+def test_adam_update_matches_torch_algorithm(dtype, rtol, atol, beta1, weight_decay, n):
     rng = np.random.default_rng(0)
     lr, beta2, eps = 1e-3, 0.999, 1e-8
-    param0 = rng.standard_normal(50)
-    grads = [rng.standard_normal(50) for _ in range(4)]
-    param, m, v = param0.astype(dtype), np.zeros(50, dtype), np.zeros(50, dtype)
+    param0 = rng.standard_normal(n)
+    grads = [rng.standard_normal(n) for _ in range(4)]
+    param, m, v = param0.astype(dtype), np.zeros(n, dtype), np.zeros(n, dtype)
     ids = id(param), id(m), id(v)
     p, mm, vv = param0.copy(), 0.0, 0.0
     for t, g in enumerate(grads, start=1):
@@ -173,6 +174,35 @@ def test_adam_update_matches_torch_algorithm(dtype, rtol, atol, beta1, weight_de
     assert (id(param), id(m), id(v)) == ids and param.dtype == m.dtype == v.dtype == dtype
     for got, want in ((param, p), (m, mm), (v, vv)):
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+def test_adam_update_on_strided_arrays_matches_contiguous():
+    rng = np.random.default_rng(0)
+    p, g, m = (rng.standard_normal((40, 30)).astype(np.float32) for _ in range(3))
+    v = rng.random((40, 30), dtype=np.float32)
+    args = (1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001, 0.01)
+    strided = [a.T.copy().T for a in (p, g, m, v)]  # same values, Fortran order
+    kernels.adam_update(*strided, *args)
+    kernels.adam_update(p, g, m, v, *args)
+    for a, b in zip((p, m, v), (strided[0], strided[2], strided[3])):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "shape, channels_last",
+    [((4, 3, 5, 5), False), ((64, 16, 8, 8), True), ((64, 16, 8, 8), False), ((2048, 9), True),
+     ((2048, 4), True), ((3, 7), True)],
+)  # fmt: skip
+def test_channel_sum_matches_float64_sum_on_every_layout(shape, channels_last):
+    # tall channels-last matrices go through the GEMV, the rest through NumPy's reduction
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(shape).astype(np.float32)
+    if channels_last and a.ndim == 4:
+        a = np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    got = kernels.channel_sum(a)
+    want = a.astype(np.float64).sum(axis=(0, *range(2, a.ndim)))
+    assert got.shape == (shape[1],) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(a.size / shape[1]))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
