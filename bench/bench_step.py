@@ -5,8 +5,10 @@ forward+backward of linear, batch_norm and leaky_relu at the model's shapes.
     python bench/bench_step.py [--batches 64 128] [--repeats 15] [--warmup 3]
 
 Prints ms (median after warm-up), the tinygan/PyTorch ratio, achieved GFLOP/s (GEMM FLOPs of the
-step counted analytically) and the peak memory a step adds (measured in a fresh subprocess per
-library and batch: ru_maxrss after the steps minus before them). Both libraries run with the
+step counted analytically, ``step_gemms``), the peak memory a step adds (measured in a fresh
+subprocess per library and batch: the high-water mark after the steps minus the resident size
+before them), and the step's GEMMs alone (NumPy's ``matmul`` and PyTorch's at the step's shapes:
+the part that no framework code can shave off). Both libraries run with the
 allocator setting the training entry points apply (``tinygan.experiments.tune_allocator``).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections.abc import Callable
 
 import bench_conv  # beside this file
 import numpy as np
@@ -32,23 +35,52 @@ except ImportError:
 SPEC = LatentSpec()
 
 
-def step_gflop(batch: int) -> float:
-    """GEMM FLOPs of one training step, counted per layer.
+def step_gemms(batch: int) -> list[tuple[str, int, int, int, int]]:
+    """The GEMMs of one training step: (layer and role, M, K, N, calls per step).
 
-    With f the forward FLOPs of a layer (2*M*K*N): G's layers run forward once and backward
-    (weight and input grads, no input grad for the first layer) once. D's layers run forward
-    three times (real and fake in the D step, fake in the G step), weight grads twice (D step),
-    input grads twice in the D step (not for the first layer: images need none) and once in the
-    G step (all layers: the gradient flows into G).
+    G's layers run forward once and backward once (weight and input grads; no input grad for
+    the first layer, whose input is the latent). D's layers run forward three times (real and
+    fake in the D step, fake in the G step), weight grads twice (D step), input grads twice in
+    the D step and once in the G step (all layers but the first in the D step: images need no
+    gradient; in the G step it flows on into G). Q's head sees only fake images: forward and
+    input grad twice, weight grad once. Convolutions: M = N*OH*OW grid rows; K = kH*kW*C_in
+    (conv2d) or C_in (conv_transpose2d).
     """
-    b = batch
-    g = [2 * b * SPEC.dim * 1024, 2 * b * 1024 * 6272,
-         2 * b * 7 * 7 * 128 * 16 * 64, 2 * b * 14 * 14 * 64 * 16 * 1]  # fmt: skip
-    d = [2 * b * 14 * 14 * 64 * 16 * 1, 2 * b * 7 * 7 * 128 * 16 * 64, 2 * b * 6272 * 1024,
-         2 * b * 1024 * 1, 2 * b * 1024 * 128, 2 * b * 128 * SPEC.q_dim]  # fmt: skip
-    flops = sum(g) * 3 - g[0]
-    flops += sum(d) * (3 + 2 + 2 + 1) - 2 * d[0]
-    return flops / 1e9
+    b, q = batch, SPEC.q_dim
+    m7, m14 = b * 7 * 7, b * 14 * 14
+    return [
+        ("G fc 74->1024 fwd / dW", b, SPEC.dim, 1024, 2),
+        ("G fc 1024->6272 fwd, dX, dW", b, 1024, 6272, 3),
+        ("G convT 128->64 fwd, dX, dW", m7, 128, 1024, 3),
+        ("G convT 64->1 fwd, dX, dW", m14, 64, 16, 3),
+        ("D conv 1->64 fwd x3, dW x2, dX x1", m14, 16, 64, 6),
+        ("D conv 64->128 fwd x3, dW x2, dX x3", m7, 1024, 128, 8),
+        ("D fc 6272->1024 fwd x3, dW x2, dX x3", b, 6272, 1024, 8),
+        ("D head 1024->1 fwd x3, dW x2, dX x3", b, 1024, 1, 8),
+        ("Q fc 1024->128 fwd x2, dW x1, dX x2", b, 1024, 128, 5),
+        ("Q fc 128->12 fwd x2, dW x1, dX x2", b, 128, q, 5),
+    ]
+
+
+def step_gflop(batch: int) -> float:
+    """GEMM FLOPs of one training step (2*M*K*N per GEMM of ``step_gemms``)."""
+    return sum(2 * m * k * n * calls for _, m, k, n, calls in step_gemms(batch)) / 1e9
+
+
+def gemms_alone(batch: int, matmul) -> Callable[[], None]:
+    """A function that runs every GEMM of the step, at its shape, ``calls`` times, through
+    ``matmul(a, b)`` on float32 arrays: the step with everything but its GEMMs taken out."""
+    rng = np.random.default_rng(0)
+    pairs = [(rng.standard_normal((m, k), dtype=np.float32),
+              rng.standard_normal((k, n), dtype=np.float32), calls)
+             for _, m, k, n, calls in step_gemms(batch)]  # fmt: skip
+
+    def run():
+        for a, b, calls in pairs:
+            for _ in range(calls):
+                matmul(a, b)
+
+    return run
 
 
 def tinygan_step(batch: int):
@@ -221,6 +253,14 @@ def main() -> None:
             theirs = median_ms(torch_step(b), args.repeats, args.warmup)
             mem = peak_mb("torch", b, not args.malloc_defaults)
             row += f" {theirs:.0f} | {gf / theirs * 1e3:.0f} | {mem:.0f} | {ours / theirs:.2f} |"
+        print(row)
+        # the floor of this design: the step's GEMMs alone, at their shapes, nothing else
+        ours = median_ms(gemms_alone(b, np.matmul), args.repeats, args.warmup)
+        row = f"| batch {b}, its GEMMs alone | {ours:.0f} | {gf / ours * 1e3:.0f} | |"
+        if torch is not None:
+            torch_mm = lambda x, y: torch.from_numpy(x) @ torch.from_numpy(y)  # noqa: E731
+            theirs = median_ms(gemms_alone(b, torch_mm), args.repeats, args.warmup)
+            row += f" {theirs:.0f} | {gf / theirs * 1e3:.0f} | | {ours / theirs:.2f} |"
         print(row)
     for b in args.batches[:1]:
         print(f"\n| layer fwd+bwd, batch {b} | tinygan ms | torch ms | ratio |\n|---|---|---|---|")
