@@ -37,6 +37,26 @@ def col2im(cols: Any, x_hw: IntPair, stride: IntPair, padding: IntPair, dilation
     return _impl(cols).col2im(cols, x_hw, stride, padding, dilation)
 
 
+def gemm_col2im(
+    rows: Any,
+    wmat: Any,
+    grid_hw: IntPair,
+    x_hw: IntPair,
+    kernel: IntPair,
+    stride: IntPair,
+    padding: IntPair,
+    dilation: IntPair,
+) -> Any:
+    """``col2im`` of the product ``rows @ wmat``: rows (N*OH*OW, A), wmat (A, kH*kW*C) ->
+    (N, H, W, C). NumPy: tap by tap, without building ``cols`` (``cpu.gemm_col2im``); CuPy:
+    one GEMM, then the ``col2im`` kernel."""
+    shapes.check_cols_fit("col2im", x_hw, grid_hw, kernel, stride, padding, dilation)
+    if _impl(rows, wmat) is cpu:
+        return cpu.gemm_col2im(rows, wmat, grid_hw, x_hw, kernel, stride, padding, dilation)
+    cols = (rows @ wmat).reshape(-1, *grid_hw, *kernel, wmat.shape[1] // (kernel[0] * kernel[1]))
+    return cuda.col2im(cols, x_hw, stride, padding, dilation)
+
+
 def leaky_relu_forward(x: Any, slope: float) -> Any:
     """``x`` where ``x > 0``, else ``slope * x``."""
     return _impl(x).leaky_relu_forward(x, slope)
@@ -88,6 +108,7 @@ __all__ = [
     "adam_update",
     "channel_sum",
     "col2im",
+    "gemm_col2im",
     "im2col",
     "leaky_relu_backward",
     "leaky_relu_forward",

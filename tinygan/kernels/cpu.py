@@ -75,11 +75,87 @@ def col2im(cols: np.ndarray, x_hw, stride, padding, dilation) -> np.ndarray:
         ``padding`` is not zero (the crop is not copied).
     """
     n, oh, ow, kh, kw, c = cols.shape
-    (h, w), (ph, pw) = x_hw, padding
-    x = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=cols.dtype)
-    for i, j, rows, columns in _taps((kh, kw), stride, dilation, (oh, ow)):
-        x[:, rows, columns] += cols[:, :, :, i, j]
-    return x[:, ph : ph + h, pw : pw + w]
+    return _add_taps(lambda i, j: cols[:, :, :, i, j], (n, oh, ow, c), cols.dtype, x_hw,
+                     (kh, kw), stride, padding, dilation)  # fmt: skip
+
+
+TAP_GEMM_MIN_CHANNELS = 32  # below this, a tap's GEMM is too thin: one GEMM, then col2im
+
+
+def gemm_col2im(
+    rows: np.ndarray, wmat: np.ndarray, grid_hw, x_hw, kernel, stride, padding, dilation
+) -> np.ndarray:
+    """``col2im(rows @ wmat)``, computed tap by tap without building ``cols``.
+
+    Each tap's product ``rows @ wmat[:, tap]`` (N*OH*OW, C) is added onto its pixels while it
+    is still in cache, instead of one GEMM writing all kH*kW of them (12.8 MB for D's second
+    conv at batch 64) and ``col2im`` reading them back. Same FLOPs, 15-22% less time on the
+    InfoGAN convs (measured: 7.5 -> 5.8 ms at batch 64, 15.0 -> 12.3 ms at 128). Narrow taps
+    (C < ``TAP_GEMM_MIN_CHANNELS``) take the one-GEMM path: there a tap's GEMM is nearly a
+    GEMV and 16 of them cost more than they save.
+
+    Parameters
+    ----------
+    rows : ndarray, shape (N*OH*OW, A)
+    wmat : ndarray, shape (A, kH*kW*C), the taps in (kH, kW, C) order
+    grid_hw, x_hw : (int, int)
+        (OH, OW) and the image size (H, W).
+    kernel, stride, padding, dilation : (int, int)
+
+    Returns
+    -------
+    x : ndarray, shape (N, H, W, C), as ``col2im``.
+    """
+    (oh, ow), (kh, kw) = grid_hw, kernel
+    n, a, c = rows.shape[0] // (oh * ow), wmat.shape[0], wmat.shape[1] // (kh * kw)
+    if c < TAP_GEMM_MIN_CHANNELS:
+        cols = (rows @ wmat).reshape(n, oh, ow, kh, kw, c)
+        return col2im(cols, x_hw, stride, padding, dilation)
+    taps = wmat.reshape(a, kh, kw, c)  # taps[:, i, j] is a strided (A, C) view: BLAS reads it
+    return _add_taps(lambda i, j: (rows @ taps[:, i, j]).reshape(n, oh, ow, c), (n, oh, ow, c),
+                     rows.dtype, x_hw, kernel, stride, padding, dilation)  # fmt: skip
+
+
+def _add_taps(tap, grid_shape, dtype, x_hw, kernel, stride, padding, dilation) -> np.ndarray:
+    """The image that receives, for every tap (i, j), the (N, OH, OW, C) block ``tap(i, j)``.
+
+    Works phase by phase: padded row ``r = oh*sh + i*dh`` is ``sh*R + a`` with phase
+    ``a = i*dh % sh`` and ``R = oh + i*dh // sh``, so the taps of one phase (a, b) land on one
+    strided sub-grid of the padded image, each on a shifted (OH, OW) rectangle of it. The first
+    tap of a phase is copied in (the rest of its sub-grid zeroed), the others are added: no
+    zero-filled image to add every tap onto. Returns the crop of the padded image (a view).
+    """
+    n, oh, ow, c = grid_shape
+    (h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = x_hw, kernel, stride, padding, dilation
+    rb = max(-(-(h + 2 * ph) // sh), oh + (kh - 1) * dh // sh)  # sub-grid size per phase
+    cb = max(-(-(w + 2 * pw) // sw), ow + (kw - 1) * dw // sw)
+    buf = np.empty((n, rb, sh, cb, sw, c), dtype=dtype)
+    for a in range(sh):
+        for b in range(sw):
+            grid = buf[:, :, a, :, b]  # (N, rb, cb, C): padded pixels (sh*R + a, sw*Q + b)
+            taps = [(i, j) for i in range(kh) if i * dh % sh == a
+                    for j in range(kw) if j * dw % sw == b]  # fmt: skip
+            if not taps:
+                grid[...] = 0
+            for t, (i, j) in enumerate(taps):
+                r0, c0 = i * dh // sh, j * dw // sw
+                target = grid[:, r0 : r0 + oh, c0 : c0 + ow]
+                if t == 0:
+                    _zero_outside(grid, (r0, r0 + oh), (c0, c0 + ow))
+                    target[...] = tap(i, j)
+                else:
+                    target += tap(i, j)
+    return buf.reshape(n, rb * sh, cb * sw, c)[:, ph : ph + h, pw : pw + w]
+
+
+def _zero_outside(a: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+    """Zero ``a`` (N, R, Q, C) outside the rectangle ``rows x cols`` (at most four strips)."""
+    (r0, r1), (c0, c1) = rows, cols
+    for strip in ((slice(None, r0),), (slice(r1, None),),
+                  (slice(r0, r1), slice(None, c0)), (slice(r0, r1), slice(c1, None))):  # fmt: skip
+        part = a[(slice(None), *strip)]
+        if part.size:
+            part[...] = 0
 
 
 def leaky_relu_forward(x: np.ndarray, slope: float) -> np.ndarray:
