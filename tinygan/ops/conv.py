@@ -23,7 +23,7 @@ conv_transpose2d A, B = in, out channels, the same matrix as for the conv it is 
 Every GEMM takes its operands as they are, C-contiguous or transposed views of C-contiguous
 arrays, which BLAS reads without a copy. "GEMM + col2im" is one call, ``kernels.gemm_col2im``:
 on NumPy it multiplies and scatters tap by tap, so the (N*OH*OW, kH*kW*B) ``cols`` of the
-product is never built (the same FLOPs, 15-22% faster on the InfoGAN convs).
+product is never built (the same FLOPs, 7-8% faster on the InfoGAN convs).
 """
 
 from __future__ import annotations
