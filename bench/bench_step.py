@@ -2,14 +2,18 @@
 tinygan and in PyTorch (same networks, losses and update order) in the same process; also
 forward+backward of linear, batch_norm and leaky_relu at the model's shapes.
 
-    python bench/bench_step.py [--batches 64 128] [--repeats 15] [--warmup 3]
+    python bench/bench_step.py [--batches 64 128] [--repeats 15] [--warmup 3] [--device cuda]
 
 Prints ms (median after warm-up), the tinygan/PyTorch ratio, achieved GFLOP/s (GEMM FLOPs of the
 step counted analytically, ``step_gemms``), the peak memory a step adds (measured in a fresh
 subprocess per library and batch: the high-water mark after the steps minus the resident size
 before them), and the step's GEMMs alone (NumPy's ``matmul`` and PyTorch's at the step's shapes:
-the part that no framework code can shave off). Both libraries run with the
-allocator setting the training entry points apply (``tinygan.experiments.tune_allocator``).
+the part that no framework code can shave off). Both libraries run with the allocator setting
+the training entry points apply (``tinygan.experiments.tune_allocator``).
+
+With ``--device cuda`` it times the step on the GPU instead (tinygan through CuPy, PyTorch
+CUDA), with CUDA events; the batch is on the device before the step, the latents are drawn on
+the host and copied in by both, and both read their six metrics back at the end of the step.
 """
 
 from __future__ import annotations
@@ -83,14 +87,17 @@ def gemms_alone(batch: int, matmul) -> Callable[[], None]:
     return run
 
 
-def tinygan_step(batch: int):
-    model = InfoGAN(SPEC, seed=0)
+def tinygan_step(batch: int, device: str = "cpu"):
+    model = InfoGAN(SPEC, seed=0, device=device)
     x = np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32)
+    x = tg.backend.to_device(x, device)  # the batch already on the device, as a loader would
     rng = np.random.default_rng(1)
     return lambda: model.train_step(x, rng)
 
 
-def torch_step(batch: int):
+def torch_step(batch: int, device: str = "cpu"):
+    """The same step in PyTorch; like tinygan's ``train_step`` it returns its six metrics as
+    Python floats (``.item()``), so that on a GPU both synchronise the same way."""
     nn = torch.nn
     torch.manual_seed(0)
     G = nn.Sequential(
@@ -107,10 +114,13 @@ def torch_step(batch: int):
     d_head = nn.Linear(1024, 1)
     q_head = nn.Sequential(nn.Linear(1024, 128), nn.BatchNorm1d(128), nn.LeakyReLU(0.1),
                            nn.Linear(128, SPEC.q_dim))  # fmt: skip
+    for module in (G, body, d_head, q_head):
+        module.to(device)
     d_params = [*body.parameters(), *d_head.parameters(), *q_head.parameters()]
     opt_d = torch.optim.Adam(d_params, lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999))
     x = torch.from_numpy(np.random.default_rng(0).random((batch, 1, 28, 28), dtype=np.float32))
+    x = x.to(device)
     rng = np.random.default_rng(1)
     bce, ce = (
         torch.nn.functional.binary_cross_entropy_with_logits,
@@ -123,29 +133,37 @@ def torch_step(batch: int):
 
     def info(q, cats, cont):
         nll = (0.5 * (q[:, 10:] - cont) ** 2 + 0.5 * np.log(2 * np.pi)).sum(1).mean()
-        return ce(q[:, :10], cats) + 0.1 * nll
+        return ce(q[:, :10], cats), nll
 
     def step():
         latent = SPEC.sample(batch, rng)
-        cats = torch.from_numpy(latent.categories[:, 0])
-        cont = torch.from_numpy(latent.continuous)
-        fake = G(torch.from_numpy(latent.vector()))
-        ones, zeros = torch.ones(batch), torch.zeros(batch)
+        cats = torch.from_numpy(latent.categories[:, 0]).to(device)
+        cont = torch.from_numpy(latent.continuous).to(device)
+        fake = G(torch.from_numpy(latent.vector()).to(device))
+        ones, zeros = torch.ones(batch, device=device), torch.zeros(batch, device=device)
         d_real, _ = D(x)
         d_fake, q = D(fake.detach())
-        loss = bce(d_real, ones) + bce(d_fake, zeros) + info(q, cats, cont)
+        d_loss = bce(d_real, ones) + bce(d_fake, zeros)
+        cat_ce, cont_nll = info(q, cats, cont)
         opt_d.zero_grad()
-        loss.backward()
+        (d_loss + cat_ce + 0.1 * cont_nll).backward()
         opt_d.step()
         for p in d_params:
             p.requires_grad_(False)
-        d_fake, q = D(fake)
-        loss = bce(d_fake, ones) + info(q, cats, cont)
+        d_fake_g, q = D(fake)
+        g_loss = bce(d_fake_g, ones)
+        cat_g, cont_g = info(q, cats, cont)
         opt_g.zero_grad()
-        loss.backward()
+        (g_loss + cat_g + 0.1 * cont_g).backward()
         opt_g.step()
         for p in d_params:
             p.requires_grad_(True)
+        with torch.no_grad():
+            return {"d_loss": d_loss.item(), "g_loss": g_loss.item(),
+                    "info_cat": SPEC.categorical_entropy - cat_ce.item(),
+                    "info_cont": SPEC.continuous_entropy - cont_nll.item(),
+                    "d_real": torch.sigmoid(d_real).mean().item(),
+                    "d_fake": torch.sigmoid(d_fake).mean().item()}  # fmt: skip
 
     return step
 
@@ -186,6 +204,51 @@ def layer_cases(batch: int):
 
         out.append((name, ours, theirs))
     return out
+
+
+def cuda_median_ms(fn, repeats: int, warmup: int, lib: str) -> float:
+    """Median time (ms) of ``fn`` on the GPU, after ``warmup`` calls: measured between two CUDA
+    events recorded on the current stream around each call (CuPy's events for tinygan,
+    PyTorch's for torch), waiting for the second one before the next call."""
+    if lib == "tinygan":
+        import cupy
+
+        event, elapsed = cupy.cuda.Event, cupy.cuda.get_elapsed_time
+    else:
+        event, elapsed = (
+            (lambda: torch.cuda.Event(enable_timing=True)),
+            (lambda a, b: a.elapsed_time(b)),
+        )
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = event(), event()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(elapsed(start, end))
+    return float(np.median(times))
+
+
+def main_cuda(batches: list[int], repeats: int, warmup: int) -> None:
+    """The step on the GPU: tinygan (CuPy) against PyTorch CUDA on the same device."""
+    tg.backend.check_device("cuda")  # a clear error without CuPy or a GPU
+    import cupy
+
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
+    print(f"float32 on {name}; CUDA-event median of {repeats} after {warmup} warm-up")
+    print("\n| InfoGAN step (GPU) | tinygan ms | GFLOP/s | torch ms | GFLOP/s | ratio |")
+    print("|---|---|---|---|---|---|")
+    for b in batches:
+        gf = step_gflop(b)
+        ours = cuda_median_ms(tinygan_step(b, "cuda"), repeats, warmup, "tinygan")
+        row = f"| batch {b} ({gf:.1f} GFLOP) | {ours:.2f} | {gf / ours * 1e3:.0f} |"
+        if torch is not None and torch.cuda.is_available():
+            theirs = cuda_median_ms(torch_step(b, "cuda"), repeats, warmup, "torch")
+            row += f" {theirs:.2f} | {gf / theirs * 1e3:.0f} | {ours / theirs:.2f} |"
+        print(row)
 
 
 def median_ms(fn, repeats: int, warmup: int) -> float:
@@ -235,7 +298,11 @@ def main() -> None:
     parser.add_argument(
         "--malloc-defaults", action="store_true", help="leave glibc's malloc as it is (A/B)"
     )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
+    if args.device == "cuda":
+        main_cuda(args.batches, args.repeats, args.warmup)
+        return
     if not args.malloc_defaults:
         tune_allocator()
     print(f"float32; median of {args.repeats} after {args.warmup} warm-up; "
