@@ -1,7 +1,8 @@
 """Run every benchmark and write one report: ``python bench/run_all.py [--out bench/latest.md]``.
 
-Runs ``bench_conv.py`` (layers, kernels, GEMM ceiling) and ``bench_step.py`` (the full InfoGAN
-step and the other layers) one after the other, each in its own process, and writes their
+Runs ``bench_conv.py`` (layers, kernels, GEMM ceiling), ``bench_step.py`` (the full InfoGAN
+step, its GEMMs alone and the other layers) and ``profile_step.py`` (the step's time and
+allocations per op) one after the other, each in its own process, and writes their
 tables with the machine, the date and the environment settings that move the numbers.
 Benchmarks are never part of the test suite: machines here are shared, so compare the
 tinygan/PyTorch ratios measured side by side in one run, not absolute times across runs.
@@ -47,6 +48,7 @@ def main() -> None:
         ["bench_conv.py", "--batch", "64"]
         + (["--repeats", "3", "--warmup", "1"] if args.quick else []),
         ["bench_step.py"] + (["--repeats", "2", "--warmup", "1"] if args.quick else []),
+        ["profile_step.py", "--batch", "64"] + (["--steps", "2"] if args.quick else []),
     ]
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"# tinygan benchmarks, {now}\n", f"Machine: {machine()}\n",
