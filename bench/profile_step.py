@@ -116,17 +116,20 @@ def profile(batch: int, steps: int) -> None:
               f"{(b1 - b0) / steps / 1e6:.0f} MB per step\n")  # fmt: skip
     else:
         print("(allocations not counted: bench/alloc_count.c was not preloaded)\n")
-    print("| part | ms/step | share | allocations | MB |\n|---|---|---|---|---|")
+    counted = counters.available
+    print("| part | ms/step | share |" + (" allocations | MB |" if counted else ""))
+    print("|---|---|---|" + ("---|---|" if counted else ""))
     for key, (ms, count, mb) in [*rows, ("(the rest: engine, sampling, losses)", rest)]:
-        print(f"| {key} | {ms:.2f} | {ms / total:.1%} | {count:.0f} | {mb:.1f} |")
+        row = f"| {key} | {ms:.2f} | {ms / total:.1%} |"
+        print(row + (f" {count:.0f} | {mb:.1f} |" if counted else ""))
 
 
-def build_counter() -> Path | None:
-    """Compile alloc_count.c into a temporary shared library; None without a C compiler."""
+def build_counter(folder: Path) -> Path | None:
+    """Compile alloc_count.c into a shared library in ``folder``; None without a C compiler."""
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if cc is None:
         return None
-    out = Path(tempfile.mkdtemp()) / "alloc_count.so"
+    out = folder / "alloc_count.so"
     source = HERE / "alloc_count.c"
     done = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(out), str(source)])
     return out if done.returncode == 0 else None
@@ -140,11 +143,13 @@ def main() -> None:
     if os.environ.get(CHILD):
         profile(args.batch, args.steps)
         return
-    lib = build_counter()
-    env = dict(os.environ, **{CHILD: "1"})
-    if lib is not None:
-        env["LD_PRELOAD"] = " ".join(filter(None, [str(lib), os.environ.get("LD_PRELOAD")]))
-    sys.exit(subprocess.run([sys.executable, __file__, *sys.argv[1:]], env=env).returncode)
+    with tempfile.TemporaryDirectory() as folder:
+        lib = build_counter(Path(folder))
+        env = dict(os.environ, **{CHILD: "1"})
+        if lib is not None:
+            env["LD_PRELOAD"] = " ".join(filter(None, [str(lib), os.environ.get("LD_PRELOAD")]))
+        done = subprocess.run([sys.executable, __file__, *sys.argv[1:]], env=env)
+    sys.exit(done.returncode)
 
 
 if __name__ == "__main__":
