@@ -48,13 +48,14 @@ def gemm_col2im(
     dilation: IntPair,
 ) -> Any:
     """``col2im`` of the product ``rows @ wmat``: rows (N*OH*OW, A), wmat (A, kH*kW*C) ->
-    (N, H, W, C). NumPy: tap by tap, without building ``cols`` (``cpu.gemm_col2im``); CuPy:
-    one GEMM, then the ``col2im`` kernel."""
+    (N, H, W, C). On NumPy with wide taps (C >= ``cpu.TAP_GEMM_MIN_CHANNELS``), tap by tap
+    without building ``cols`` (``cpu.gemm_col2im``); otherwise one GEMM, then ``col2im``."""
     shapes.check_cols_fit("col2im", x_hw, grid_hw, kernel, stride, padding, dilation)
-    if _impl(rows, wmat) is cpu:
+    impl, c = _impl(rows, wmat), wmat.shape[1] // (kernel[0] * kernel[1])
+    if impl is cpu and c >= cpu.TAP_GEMM_MIN_CHANNELS:
         return cpu.gemm_col2im(rows, wmat, grid_hw, x_hw, kernel, stride, padding, dilation)
-    cols = (rows @ wmat).reshape(-1, *grid_hw, *kernel, wmat.shape[1] // (kernel[0] * kernel[1]))
-    return cuda.col2im(cols, x_hw, stride, padding, dilation)
+    cols = (rows @ wmat).reshape(-1, *grid_hw, *kernel, c)
+    return impl.col2im(cols, x_hw, stride, padding, dilation)
 
 
 def leaky_relu_forward(x: Any, slope: float) -> Any:

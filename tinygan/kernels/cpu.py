@@ -79,7 +79,7 @@ def col2im(cols: np.ndarray, x_hw, stride, padding, dilation) -> np.ndarray:
                      (kh, kw), stride, padding, dilation)  # fmt: skip
 
 
-TAP_GEMM_MIN_CHANNELS = 32  # below this, a tap's GEMM is too thin: one GEMM, then col2im
+TAP_GEMM_MIN_CHANNELS = 32  # narrower taps: one GEMM, then col2im (``kernels.gemm_col2im``)
 
 
 def gemm_col2im(
@@ -91,8 +91,9 @@ def gemm_col2im(
     is still in cache, instead of one GEMM writing all kH*kW of them (12.8 MB for D's second
     conv at batch 64) and ``col2im`` reading them back. Same FLOPs, 7-8% less time on the
     InfoGAN convs (measured on D's second conv: 7.1 -> 6.5 ms at batch 64, 14.5 -> 13.5 ms at
-    128). Narrow taps (C < ``TAP_GEMM_MIN_CHANNELS``) take the one-GEMM path: there a tap's
-    GEMM is nearly a GEMV (G's last layer, C = 1: 0.63 ms one GEMM, 0.80 ms tap by tap).
+    128). For narrow taps (C < ``TAP_GEMM_MIN_CHANNELS``) the dispatcher keeps one GEMM and
+    ``col2im``: there a tap's GEMM is nearly a GEMV (G's last layer, C = 1: 0.63 ms one GEMM,
+    0.80 ms tap by tap).
 
     Parameters
     ----------
@@ -108,9 +109,6 @@ def gemm_col2im(
     """
     (oh, ow), (kh, kw) = grid_hw, kernel
     n, a, c = rows.shape[0] // (oh * ow), wmat.shape[0], wmat.shape[1] // (kh * kw)
-    if c < TAP_GEMM_MIN_CHANNELS:
-        cols = (rows @ wmat).reshape(n, oh, ow, kh, kw, c)
-        return col2im(cols, x_hw, stride, padding, dilation)
     taps = wmat.reshape(a, kh, kw, c)  # taps[:, i, j] is a strided (A, C) view: BLAS reads it
     return _add_taps(lambda i, j: (rows @ taps[:, i, j]).reshape(n, oh, ow, c), (n, oh, ow, c),
                      rows.dtype, x_hw, kernel, stride, padding, dilation)  # fmt: skip
