@@ -102,11 +102,11 @@ class BatchNorm(Function):
             rm, rv = (r.data if isinstance(r, Tensor) else r for r in self.running)
             mu, var = rm.reshape(self.cshape), rv.reshape(self.cshape)
             xc = x - mu
-            squares = xp.empty_like(xc)
+            squares = None  # nothing to reuse
         self.invstd = 1 / xp.sqrt(var + self.eps)
         self.xc, self.weight = xc, weight
         scale = self.invstd if weight is None else self.invstd * weight.reshape(self.cshape)
-        y = xp.multiply(xc, scale, out=squares)  # the squares are summed: reuse their memory
+        y = xp.multiply(xc, scale, out=squares)  # the summed squares' memory, when there is any
         if bias is not None:
             y += bias.reshape(self.cshape)
         return y
