@@ -35,7 +35,7 @@ from tinygan.density import (
     select_bandwidth,
 )
 from tinygan.experiments import load_splits, tune_allocator, write_json
-from tinygan.metrics import parzen_log_likelihood
+from tinygan.metrics import mean_sem, parzen_log_likelihood
 
 BOX = ((-3.0, 3.0), (-3.0, 3.0))  # the 2-D figure's window, also the histogram's range
 RING_SD = 0.2
@@ -51,12 +51,9 @@ def ring_centres() -> np.ndarray:
     return 2 * np.stack([np.cos(angles), np.sin(angles)], 1)
 
 
-def mean_sem(ll: np.ndarray) -> dict[str, float]:
+def summarise(ll: np.ndarray) -> dict[str, float]:
     """Mean log-likelihood, its standard error, and the fraction of points with finite density."""
-    with np.errstate(invalid="ignore"):  # inf - inf inside std when some density is 0
-        sem = ll.std(ddof=1) / math.sqrt(len(ll))
-    finite = float(np.isfinite(ll).mean())
-    return {"mean": float(ll.mean()), "sem": float(sem), "finite_fraction": finite}
+    return {**mean_sem(ll), "finite_fraction": float(np.isfinite(ll).mean())}
 
 
 def histogram_log_density(x: np.ndarray, samples: np.ndarray, bins: int) -> np.ndarray:
@@ -147,17 +144,17 @@ def part_mnist(args: argparse.Namespace, out: Path) -> dict:
         "validation_images": min(args.hypercube_queries, len(val)),
         "validation": dict(zip(widths.tolist(), scores.tolist(), strict=True)),
         "validation_finite_fraction": finite,
-        "test": mean_sem(ll),
+        "test": summarise(ll),
         # log p = log(count / n) - D log h = -D log h: every window holds every training image
         "window_holds_every_sample": bool(np.allclose(ll, -train.shape[1] * math.log(h))),
         "narrower_h": narrower,  # the next grid width down, scored on the test images too
     }
     if narrower is not None:
-        cube["test_at_narrower_h"] = mean_sem(hypercube_kde_log_density(test, train, narrower))
+        cube["test_at_narrower_h"] = summarise(hypercube_kde_log_density(test, train, narrower))
     seconds["hypercube_kde"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    knn = {k: mean_sem(knn_log_density(test, train, k)) for k in args.knn}
+    knn = {k: summarise(knn_log_density(test, train, k)) for k in args.knn}
     seconds["knn"] = time.perf_counter() - start
 
     n_cube = cube["validation_images"]

@@ -286,3 +286,42 @@ def test_trained_discriminator_approaches_the_optimal_one_and_the_jensen_shannon
         ).item()
     assert bound <= 2 * js - np.log(4) + 0.02  # a lower bound (up to sampling noise)
     assert bound == pytest.approx(2 * js - np.log(4), abs=0.03)  # and nearly tight at D ~ D*
+
+
+def test_vae_report_scores_both_bounds_on_the_same_binary_images(tmp_path, monkeypatch):
+    from tinygan import experiments
+
+    grey = np.random.default_rng(0).random((30, 1, 28, 28), dtype=np.float32)
+    splits = experiments.Splits((grey, np.zeros(30, int)), (grey, np.zeros(30, int)),
+                                (grey, np.arange(30) % 10), "test")  # fmt: skip
+    model, seen = VAE(latent_dim=3, seed=0), {}
+
+    def recording(name):
+        method = getattr(model, name)
+
+        def call(x, *args, **kwargs):
+            seen[name] = x.copy()
+            return method(x, *args, **kwargs)
+
+        return call
+
+    for name in ("elbo", "log_likelihood"):
+        monkeypatch.setattr(model, name, recording(name))
+    monkeypatch.setattr(experiments, "probe", lambda *a, **k: 0.5)
+    experiments.vae_report(model, splits, tmp_path)
+    assert set(np.unique(seen["elbo"])) == {0.0, 1.0}
+    np.testing.assert_array_equal(seen["elbo"], seen["log_likelihood"])
+
+
+def test_scoring_classifier_default_path_names_split_and_steps():
+    from tinygan.experiments import argparse, classifier_path
+
+    def path(**kw):
+        return classifier_path(argparse.Namespace(**{"dataset": "mnist", "split": "test",
+                                                     "classifier": None, "classifier_steps": 3000,
+                                                     **kw}))  # fmt: skip
+
+    assert (
+        len({path(), path(split="train"), path(classifier_steps=10), path(dataset="fashion")}) == 4
+    )
+    assert path(classifier="mine.npz") == "mine.npz"

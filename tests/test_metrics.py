@@ -17,6 +17,7 @@ from tinygan.metrics import (
     kmeans_plusplus,
     linear_sum_assignment,
     lloyd,
+    mean_sem,
     parzen_log_likelihood,
 )
 
@@ -278,3 +279,11 @@ def test_classifier_score_extremes_and_formula():
         classifier_score(np.ones((3, 2)))
     with pytest.raises(ValueError, match="shape"):
         classifier_score(np.ones(3))
+
+
+def test_mean_sem_uses_the_unbiased_std_and_names_too_few_values():
+    got = mean_sem([1.0, 2.0, 3.0, 6.0])
+    assert got["mean"] == 3.0 and got["sem"] == pytest.approx(np.std([1, 2, 3, 6], ddof=1) / 2)
+    assert mean_sem([0.0, -np.inf])["mean"] == -np.inf
+    with pytest.raises(ValueError, match=r"at least 2 values.*got 1"):
+        mean_sem([1.0])

@@ -22,6 +22,7 @@ import numpy as np
 from . import backend, data, metrics, viz
 from .models.classifier import Classifier, linear_probe, mnist_cnn
 from .models.infogan import InfoGAN, LatentSpec, sweep_latents
+from .models.vae import binarize
 from .serialization import atomic_path, load, save
 from .train import NonFiniteLossError, train
 
@@ -56,8 +57,9 @@ def add_common_flags(parser: argparse.ArgumentParser, *, out: str) -> None:
     add(
         "--classifier",
         default=None,
-        help="the scoring classifier's weights (default runs/<dataset>_classifier.npz; "
-        "trained on the training images and saved there if missing)",
+        help="the scoring classifier's weights (default "
+        "runs/<dataset>_<split>_classifier_<steps>.npz; trained on the training images and "
+        "saved there if missing)",
     )
     add("--classifier-steps", type=int, default=3000, help="training steps of that classifier")
 
@@ -192,6 +194,13 @@ def scoring_classifier(
     return model
 
 
+def classifier_path(args: argparse.Namespace) -> str:
+    """``--classifier``, or a default named by everything the judge's training depends on
+    (dataset, split, steps), so that a judge trained on other images is never reused."""
+    default = f"runs/{args.dataset}_{args.split}_classifier_{args.classifier_steps}.npz"
+    return args.classifier or default
+
+
 def evaluate_samples(model: Any, splits: Splits, args: argparse.Namespace) -> dict[str, Any]:
     """The numbers every generator is compared on, from ``--eval-samples`` samples (in [0, 1]):
     the GAN paper's Parzen-window log-likelihood of the test images (sigma chosen on the
@@ -199,8 +208,7 @@ def evaluate_samples(model: Any, splits: Splits, args: argparse.Namespace) -> di
     samples = model.sample(args.eval_samples, np.random.default_rng([args.seed, 2]))
     flat = [a.reshape(len(a), -1) for a in (samples, splits.validation[0], splits.test[0])]
     parzen = metrics.parzen_log_likelihood(*flat)
-    path = args.classifier or f"runs/{args.dataset}_classifier.npz"
-    judge = scoring_classifier(path, splits, args.classifier_steps)
+    judge = scoring_classifier(classifier_path(args), splits, args.classifier_steps)
     probs = judge.predict_proba(samples)
     return {
         "parzen": parzen,
@@ -372,11 +380,12 @@ def vae_report(model: Any, splits: Splits, out: Path) -> dict[str, Any]:
     fixed seed), an importance-sampled log-likelihood (k = 100), the linear probe on mu(x),
     reconstructions, and the 2-D latent manifold figure when the latent is 2-D."""
     x = splits.test[0]
-    terms = model.elbo(x, np.random.default_rng(0))
-    ll = model.log_likelihood(x, np.random.default_rng(0), k=100)
+    if model.binarize_data:  # once, so that both bounds score the same binary images
+        x = binarize(x, np.random.default_rng(0))
+    terms = model.elbo(x, np.random.default_rng(1))  # binarising 0/1 images again keeps them
+    ll = model.log_likelihood(x, np.random.default_rng(2), k=100)
     report = {
-        f"test_{k}": {"mean": float(v.mean()), "sem": float(v.std() / np.sqrt(len(v)))}
-        for k, v in {**terms, "log_likelihood_k100": ll}.items()
+        f"test_{k}": metrics.mean_sem(v) for k, v in {**terms, "log_likelihood_k100": ll}.items()
     }
     report["linear_probe_accuracy"] = probe(model.encode, splits)
     rec = model.decode(model.encode(x[:40]))

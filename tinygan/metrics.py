@@ -13,8 +13,19 @@ from .density import _count, _points, gaussian_kde_log_density, select_bandwidth
 
 __all__ = [
     "classifier_score", "cluster_accuracy", "confusion_matrix", "kmeans", "kmeans_plusplus",
-    "linear_sum_assignment", "lloyd", "parzen_log_likelihood",
+    "linear_sum_assignment", "lloyd", "mean_sem", "parzen_log_likelihood",
 ]  # fmt: skip
+
+
+def mean_sem(values: ArrayLike) -> dict[str, float]:
+    """``{"mean", "sem"}`` of per-example values (N,), N >= 2: the standard error of the mean is
+    ``std(ddof=1) / sqrt(N)``. Infinite values (a density of 0) give an infinite mean and a NaN
+    standard error, without a warning."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if len(v) < 2:
+        raise ValueError(f"mean_sem needs at least 2 values for a standard error, got {len(v)}")
+    with np.errstate(invalid="ignore"):  # inf - inf inside std
+        return {"mean": float(v.mean()), "sem": float(v.std(ddof=1) / math.sqrt(len(v)))}
 
 
 def linear_sum_assignment(cost: ArrayLike, maximize: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -216,8 +227,7 @@ def parzen_log_likelihood(
     ll = kde(flat["test"], flat["samples"], sigma)
     return {
         "sigma": sigma,
-        "mean": float(ll.mean()),
-        "sem": float(ll.std(ddof=1) / math.sqrt(len(ll))),
+        **mean_sem(ll),
         "validation": {float(s): float(v) for s, v in zip(sigmas, scores, strict=True)},
     }
 
