@@ -25,6 +25,7 @@ from ..ops import sigmoid
 from ..optim import Adam
 from ..tensor import Tensor
 from .base import Model, frozen
+from .gan import discriminator_loss, generator_loss
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,6 @@ class InfoGAN(Model):
         n = len(real)
         latent = self.spec.sample(n, rng)
         fake = self.G(self.tensor(latent.vector()))
-        ones, zeros = self.tensor(np.ones(n, np.float32)), self.tensor(np.zeros(n, np.float32))
 
         # D step: real -> 1, fake -> 0; Q learns to recover c. In InfoGAN Q's loss trains the
         # shared body too; in the baseline Q reads the body's features without shaping them.
@@ -297,9 +297,7 @@ class InfoGAN(Model):
         h_fake = D.body(fake.detach())
         d_fake = D.d_head(h_fake).reshape(-1)
         q = D.q_head(h_fake if self.info_in_g else h_fake.detach())
-        d_loss = F.binary_cross_entropy_with_logits(
-            d_real, ones
-        ) + F.binary_cross_entropy_with_logits(d_fake, zeros)
+        d_loss = discriminator_loss("gan", d_real, d_fake)  # BCE: real -> 1, fake -> 0
         cat_ce, cont_nll = information_terms(q, latent)
         info_loss = self.lambda_cat * cat_ce + self.lambda_cont * cont_nll
         self.opt_d.zero_grad()
@@ -309,7 +307,7 @@ class InfoGAN(Model):
         # G step: fool the updated D (non-saturating loss) and, in InfoGAN, make c recoverable.
         with frozen(D):  # D's weight grads are not needed here: skip computing them
             h = D.body(fake)
-            g_loss = F.binary_cross_entropy_with_logits(D.d_head(h).reshape(-1), ones)
+            g_loss = generator_loss("gan", D.d_head(h).reshape(-1))  # BCE: fake -> 1
             loss = g_loss
             if self.info_in_g:
                 cat_g, cont_g = information_terms(D.q_head(h), latent)
@@ -339,7 +337,8 @@ class InfoGAN(Model):
 
         Runs D in eval mode (BN with running statistics), in batches, without a graph.
         """
-        q = self.batched(lambda a: self.D(self.tensor(a))[1], images, (self.D,), batch_size)
+        q = self.batched(lambda a: self.D.q_head(self.D.body(self.tensor(a))), images, (self.D,),
+                         batch_size)  # fmt: skip
         bounds = np.cumsum((0, *self.spec.categorical))
         return np.stack([q[:, a:b].argmax(1) for a, b in itertools.pairwise(bounds)], 1)
 
