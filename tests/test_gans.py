@@ -325,3 +325,16 @@ def test_scoring_classifier_default_path_names_split_and_steps():
         len({path(), path(split="train"), path(classifier_steps=10), path(dataset="fashion")}) == 4
     )
     assert path(classifier="mine.npz") == "mine.npz"
+
+
+def test_frozen_restores_each_parameters_own_requires_grad():
+    from tinygan.models.base import frozen
+
+    net = mlp([2, 3, 1], rng=np.random.default_rng(0))
+    first, *rest = net.parameters()
+    first.requires_grad = False  # frozen on purpose by the user
+    with frozen(net):
+        with frozen(net[0]):  # nested
+            assert not any(p.requires_grad for p in net.parameters())
+        assert not any(p.requires_grad for p in net.parameters())
+    assert not first.requires_grad and all(p.requires_grad for p in rest)

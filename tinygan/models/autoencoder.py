@@ -35,14 +35,9 @@ from ..ops import log
 from ..optim import Adam
 from ..tensor import Tensor
 from ..train import train
-from .base import Model
+from .base import Model, activation_layer
 
 LOSSES = ("bce", "mse")
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "sigmoid": nn.Sigmoid,
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-}
 
 
 # ---- the three terms --------------------------------------------------------------------------
@@ -198,7 +193,7 @@ def _mirrored(
 ) -> tuple[nn.Sequential, nn.Sequential]:
     """Encoder ``down(w0, w1), act, down(w1, w2), act, ...`` and the mirror-image decoder
     ``..., up(w2, w1), act, up(w1, w0)`` (no activation after the last layer)."""
-    act = _activation(activation)
+    act = activation_layer(activation)
     pairs = list(itertools.pairwise(widths))
     encoder = [m for a, b in pairs for m in (down(a, b), act())]
     decoder = [m for a, b in reversed(pairs) for m in (up(b, a), act())]
@@ -452,12 +447,6 @@ def stack_autoencoders(layers: Sequence[Autoencoder], **options: Any) -> Autoenc
 
 
 # ---- argument checks --------------------------------------------------------------------------
-def _activation(name: str) -> Callable[[], nn.Module]:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}; got {name!r}")
-    return ACTIVATIONS[name]
-
-
 def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
 

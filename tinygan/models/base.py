@@ -71,16 +71,33 @@ def evaluating(*modules: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def frozen(*modules: nn.Module) -> Iterator[None]:
-    """Stop computing weight gradients of ``modules`` for the block (inputs still get theirs):
-    the generator's step backpropagates through D without paying for D's weight gradients."""
+    """Stop computing weight gradients of ``modules`` for the block (inputs still get theirs),
+    then restore each parameter's ``requires_grad`` as it was: the generator's step
+    backpropagates through D without paying for D's weight gradients."""
     params = [p for m in modules for p in m.parameters()]
+    flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad = False
     try:
         yield
     finally:
-        for p in params:
-            p.requires_grad = True
+        for p, flag in zip(params, flags):
+            p.requires_grad = flag
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.2),
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+def activation_layer(name: str, what: str = "activation") -> Callable[[], nn.Module]:
+    """The layer factory ``ACTIVATIONS[name]``; ``what`` names the argument in the error."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"{what} must be one of {list(ACTIVATIONS)}; got {name!r}")
+    return ACTIVATIONS[name]
 
 
 def mlp(
@@ -91,15 +108,11 @@ def mlp(
     output: str | None = None,
     rng: np.random.Generator | None = None,
 ) -> nn.Sequential:
-    """A fully connected network: Linear layers of ``sizes`` with ``activation`` ("relu",
-    "leaky_relu" (slope 0.2), "tanh") between them, BatchNorm1d before each hidden activation if
-    asked, and an optional output activation ("sigmoid", "tanh")."""
-    acts = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh}
-    outs = {None: None, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
-    if activation not in acts:
-        raise ValueError(f"activation must be one of {list(acts)}; got {activation!r}")
-    if output not in outs:
-        raise ValueError(f"output must be one of {list(outs)}; got {output!r}")
+    """A fully connected network: Linear layers of ``sizes`` with ``activation`` (a name of
+    ``ACTIVATIONS``) between them, BatchNorm1d before each hidden activation if asked, and an
+    optional output activation (also a name of ``ACTIVATIONS``)."""
+    act = activation_layer(activation, "activation")
+    out = None if output is None else activation_layer(output, "output")
     if len(sizes) < 2:
         raise ValueError(f"an MLP needs at least input and output sizes; got {sizes}")
     layers: list[nn.Module] = []
@@ -107,7 +120,7 @@ def mlp(
         layers.append(nn.Linear(a, b, rng=rng))
         if i < len(sizes) - 2:
             layers += [nn.BatchNorm1d(b)] if batch_norm else []
-            layers.append(acts[activation]())
-    if output is not None:
-        layers.append(outs[output]())
+            layers.append(act())
+    if out is not None:
+        layers.append(out())
     return nn.Sequential(*layers)

@@ -41,10 +41,8 @@ class Sequential(Module):
 
     def __init__(self, *modules: Module) -> None:
         super().__init__()
-        for i, m in enumerate(modules):
-            if not isinstance(m, Module):
-                raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
-            setattr(self, str(i), m)
+        for m in modules:
+            self.append(m)
 
     def forward(self, x: Any) -> Any:
         for m in self._modules.values():
@@ -62,7 +60,8 @@ class Sequential(Module):
     def append(self, module: Module) -> Sequential:
         """Add ``module`` at the end (as PyTorch); returns self."""
         if not isinstance(module, Module):
-            raise TypeError(f"Sequential.append: got a {type(module).__name__}, not a Module")
+            kind = type(module).__name__
+            raise TypeError(f"Sequential: argument {len(self)} is a {kind}, not a Module")
         setattr(self, str(len(self)), module)
         return self
 
