@@ -294,9 +294,10 @@ class Autoencoder(Model):
             ``loss`` (J), ``reconstruction``; with sparsity ``sparsity_kl`` (the KL sum) and
             ``mean_activation`` (mean of rho_hat); with weight decay ``weight_decay``.
         """
-        noisy = mask_noise(batch, self.corruption, rng) if self.corruption else batch
-        codes = self.encoder(self.tensor(noisy))
-        rec = self.reconstruction_loss(self.decoder(codes), self.tensor(batch))
+        target = self.tensor(batch)  # the clean batch, uploaded once
+        inp = self.tensor(mask_noise(batch, self.corruption, rng)) if self.corruption else target
+        codes = self.encoder(inp)
+        rec = self.reconstruction_loss(self.decoder(codes), target)
         loss, metrics = rec, {"reconstruction": rec.item()}
         if self.sparsity is not None:
             if codes.data.min() < 0 or codes.data.max() > 1:

@@ -87,8 +87,6 @@ class GAN(Model):
     output_range : (float, float)
         Where the generator's samples live (sigmoid: (0, 1), tanh: (-1, 1)). ``train_step`` takes
         data in [0, 1] and maps it there; ``sample`` maps back.
-    seed : int
-        Seeds nothing here (the networks come built); kept in the model's description.
     device : {"cpu", "cuda"}
     """
 
@@ -197,7 +195,9 @@ class GAN(Model):
         lo, hi = self.output_range
         z = self.sample_noise(n, rng)
         x = self.batched(lambda a: self.G(self.tensor(a)), z, (self.G,), batch_size)
-        return ((x - lo) / (hi - lo)).astype(np.float32)
+        x -= lo  # a fresh float32 array: map it in place
+        x /= hi - lo
+        return x
 
 
 def _optimizer(name: str, module: nn.Module, lr: float, betas: tuple[float, float]) -> Optimizer:

@@ -146,7 +146,7 @@ def sparse_encode(
     if init is None:
         Z = np.zeros(shape, X.dtype)
     else:
-        Z = _check_data(init, "init", dtype=X.dtype).copy()
+        Z = _check_data(init, "init", dtype=X.dtype)  # only read: each iteration makes a new Z
         if Z.shape != shape:
             raise ValueError(f"init must have shape {shape} (N, p); got {Z.shape}")
     L = 2 * np.linalg.norm(A, 2) ** 2 + (0.0 if penalty == "l1" else 2 * eta)
