@@ -3,8 +3,9 @@
     python examples/sparse_coding_mnist.py --split test --data-dir ../shared/data \
         --out runs/sparse_coding
 
-Learns on random patches (each mean-centred; blank background patches skipped) from all but the
-last 1,000 images, encodes patches of those 1,000 held-out images with the learned dictionary,
+Learns on random patches (each mean-centred; blank background patches skipped) from the
+training images of ``experiments.load_splits`` (the protocol every example shares), encodes
+patches of its test images with the learned dictionary,
 and writes into --out: atoms.png (each atom rescaled to [0, 1]), objective.png (J per example
 after each half-step) and metrics.json.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygan import viz
-from tinygan.experiments import load_images, write_json
+from tinygan.experiments import load_splits, write_json
 from tinygan.models.sparse_coding import SparseCoding
 
 
@@ -56,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    images = load_images(args.dataset, args.split, args.data_dir)[0].astype(np.float64)
-    train, held_out = images[:-1000], images[-1000:]
+    splits = load_splits(args.dataset, args.split, args.data_dir)  # the protocol of every example
+    train, held_out = (images.astype(np.float64) for images, _ in (splits.train, splits.test))
     rng = np.random.default_rng(args.seed)
     if args.whole:
-        side = images.shape[-1]
+        side = train.shape[-1]
         pick = rng.choice(len(train), min(args.examples, len(train)), replace=False)
         X, X_test = train[pick].reshape(len(pick), -1), held_out.reshape(len(held_out), -1)
     else:
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": {"objective": model.history[-1]["objective"], **summary(X, model.codes)},
         "held_out": summary(X_test, Z_test),
         "seconds": seconds,
+        "splits": splits.description,
         "flags": vars(args),
     }
     write_json(out / "metrics.json", metrics)

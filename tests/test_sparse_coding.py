@@ -264,3 +264,19 @@ A_OK = np.ones((3, 5))
 def test_invalid_inputs_raise_clear_errors(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_example_script_end_to_end(tmp_path, mnist_dir, example, whole):
+    import json
+
+    out = tmp_path / "run"
+    argv = ["--split", "test", "--data-dir", mnist_dir, "--out", str(out), "--examples", "300",
+            "--atoms", "16", "--iters", "2", "--code-iter", "5"] + (["--whole"] if whole else [])  # fmt: skip
+    assert example("sparse_coding_mnist").main(argv) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["splits"].startswith("train / validation / test")  # the protocol every example shares
+    for part in ("train", "held_out"):
+        assert 0 < m[part]["relative_error"] < 1 and 0 <= m[part]["zero_fraction"] <= 1
+    for name in ("atoms.png", "objective.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
