@@ -37,7 +37,9 @@ from tinygan.experiments import (
     write_json,
 )
 from tinygan.models.autoencoder import (
+    MNIST_SETTINGS,
     Autoencoder,
+    autoencoder_options,
     conv_autoencoder,
     mask_noise,
     mlp_autoencoder,
@@ -45,19 +47,10 @@ from tinygan.models.autoencoder import (
     stack_autoencoders,
 )
 
-BASE = {"rho": 0.1, "beta": 0.0, "weight_decay": 0.0, "corruption": 0.0}
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "plain": {"steps": 4000, "hidden": [256], "loss": "bce", "lr": 1e-3},
-    "sparse": {"steps": 12000, "hidden": [196], "loss": "mse", "lr": 1e-2, "beta": 3.0,
-               "weight_decay": 3e-3},
-    "denoising": {"steps": 4000, "hidden": [256], "loss": "bce", "lr": 1e-3, "corruption": 0.25},
-    "stacked": {"steps": 4000, "hidden": [256, 64], "loss": "bce", "lr": 1e-3, "corruption": 0.25},
-}  # fmt: skip
-
 
 def settings(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the flags left unset from ``DEFAULTS[args.kind]`` (and the conv channels)."""
-    defaults = {**BASE, **DEFAULTS[args.kind]}
+    """Fill the flags left unset from ``MNIST_SETTINGS[args.kind]`` (and the conv channels)."""
+    defaults = dict(MNIST_SETTINGS[args.kind])
     if args.arch == "conv":
         defaults["hidden"] = [16, 8]
     for k, v in defaults.items():
@@ -84,15 +77,7 @@ def autoencoder(
             activation=args.activation,
             rng=rng,
         )
-    return Autoencoder(
-        *parts,
-        loss=args.loss,
-        sparsity=(args.rho, args.beta) if args.beta else None,
-        weight_decay=args.weight_decay,
-        corruption=args.corruption,
-        lr=args.lr,
-        device=args.device,
-    )
+    return Autoencoder(*parts, **autoencoder_options(vars(args)), device=args.device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_common_flags(parser, out="runs/autoencoder")
     add = parser.add_argument
-    add("--kind", choices=list(DEFAULTS), default="sparse")
+    add("--kind", choices=list(MNIST_SETTINGS), default="sparse")
     add("--arch", choices=["mlp", "conv"], default="mlp")
     add("--hidden", type=int, nargs="+", help="hidden widths (mlp) or channels (conv)")
     add("--activation", choices=["sigmoid", "relu", "tanh"])

@@ -33,7 +33,9 @@ import numpy as np
 from tinygan.experiments import feature_scores, load_splits, pick_device, tune_allocator, write_json
 from tinygan.models import VAE, BiGAN, InfoGAN
 from tinygan.models.autoencoder import (
+    MNIST_SETTINGS,
     Autoencoder,
+    autoencoder_options,
     mlp_autoencoder,
     pretrain_stack,
     stack_autoencoders,
@@ -52,12 +54,10 @@ def flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1)
 
 
-def autoencoder(
-    sizes: list[int], args: argparse.Namespace, *, loss: str = "bce", lr: float = 1e-3, **options
-) -> Autoencoder:
-    """An MLP autoencoder of sigmoid units; ``options`` go to ``Autoencoder``."""
+def autoencoder(sizes: list[int], kind: str, args: argparse.Namespace) -> Autoencoder:
+    """An MLP autoencoder of sigmoid units with the options of ``MNIST_SETTINGS[kind]``."""
     parts = mlp_autoencoder(sizes, rng=np.random.default_rng(args.seed))
-    return Autoencoder(*parts, loss=loss, lr=lr, device=args.device, **options)
+    return Autoencoder(*parts, **autoencoder_options(MNIST_SETTINGS[kind]), device=args.device)
 
 
 def learn(name: str, x: np.ndarray, args: argparse.Namespace) -> Encoder:
@@ -71,17 +71,16 @@ def learn(name: str, x: np.ndarray, args: argparse.Namespace) -> Encoder:
         model.fit(x.astype(np.float64), n_iter=args.sc_iters)
         return lambda a: model.encode(flat(a).astype(np.float64))
     if name == "stacked_autoencoder":
-        layers = [autoencoder([784, 256], args, corruption=0.25),
-                  autoencoder([256, 64], args, corruption=0.25)]  # fmt: skip
+        layers = [autoencoder([784, 256], "stacked", args),
+                  autoencoder([256, 64], "stacked", args)]  # fmt: skip
         pretrain_stack(layers, x, steps=args.ae_steps, **fit)
         model, steps = stack_autoencoders(layers), args.ae_steps
     elif name == "sparse_autoencoder":
-        model = autoencoder([784, 196], args, loss="mse", lr=1e-2, sparsity=(0.1, 3.0),
-                            weight_decay=3e-3)  # fmt: skip
+        model = autoencoder([784, 196], "sparse", args)
         steps = args.sparse_ae_steps
     else:
-        corruption = 0.25 if name == "denoising_autoencoder" else 0.0
-        model, steps = autoencoder([784, 256], args, corruption=corruption), args.ae_steps
+        kind = "denoising" if name == "denoising_autoencoder" else "plain"
+        model, steps = autoencoder([784, 256], kind, args), args.ae_steps
     train(model, x, steps=steps, **fit)
     return lambda a: model.encode(flat(a))
 

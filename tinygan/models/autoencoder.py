@@ -23,7 +23,7 @@ import functools
 import itertools
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +198,30 @@ def _mirrored(
     encoder = [m for a, b in pairs for m in (down(a, b), act())]
     decoder = [m for a, b in reversed(pairs) for m in (up(b, a), act())]
     return nn.Sequential(*encoder), nn.Sequential(*decoder[:-1])
+
+
+# ---- the MNIST settings the examples share -----------------------------------------------------
+_NO_EXTRAS = {"rho": 0.1, "beta": 0.0, "weight_decay": 0.0, "corruption": 0.0}
+MNIST_SETTINGS: dict[str, dict[str, Any]] = {  # training steps, hidden widths (MLP), options
+    kind: {**_NO_EXTRAS, **settings} for kind, settings in {
+        "plain": {"steps": 4000, "hidden": [256], "loss": "bce", "lr": 1e-3},
+        "sparse": {"steps": 12000, "hidden": [196], "loss": "mse", "lr": 1e-2, "beta": 3.0,
+                   "weight_decay": 3e-3},  # UFLDL's sparse autoencoder
+        "denoising": {"steps": 4000, "hidden": [256], "loss": "bce", "lr": 1e-3,
+                      "corruption": 0.25},
+        "stacked": {"steps": 4000, "hidden": [256, 64], "loss": "bce", "lr": 1e-3,
+                    "corruption": 0.25},
+    }.items()
+}  # fmt: skip
+
+
+def autoencoder_options(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``Autoencoder``'s keyword arguments from a settings mapping of ``MNIST_SETTINGS``' keys
+    (``rho``/``beta`` -> ``sparsity``, none when beta is 0)."""
+    s = settings
+    sparsity = (s["rho"], s["beta"]) if s["beta"] else None
+    return {"loss": s["loss"], "lr": s["lr"], "weight_decay": s["weight_decay"],
+            "corruption": s["corruption"], "sparsity": sparsity}  # fmt: skip
 
 
 # ---- the model --------------------------------------------------------------------------------
