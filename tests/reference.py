@@ -7,6 +7,7 @@ kernel (not via conv), im2col/col2im as loops over pixels and taps.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -204,3 +205,22 @@ def conv_cases(draw, transpose: bool, max_batch=2, max_channels=3, **dim_kwargs)
     dims = conv_transpose_dims(**dim_kwargs) if transpose else conv_dims(**dim_kwargs)
     n, c_in, c_out = (draw(st.integers(1, hi)) for hi in (max_batch, max_channels, max_channels))
     return ConvCase(n, c_in, c_out, draw(dims), draw(dims), draw(st.booleans()), transpose)
+
+
+# ---- densities --------------------------------------------------------------------------------
+def sq_dist(a, b) -> float:
+    """||a - b||^2 of two vectors, summed exactly (math.fsum)."""
+    return math.fsum((float(u) - float(v)) ** 2 for u, v in zip(a, b, strict=True))
+
+
+def gaussian_kde(x, samples, sigma) -> np.ndarray:
+    """log mean_j N(x_i; s_j, sigma^2 I) for each row of ``x``, by loops, the log-sum-exp shifted
+    by its maximum."""
+    out = []
+    for xi in x:
+        e = [-sq_dist(xi, s) / (2 * sigma**2) for s in samples]
+        m = max(e)
+        lse = m + math.log(math.fsum(math.exp(v - m) for v in e))
+        d = len(xi)
+        out.append(lse - math.log(len(samples)) - 0.5 * d * math.log(2 * math.pi * sigma**2))
+    return np.array(out)

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygan as tg
+from tests.strategies import seeds
 from tinygan import nn
 from tinygan.models.autoencoder import (
     Autoencoder,
@@ -49,7 +50,7 @@ def kl_float64(rho_hat, rho):
 # ---- the three terms --------------------------------------------------------------------------
 @given(
     rho=st.floats(0.01, 0.99),
-    seed=st.integers(0, 2**32 - 1),
+    seed=seeds,
     n=st.integers(1, 12),
 )
 def test_sparsity_kl_equals_float64_formula(rho, seed, n):
@@ -103,7 +104,7 @@ def test_train_step_reports_the_penalties_of_the_weights_it_starts_from():
     )
 
 
-@given(mu=st.floats(0.0, 0.9), seed=st.integers(0, 2**32 - 1))
+@given(mu=st.floats(0.0, 0.9), seed=seeds)
 def test_mask_noise_zeroes_a_fraction_mu_and_nothing_else(mu, seed):
     x = np.random.default_rng(1).uniform(0.5, 1.5, (100, 50)).astype(np.float32)
     before = x.copy()

@@ -22,24 +22,10 @@ from tinygan.density import (
     sq_distance_blocks,
 )
 
+from . import reference
 from .strategies import seeds
 
 EPS = np.finfo(np.float64).eps
-
-
-def sq_dist(a, b) -> float:
-    return math.fsum((float(u) - float(v)) ** 2 for u, v in zip(a, b, strict=True))
-
-
-def direct_gaussian_kde(x, samples, sigma) -> np.ndarray:
-    out = []
-    for xi in x:
-        e = [-sq_dist(xi, s) / (2 * sigma**2) for s in samples]
-        m = max(e)
-        lse = m + math.log(math.fsum(math.exp(v - m) for v in e))
-        d = len(xi)
-        out.append(lse - math.log(len(samples)) - 0.5 * d * math.log(2 * math.pi * sigma**2))
-    return np.array(out)
 
 
 def unit_ball_volume(d: int) -> float:
@@ -62,7 +48,7 @@ def test_gaussian_kde_matches_direct_logsumexp(points, log_sigma, batch):
     x, samples = points
     sigma = 10.0**log_sigma
     out = gaussian_kde_log_density(x, samples, sigma, batch_size=batch)
-    ref = direct_gaussian_kde(x, samples, sigma)
+    ref = reference.gaussian_kde(x, samples, sigma)
     assert out.shape == (len(x),) and out.dtype == np.float64
     # The expansion's rounding in ||x - s||^2 is about D * eps * (||x||^2 + ||s||^2); dividing by
     # 2 sigma^2 turns it into an absolute error of the log-density.
@@ -105,7 +91,7 @@ def test_sq_distance_blocks_match_direct_and_respect_the_budget(monkeypatch):
     blocks = list(sq_distance_blocks(x, y))
     assert [b.shape for _, b in blocks] == [(3, 4), (3, 4), (3, 4), (1, 4)]
     d2 = np.concatenate([b for _, b in blocks])
-    ref = np.array([[sq_dist(a, b) for b in y] for a in x])
+    ref = np.array([[reference.sq_dist(a, b) for b in y] for a in x])
     np.testing.assert_allclose(d2, ref, rtol=1e-13, atol=1e-14)
     same = np.concatenate([b for _, b in sq_distance_blocks(x, x[:2])])
     assert same[0, 0] == 0.0 and same[1, 1] == 0.0 and same.min() >= 0.0  # clamped at 0
@@ -158,7 +144,7 @@ def test_knn_matches_direct(points, data):
     k = data.draw(st.integers(1, n))
     out = knn_log_density(x, samples, k)
     for i, xi in enumerate(x):
-        r = math.sqrt(sorted(sq_dist(xi, s) for s in samples)[k - 1])
+        r = math.sqrt(sorted(reference.sq_dist(xi, s) for s in samples)[k - 1])
         expected = math.log(k / (n * unit_ball_volume(d) * r**d))
         assert out[i] == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
