@@ -170,7 +170,7 @@ def test_parzen_log_likelihood_picks_the_right_sigma():
     [((np.zeros(4), np.zeros((2, 4)), np.zeros((2, 4))), {}, "samples must have shape"),
      ((np.zeros((3, 4)), np.zeros((2, 5)), np.zeros((2, 4))), {}, r"same size per row, got \(4, 5, 4\)"),
      ((np.zeros((3, 4)), np.zeros((2, 4)), np.zeros((1, 4))), {}, "at least 2 rows"),
-     ((np.zeros((3, 4)), np.zeros((2, 4)), np.zeros((2, 4))), {"sigmas": [0.1, -1.0]}, "sigma must be positive"),
+     ((np.zeros((3, 4)), np.zeros((2, 4)), np.zeros((2, 4))), {"sigmas": [0.1, -1.0]}, "sigma must be a finite number > 0"),
      ((np.zeros((3, 4)), np.zeros((2, 4)), np.zeros((2, 4))), {"sigmas": []}, "non-empty")],
 )  # fmt: skip
 def test_parzen_log_likelihood_validation(args, kwargs, message):
@@ -245,7 +245,7 @@ def test_kmeans_plusplus_draws_rows_and_never_repeats_a_distinct_point():
 
 @pytest.mark.parametrize(
     ("call", "error", "message"),
-    [(lambda: kmeans(np.zeros((3, 2)), 4, rng=np.random.default_rng()), ValueError, r"k must be in \[1, 3\], got 4"),
+    [(lambda: kmeans(np.zeros((3, 2)), 4, rng=np.random.default_rng()), ValueError, r"k must be an int in \[1, 3\]; got 4"),
      (lambda: kmeans(np.zeros((3, 2)), 0, rng=np.random.default_rng()), ValueError, "got 0"),
      (lambda: kmeans(np.zeros((3, 2)), 2, rng=0), TypeError, "rng must be a np.random.Generator, got int"),
      (lambda: kmeans(np.zeros(3), 2, rng=np.random.default_rng()), ValueError, "2-D"),

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import checks
 from .ops import logsumexp
 from .tensor import Tensor
 
@@ -53,27 +54,10 @@ def _query_and_samples(
     return x, samples
 
 
-def _positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be positive and finite, got {value}")
-    return float(value)
-
-
-def _count(value: int, name: str, low: int = 1, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be {bounds}, got {value}")
-    return int(value)
-
-
 def _batch_rows(batch_size: int | None, n_ref: int) -> int:
     if batch_size is None:
         return max(1, BLOCK_BYTES // (8 * max(n_ref, 1)))
-    return _count(batch_size, "batch_size")
+    return checks.integer(batch_size, "batch_size", 1)
 
 
 # ---- distances ----------------------------------------------------------------------------------
@@ -141,7 +125,7 @@ def gaussian_kde_log_density(
     np.ndarray, float64, shape (N,)
     """
     x, samples = _query_and_samples(x, samples)
-    sigma = _positive(sigma, "sigma")
+    sigma = checks.real(sigma, "sigma", 0, low_open=True)
     n, d = samples.shape
     out = np.empty(len(x))
     for rows, d2 in _blocks(x, samples, _batch_rows(batch_size, n)):
@@ -173,7 +157,7 @@ def hypercube_kde_log_density(
     np.ndarray, float64, shape (N,)
     """
     x, samples = _query_and_samples(x, samples)
-    h = _positive(h, "h")
+    h = checks.real(h, "h", 0, low_open=True)
     n, d = samples.shape
     rows = _batch_rows(batch_size, n)
     counts = np.empty(len(x))
@@ -214,7 +198,7 @@ def knn_log_density(
     """
     x, samples = _query_and_samples(x, samples)
     n, d = samples.shape
-    k = _count(k, "k", 1, n)
+    k = checks.integer(k, "k", 1, n)
     r2 = np.empty(len(x))
     for rows, d2 in _blocks(x, samples, _batch_rows(batch_size, n)):
         nearest = np.argpartition(d2, k - 1, axis=1)[:, k - 1]
@@ -254,7 +238,7 @@ class Histogram:
         self, bins: int | Sequence[int] = 10, range: Sequence[tuple[float, float]] | None = None
     ) -> None:
         for b in [bins] if isinstance(bins, numbers.Number) else bins:
-            _count(b, "bins")
+            checks.integer(b, "bins", 1)
         if range is not None:
             for lo, hi in range:
                 if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):

@@ -206,8 +206,7 @@ def evaluate_samples(model: Any, splits: Splits, args: argparse.Namespace) -> di
     the GAN paper's Parzen-window log-likelihood of the test images (sigma chosen on the
     validation images) and the classifier score."""
     samples = model.sample(args.eval_samples, np.random.default_rng([args.seed, 2]))
-    flat = [a.reshape(len(a), -1) for a in (samples, splits.validation[0], splits.test[0])]
-    parzen = metrics.parzen_log_likelihood(*flat)
+    parzen = metrics.parzen_log_likelihood(samples, splits.validation[0], splits.test[0])
     judge = scoring_classifier(classifier_path(args), splits, args.classifier_steps)
     probs = judge.predict_proba(samples)
     return {

@@ -9,7 +9,8 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .density import _count, _points, gaussian_kde_log_density, select_bandwidth, sq_distance_blocks
+from . import checks
+from .density import _points, gaussian_kde_log_density, select_bandwidth, sq_distance_blocks
 
 __all__ = [
     "classifier_score", "cluster_accuracy", "confusion_matrix", "kmeans", "kmeans_plusplus",
@@ -262,7 +263,7 @@ def kmeans_plusplus(x: ArrayLike, k: int, rng: np.random.Generator) -> np.ndarra
         Rows of ``x``.
     """
     x = _points(x, "x")
-    k = _count(k, "k", 1, len(x))
+    k = checks.integer(k, "k", 1, len(x))
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a np.random.Generator, got {type(rng).__name__}")
     chosen = [int(rng.integers(len(x)))]
@@ -304,7 +305,7 @@ def lloyd(
     x, centers = _points(x, "x"), _points(centers, "centers").copy()
     if len(centers) == 0 or centers.shape[1] != x.shape[1]:
         raise ValueError(f"centers must have shape (k >= 1, {x.shape[1]}), got {centers.shape}")
-    max_iter = _count(max_iter, "max_iter")
+    max_iter = checks.integer(max_iter, "max_iter", 1)
     labels, inertia = _assign(x, centers)
     inertias = [inertia]
     for _ in range(max_iter):
@@ -347,7 +348,7 @@ def kmeans(
         Sum of squared distances of the rows to their centres.
     """
     x = _points(x, "x")
-    n_init = _count(n_init, "n_init")
+    n_init = checks.integer(n_init, "n_init", 1)
     best = None
     for _ in range(n_init):
         labels, centers, inertias = lloyd(x, kmeans_plusplus(x, k, rng), max_iter)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import nn
+from .. import checks, nn
 from ..nn import functional as F
 from ..ops import log
 from ..optim import Adam
@@ -60,7 +60,7 @@ def sparsity_kl(rho_hat: Tensor, rho: float, eps: float = 1e-6) -> Tensor:
     -------
     Tensor, shape ()
     """
-    _check_open_unit("rho", rho)
+    checks.real(rho, "rho", 0, 1, low_open=True, high_open=True)
     if not 0 < eps < 0.5:
         raise ValueError(f"eps must be in (0, 0.5); got {eps!r}")
     r = rho_hat.clip(eps, 1 - eps)
@@ -84,7 +84,7 @@ def weight_decay_penalty(parameters: Iterable[Tensor], weight_decay: float) -> T
     -------
     Tensor, shape ()
     """
-    _check_nonnegative("weight_decay", weight_decay)
+    checks.real(weight_decay, "weight_decay", 0)
     weights = [p for p in parameters if p.ndim >= 2]
     if not weights:
         raise ValueError("weight_decay_penalty: no weights (parameters with ndim >= 2) given")
@@ -106,7 +106,7 @@ def mask_noise(x: np.ndarray, mu: float, rng: np.random.Generator) -> np.ndarray
     -------
     np.ndarray, the shape and dtype of ``x`` (a new array)
     """
-    _check_rate("mu", mu)
+    checks.real(mu, "mu", 0, 1, high_open=True)
     return x * (rng.random(x.shape) >= mu).astype(x.dtype)
 
 
@@ -271,10 +271,10 @@ class Autoencoder(Model):
         if sparsity is not None:
             if not (isinstance(sparsity, tuple) and len(sparsity) == 2):
                 raise ValueError(f"sparsity must be a pair (rho, beta); got {sparsity!r}")
-            _check_open_unit("rho", sparsity[0])
-            _check_nonnegative("beta", sparsity[1])
-        _check_nonnegative("weight_decay", weight_decay)
-        _check_rate("corruption", corruption)
+            checks.real(sparsity[0], "rho", 0, 1, low_open=True, high_open=True)
+            checks.real(sparsity[1], "beta", 0)
+        checks.real(weight_decay, "weight_decay", 0)
+        checks.real(corruption, "corruption", 0, 1, high_open=True)
         self.encoder, self.decoder = encoder.to(device), decoder.to(device)
         self.loss, self.sparsity, self.device = loss, sparsity, device
         self.weight_decay, self.corruption = weight_decay, corruption
@@ -469,23 +469,3 @@ def stack_autoencoders(layers: Sequence[Autoencoder], **options: Any) -> Autoenc
     return Autoencoder(
         nn.Sequential(*(layer.encoder for layer in layers)), nn.Sequential(*decoders), **options
     )
-
-
-# ---- argument checks --------------------------------------------------------------------------
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-
-
-def _check_open_unit(name: str, value: Any) -> None:
-    if not (_is_real(value) and 0 < value < 1):
-        raise ValueError(f"{name} must be a number in (0, 1); got {value!r}")
-
-
-def _check_rate(name: str, value: Any) -> None:
-    if not (_is_real(value) and 0 <= value < 1):
-        raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
-
-
-def _check_nonnegative(name: str, value: Any) -> None:
-    if not (_is_real(value) and math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")

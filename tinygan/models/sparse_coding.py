@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import checks
+
 __all__ = ["SparseCoding", "code_objective", "soft_threshold", "sparse_encode", "sparsity_penalty"]
 
 SOLVERS = {"l1": ("fista", "ista"), "log": ("gd",), "exp": ("gd",)}
@@ -65,7 +67,7 @@ def sparsity_penalty(Z: np.ndarray, kind: str) -> np.ndarray:
     -------
     np.ndarray, shape (N,)
     """
-    _check_choice("penalty", kind, SOLVERS)
+    checks.choice(kind, "penalty", SOLVERS)
     if kind == "l1":
         return np.abs(Z).sum(axis=1)
     if kind == "log":
@@ -139,9 +141,9 @@ def sparse_encode(
     if A.shape[0] != X.shape[1]:
         raise ValueError(f"A has {A.shape[0]} rows but X has {X.shape[1]} features; expected equal")
     solver = _check_solver(penalty, solver)
-    eta = _check_number("eta", eta, low=0.0)
-    tol = _check_number("tol", tol, low=0.0)
-    max_iter = _check_int("max_iter", max_iter, low=1)
+    eta = checks.real(eta, "eta", 0)
+    tol = checks.real(tol, "tol", 0)
+    max_iter = checks.integer(max_iter, "max_iter", 1)
     shape = (X.shape[0], A.shape[1])
     if init is None:
         Z = np.zeros(shape, X.dtype)
@@ -222,23 +224,23 @@ class SparseCoding:
         tol: float = 1e-6,
         rng: np.random.Generator | int | None = None,
     ) -> None:
-        self.n_atoms = _check_int("n_atoms", n_atoms, low=1)
+        self.n_atoms = checks.integer(n_atoms, "n_atoms", 1)
         self.solver = _check_solver(penalty, solver)
         self.penalty = penalty
-        self.eta = _check_number("eta", eta, low=0.0)
-        self.dict_update = _check_choice("dict_update", dict_update, DICT_UPDATES)
+        self.eta = checks.real(eta, "eta", 0)
+        self.dict_update = checks.choice(dict_update, "dict_update", DICT_UPDATES)
         if dict_update == "ridge":
             if lam is None:
                 raise ValueError("dict_update='ridge' needs lam > 0; got lam=None")
-            self.lam = _check_number("lam", lam, low=0.0, strict=True)
+            self.lam = checks.real(lam, "lam", 0, low_open=True)
         elif lam is not None:
             raise ValueError(
                 f"lam applies only to dict_update='ridge'; got lam={lam!r} with 'normalize'"
             )
         else:
             self.lam = 0.0
-        self.code_iter = _check_int("code_iter", code_iter, low=1)
-        self.tol = _check_number("tol", tol, low=0.0)
+        self.code_iter = checks.integer(code_iter, "code_iter", 1)
+        self.tol = checks.real(tol, "tol", 0)
         if rng is not None and not isinstance(rng, np.random.Generator | int):
             raise TypeError(f"rng must be a np.random.Generator, an int seed or None; got {rng!r}")
         self.rng = np.random.default_rng(rng)
@@ -262,7 +264,7 @@ class SparseCoding:
             ``self``.
         """
         X = _check_data(X, "X")
-        n_iter = _check_int("n_iter", n_iter, low=0)
+        n_iter = checks.integer(n_iter, "n_iter", 0)
         A = self.rng.standard_normal((X.shape[1], self.n_atoms)).astype(X.dtype)
         self.dictionary = A / np.linalg.norm(A, axis=0)
         Z = np.zeros((X.shape[0], self.n_atoms), X.dtype)
@@ -380,14 +382,8 @@ def _check_data(a: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
     return a
 
 
-def _check_choice(name: str, value: Any, choices: Any) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}; got {value!r}")
-    return value
-
-
 def _check_solver(penalty: str, solver: str | None) -> str:
-    allowed = SOLVERS[_check_choice("penalty", penalty, SOLVERS)]
+    allowed = SOLVERS[checks.choice(penalty, "penalty", SOLVERS)]
     if solver is None:
         return allowed[0]
     if solver not in allowed:
@@ -395,19 +391,3 @@ def _check_solver(penalty: str, solver: str | None) -> str:
             f"solver {solver!r} does not fit penalty {penalty!r}; expected one of {allowed}"
         )
     return solver
-
-
-def _check_number(name: str, value: Any, low: float, strict: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise TypeError(f"{name} must be a real number; got {value!r}")
-    if not math.isfinite(value) or value < low or (strict and value == low):
-        raise ValueError(f"{name} must be finite and {'>' if strict else '>='} {low}; got {value}")
-    return float(value)
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int; got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}; got {value}")
-    return int(value)
