@@ -88,8 +88,9 @@ def train(
     Returns
     -------
     list of dict
-        One entry per step: ``{"step": s, "seconds": training time so far, **metrics}`` (the
-        resumed part included; the time counts every run that led to it).
+        One entry per step: ``{"step": s, "seconds": wall time of the loop so far, **metrics}``
+        (the resumed part included: the time counts every run that led to it, checkpoint writes
+        and ``on_step`` calls too).
 
     Raises
     ------
