@@ -171,27 +171,73 @@ def test_updates_are_in_place():
 
 @pytest.mark.parametrize(
     "make, match",
-    [(lambda p: optim.SGD(p, lr=-1), "invalid lr -1.0"),
-     (lambda p: optim.SGD(p, lr=0.1, momentum=-0.5), "invalid momentum -0.5"),
+    [(lambda p: optim.SGD(p, lr=-1), "SGD: lr must be a finite number >= 0; got -1"),
+     (lambda p: optim.SGD(p, lr=0.1, momentum=-0.5), "SGD: momentum must be .* got -0.5"),
+     (lambda p: optim.SGD(p, lr=0.1, dampening=float("inf")), "SGD: dampening must be a finite number; got inf"),
      (lambda p: optim.SGD(p, lr=0.1, nesterov=True), "Nesterov momentum needs momentum > 0"),
      (lambda p: optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), "dampening == 0"),
-     (lambda p: optim.Adam(p, lr=float("nan")), "invalid lr nan"),
-     (lambda p: optim.Adam(p, betas=(1.0, 0.999)), "invalid beta at index 0: 1.0"),
-     (lambda p: optim.Adam(p, betas=(0.9, -0.1)), "invalid beta at index 1: -0.1"),
-     (lambda p: optim.Adam(p, eps=-1e-8), "invalid eps"),
-     (lambda p: optim.Adam(p, weight_decay=-1), "invalid weight_decay"),
-     (lambda p: optim.RMSprop(p, lr=-1e-2), "RMSprop: invalid lr -0.01"),
-     (lambda p: optim.RMSprop(p, alpha=1.5), r"invalid alpha 1.5 \(must be in \[0, 1\]\)"),
-     (lambda p: optim.RMSprop(p, alpha=-0.1), "invalid alpha -0.1"),
-     (lambda p: optim.RMSprop(p, eps=-1e-8), "invalid eps"),
-     (lambda p: optim.RMSprop(p, momentum=-0.9), "invalid momentum -0.9"),
-     (lambda p: optim.RMSprop(p, weight_decay=float("nan")), "invalid weight_decay nan"),
+     (lambda p: optim.Adam(p, lr=float("nan")), "Adam: lr must be a finite number >= 0; got nan"),
+     (lambda p: optim.Adam(p, lr=float("inf")), "Adam: lr must be a finite number >= 0; got inf"),
+     (lambda p: optim.Adam(p, betas=(1.0, 0.999)), r"betas\[0\] must be .* in \[0, 1\); got 1.0"),
+     (lambda p: optim.Adam(p, betas=(0.9, -0.1)), r"betas\[1\] must be .*; got -0.1"),
+     (lambda p: optim.Adam(p, betas=(0.9,)), "betas must be a pair of numbers"),
+     (lambda p: optim.Adam(p, eps=-1e-8), "Adam: eps must be"),
+     (lambda p: optim.Adam(p, weight_decay=-1), "Adam: weight_decay must be"),
+     (lambda p: optim.RMSprop(p, lr=-1e-2), "RMSprop: lr must be .*; got -0.01"),
+     (lambda p: optim.RMSprop(p, alpha=1.5), r"alpha must be a finite number in \[0, 1\]; got 1.5"),
+     (lambda p: optim.RMSprop(p, alpha=-0.1), "alpha must be .*; got -0.1"),
+     (lambda p: optim.RMSprop(p, eps=-1e-8), "RMSprop: eps must be"),
+     (lambda p: optim.RMSprop(p, momentum=-0.9), "momentum must be .*; got -0.9"),
+     (lambda p: optim.RMSprop(p, weight_decay=float("nan")), "weight_decay must be .*; got nan"),
      (lambda p: optim.Adam([]), "empty parameter list"),
      (lambda p: optim.Adam(p + p), "more than once")],
 )  # fmt: skip
 def test_validation_errors(make, match):
     with pytest.raises(ValueError, match=match):
         make([nn.Parameter(np.ones(2))])
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [(lambda p: optim.SGD(p, lr="0.1"), "SGD: lr must be a real number; got str '0.1'"),
+     (lambda p: optim.Adam(p, lr=True), "Adam: lr must be a real number; got bool"),
+     (lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=1), "nesterov must be a bool"),
+     (lambda p: optim.RMSprop(p, centered="no"), "centered must be a bool; got str 'no'")],
+)  # fmt: skip
+def test_hyperparameters_of_the_wrong_type_are_not_coerced(make, match):
+    with pytest.raises(TypeError, match=match):
+        make([nn.Parameter(np.ones(2))])
+
+
+@pytest.mark.parametrize(
+    "opt_cls, name, value",
+    [(optim.Adam, "lr", float("nan")), (optim.Adam, "lr", float("inf")),
+     (optim.Adam, "betas", (0.9, 1.0)), (optim.SGD, "momentum", -1.0),
+     (optim.RMSprop, "alpha", 2.0), (optim.RMSprop, "eps", float("inf"))],
+)  # fmt: skip
+def test_assigning_a_bad_hyperparameter_is_refused_and_changes_nothing(opt_cls, name, value):
+    """Regression (issue 14): ``opt.lr = nan`` after construction was accepted silently, and the
+    next step() wrote NaN into every parameter."""
+    p = nn.Parameter(np.ones(2))
+    opt = opt_cls([p], lr=0.1)
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match=rf"{name}.* must be"):
+        setattr(opt, name, value)
+    assert opt.state_dict() == before
+    p.grad = np.ones(2)
+    opt.step()
+    assert np.isfinite(p.data).all()
+
+
+def test_assigned_hyperparameters_are_normalised():
+    opt = optim.Adam([nn.Parameter(np.ones(2))])
+    opt.lr = np.float32(0.5)
+    opt.betas = [0.5, 0.9]
+    assert type(opt.lr) is float and opt.lr == 0.5 and opt.betas == (0.5, 0.9)
+    sgd = optim.SGD([nn.Parameter(np.ones(2))], lr=0.1, momentum=0.9, nesterov=True)
+    with pytest.raises(ValueError, match="Nesterov"):
+        sgd.momentum = 0.0  # checked with the others: Nesterov needs momentum
+    assert sgd.momentum == 0.9
 
 
 def test_non_leaf_parameters_are_rejected():
@@ -256,7 +302,7 @@ def test_load_state_dict_errors():
         ValueError, match=r"state '0.exp_avg' is \(3,\) float32; parameter 0 is \(2,\)"
     ):
         opt.load_state_dict({**good, "0.exp_avg": np.zeros(3, np.float32)})
-    with pytest.raises(ValueError, match="invalid beta at index 0"):
+    with pytest.raises(ValueError, match=r"betas\[0\] must be .*; got 1.5"):
         opt.load_state_dict({**good, "betas": np.array([1.5, 0.9])})
     assert opt.betas == (0.9, 0.999)
 

@@ -3,6 +3,8 @@
 Updates happen in place on ``param.data``; optimizer state has the parameter's dtype and device;
 parameters whose ``grad`` is None are skipped. Hyperparameters are attributes (``opt.lr = 1e-4``
 works) and are saved by ``state_dict`` with the per-parameter state, so training resumes exactly.
+Every value a hyperparameter takes, in the constructor, by assignment or from ``load_state_dict``,
+is checked first (``Adam(lr=inf)`` and ``opt.lr = nan`` raise, and leave the optimizer as it was).
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import backend, kernels
+from . import backend, checks, kernels
 from .tensor import Tensor
 
 
 class Optimizer:
-    """Base class: the parameters, their state, and the hyperparameters named in ``hparams``."""
+    """Base class: the parameters, their state, and the hyperparameters named in ``hparams``.
+
+    Subclasses define ``_validate``, which checks a full set of hyperparameters and returns them
+    normalised (numbers as Python floats); assigning one of them goes through it too.
+    """
 
     hparams: tuple[str, ...] = ()
     state_names: tuple[str, ...] = ()  # what a parameter's state holds once it has any
@@ -31,13 +37,20 @@ class Optimizer:
                 )
         if len({id(p) for p in self.params}) != len(self.params):
             raise ValueError("some parameters appear more than once in the list")
-        for k, v in hparams.items():
-            setattr(self, k, v)
-        self._check()
+        self.__dict__.update(self._validate(hparams))
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
 
-    def _check(self) -> None:
-        """Raise ValueError for an invalid hyperparameter."""
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Hyperparameters are checked (with the others) before they are set."""
+        if name in self.hparams:
+            current = {k: self.__dict__[k] for k in self.hparams}
+            self.__dict__.update(self._validate({**current, name: value}))
+        else:
+            super().__setattr__(name, value)
+
+    def _validate(self, hparams: dict[str, Any]) -> dict[str, Any]:
+        """``hparams`` checked and normalised; raise TypeError/ValueError naming a bad one."""
+        raise NotImplementedError
 
     def zero_grad(self) -> None:
         """Set every parameter's grad to None."""
@@ -101,15 +114,8 @@ class Optimizer:
                 )
         if missing:
             raise ValueError(f"{type(self).__name__}.load_state_dict: missing keys {missing}")
-        old = {k: getattr(self, k) for k in self.hparams}
-        for k in self.hparams:
-            setattr(self, k, _like(old[k], state_dict[k]))
-        try:
-            self._check()
-        except ValueError:
-            for k, v in old.items():
-                setattr(self, k, v)
-            raise
+        hparams = self._validate({k: _like(getattr(self, k), state_dict[k]) for k in self.hparams})
+        self.__dict__.update(hparams)
         self.state = new_state
 
 
@@ -118,6 +124,18 @@ def _like(current: Any, value: Any) -> Any:
     if isinstance(current, tuple):
         return tuple(float(v) for v in value)
     return type(current)(value.item() if hasattr(value, "item") else value)
+
+
+def _at_least_0(owner: str, hparams: dict[str, Any], *names: str) -> dict[str, float]:
+    """The named hyperparameters as floats, each checked to be finite and >= 0."""
+    return {k: checks.real(hparams[k], f"{owner}: {k}", 0.0) for k in names}
+
+
+def _flag(owner: str, hparams: dict[str, Any], name: str) -> bool:
+    value = hparams[name]
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be a bool; got {type(value).__name__} {value!r}")
+    return value
 
 
 class SGD(Optimizer):
@@ -142,19 +160,20 @@ class SGD(Optimizer):
     ) -> None:
         super().__init__(
             params,
-            lr=float(lr),
-            momentum=float(momentum),
-            dampening=float(dampening),
-            weight_decay=float(weight_decay),
-            nesterov=bool(nesterov),
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
         )
 
-    def _check(self) -> None:
-        for name in ("lr", "momentum", "weight_decay"):
-            if not getattr(self, name) >= 0.0:
-                raise ValueError(f"SGD: invalid {name} {getattr(self, name)} (must be >= 0)")
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+    def _validate(self, hparams: dict[str, Any]) -> dict[str, Any]:
+        out = _at_least_0("SGD", hparams, "lr", "momentum", "weight_decay")
+        out["dampening"] = checks.real(hparams["dampening"], "SGD: dampening")
+        out["nesterov"] = _flag("SGD", hparams, "nesterov")
+        if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening == 0")
+        return out
 
     def _update(self, p: Tensor, state: dict[str, Any]) -> None:
         g = p.grad
@@ -192,23 +211,18 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        if len(betas) != 2:
-            raise ValueError(f"Adam: betas must be a pair; got {betas!r}")
-        super().__init__(
-            params,
-            lr=float(lr),
-            betas=(float(betas[0]), float(betas[1])),
-            eps=float(eps),
-            weight_decay=float(weight_decay),
-        )
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
-    def _check(self) -> None:
-        for name in ("lr", "eps", "weight_decay"):
-            if not getattr(self, name) >= 0.0:
-                raise ValueError(f"Adam: invalid {name} {getattr(self, name)} (must be >= 0)")
-        for i, b in enumerate(self.betas):
-            if not 0.0 <= b < 1.0:
-                raise ValueError(f"Adam: invalid beta at index {i}: {b} (must be in [0, 1))")
+    def _validate(self, hparams: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = _at_least_0("Adam", hparams, "lr", "eps", "weight_decay")
+        betas = hparams["betas"]
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"Adam: betas must be a pair of numbers; got {betas!r}")
+        out["betas"] = tuple(
+            checks.real(b, f"Adam: betas[{i}]", 0.0, 1.0, high_open=True)
+            for i, b in enumerate(betas)
+        )
+        return out
 
     def _update(self, p: Tensor, state: dict[str, Any]) -> None:
         xp = backend.get_array_module(p.data)
@@ -249,20 +263,21 @@ class RMSprop(Optimizer):
     ) -> None:
         super().__init__(
             params,
-            lr=float(lr),
-            alpha=float(alpha),
-            eps=float(eps),
-            weight_decay=float(weight_decay),
-            momentum=float(momentum),
-            centered=bool(centered),
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
         )
 
-    def _check(self) -> None:
-        for name in ("lr", "eps", "weight_decay", "momentum"):
-            if not getattr(self, name) >= 0.0:
-                raise ValueError(f"RMSprop: invalid {name} {getattr(self, name)} (must be >= 0)")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"RMSprop: invalid alpha {self.alpha} (must be in [0, 1])")
+    def _validate(self, hparams: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = _at_least_0(
+            "RMSprop", hparams, "lr", "eps", "weight_decay", "momentum"
+        )
+        out["alpha"] = checks.real(hparams["alpha"], "RMSprop: alpha", 0.0, 1.0)
+        out["centered"] = _flag("RMSprop", hparams, "centered")
+        return out
 
     def _update(self, p: Tensor, state: dict[str, Any]) -> None:
         xp = backend.get_array_module(p.data)
