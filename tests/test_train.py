@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from tinygan.models import InfoGAN, LatentSpec, MLPDiscriminator, MLPGenerator
-from tinygan.serialization import load
-from tinygan.train import NonFiniteLossError, batch_indices, train
+from tinygan.serialization import CheckpointError, load
+from tinygan.train import (
+    NonFiniteLossError,
+    NonFiniteStateError,
+    batch_indices,
+    fingerprint,
+    train,
+)
 
 
 def model(seed=0):
@@ -112,7 +118,109 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="steps must be a positive int; got 0"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1; got 0"):
         train(model(), DATA, steps=0, batch_size=20)
     with pytest.raises(ValueError, match="batch_size 200 is larger than the data"):
         train(model(), DATA, steps=1, batch_size=200)
+    with pytest.raises(ValueError, match="seed must be an int >= 0; got -1"):
+        train(model(), DATA, steps=1, batch_size=20, seed=-1)
+    with pytest.raises(TypeError, match="data_name must be a str"):
+        train(model(), DATA, steps=1, batch_size=20, data_name=3)
+
+
+@pytest.mark.parametrize("name", ["steps", "batch_size", "checkpoint_every"])
+def test_bools_are_not_step_counts(name):
+    """Regression (issue 14): train(steps=True) was taken as one step (bool is an int)."""
+    kwargs = {"steps": 2, "batch_size": 20, "checkpoint_every": 5, name: True}
+    with pytest.raises(TypeError, match=f"{name} must be an int; got bool True"):
+        train(model(), DATA, progress=False, **kwargs)
+
+
+def test_a_blow_up_with_finite_losses_is_not_saved(tmp_path):
+    """Regression (issue 14): raising the learning rate to 1e6 after step 5 filled Adam's
+    second moments with inf while every loss stayed finite, and the step-10 checkpoint
+    replaced the good one of step 5."""
+    ckpt = tmp_path / "ckpt.npz"
+    m = model()
+
+    def boost(step, metrics):
+        if step == 5:
+            m.opt_g.lr = m.opt_d.lr = 1e6
+
+    good = {}
+
+    def remember(step, metrics):
+        boost(step, metrics)
+        if step == 6:  # the step-5 checkpoint, as written
+            good["bytes"] = ckpt.read_bytes()
+
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(NonFiniteStateError) as info:
+        train(m, DATA, steps=10, batch_size=20, checkpoint=ckpt, checkpoint_every=5,
+              on_step=remember, progress=False)  # fmt: skip
+    message = str(info.value)
+    assert message.startswith("step 10: the model's state is not finite: 'opt_g/0.exp_avg_sq'")
+    assert "the last good checkpoint, step 5, is kept in" in message
+    assert ckpt.read_bytes() == good["bytes"] and int(load(ckpt)["train/step"]) == 5
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
+
+
+def test_non_finite_state_is_caught_at_the_end_without_a_checkpoint():
+    m = model()
+
+    def poison(step, metrics):  # after the last step: its losses were finite
+        if step == 3:
+            m.opt_d.state[0]["exp_avg_sq"][0] = np.inf
+
+    with pytest.raises(NonFiniteStateError) as info:
+        train(m, DATA, steps=3, batch_size=20, on_step=poison, progress=False)
+    assert str(info.value) == (
+        "step 3: the model's state is not finite: 'opt_d/0.exp_avg_sq' (2 of 32 values, e.g. "
+        "inf); training stopped, nothing saved"
+    )
+
+
+def test_a_stop_before_any_checkpoint_does_not_point_at_one(tmp_path):
+    """Regression (issue 14): a NaN at step 1 said 'the last good checkpoint is <path>', a file
+    that did not exist."""
+    ckpt = tmp_path / "ckpt.npz"
+    with pytest.raises(NonFiniteLossError) as info:
+        train(Faulty(model(), 1, "nan"), DATA, steps=5, batch_size=20, checkpoint=ckpt,
+              progress=False)  # fmt: skip
+    assert str(info.value).endswith(f"this run wrote no checkpoint ({ckpt} untouched)")
+    assert not ckpt.exists()
+
+
+def test_resume_with_other_data_is_refused_naming_both(tmp_path):
+    """Regression (issue 14): --resume accepted other images of the same size."""
+    ckpt = tmp_path / "ckpt.npz"
+    train(model(), DATA, steps=2, batch_size=20, checkpoint=ckpt, progress=False,
+          data_name="ring train[:100]")  # fmt: skip
+    other = DATA[::-1].copy()  # the same images in another order: other data
+    old, new = fingerprint(DATA)[:12], fingerprint(other)[:12]
+    with pytest.raises(
+        CheckpointError,
+        match=rf"trained on ring train\[:100\] \(sha256 {old}\), but this run's data is "
+        rf"ring test\[:100\] \(sha256 {new}\)",
+    ):
+        train(model(), other, steps=4, batch_size=20, checkpoint=ckpt, resume=True,
+              progress=False, data_name="ring test[:100]")  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match=rf"on ring train\[:100\] \(sha256 {old}\), but this run's data is sha256 {new};",
+    ):
+        train(model(), other, steps=4, batch_size=20, checkpoint=ckpt, resume=True,
+              progress=False)  # fmt: skip
+    assert int(load(ckpt)["train/step"]) == 2
+
+
+def test_resume_into_another_model_names_the_checkpoint(tmp_path):
+    ckpt = tmp_path / "ckpt.npz"
+    train(model(), DATA, steps=2, batch_size=20, checkpoint=ckpt, progress=False)
+    spec = LatentSpec(categorical=(3,), continuous=1, noise=2)
+    rng = np.random.default_rng(0)
+    wider = InfoGAN(spec, generator=MLPGenerator(spec.dim, 2, hidden=8, rng=rng),
+                    discriminator=MLPDiscriminator(2, spec.q_dim, hidden=16, rng=rng))  # fmt: skip
+    with pytest.raises(
+        CheckpointError, match=rf"cannot resume from {ckpt}: it does not fit this model"
+    ):
+        train(wider, DATA, steps=4, batch_size=20, checkpoint=ckpt, resume=True, progress=False)

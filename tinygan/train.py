@@ -4,26 +4,34 @@ A model is anything with ``train_step(batch, rng) -> dict[str, float]``, ``state
 ``load_state_dict(state)``. Randomness is a function of (seed, step) alone — the batch order of
 each epoch and the generator passed to ``train_step`` — so a run resumed from a checkpoint
 continues exactly as if it had never stopped, and one seed gives one run.
+
+A checkpoint is only ever replaced by a good one: the state (parameters, buffers, optimizer
+moments) is checked for NaN and infinity before each write, and a run that blew up stops there,
+keeping the last good file. A checkpoint also records what it was trained on (the seed, batch
+size and a SHA-256 fingerprint of the data), and resuming it with anything else is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import math
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
+from . import backend, checks
 from .data import batches
-from .serialization import load, save
+from .serialization import CheckpointError, load, remove_stale_temporaries, save
+from .tensor import Tensor
 
 
 class Trainable(Protocol):
@@ -34,8 +42,16 @@ class Trainable(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> Any: ...
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; training stopped without saving the bad state."""
+class NonFiniteError(FloatingPointError):
+    """Training produced NaN or infinity; it stopped without saving the bad state."""
+
+
+class NonFiniteLossError(NonFiniteError):
+    """A metric (a loss) that ``train_step`` reported became NaN or infinite."""
+
+
+class NonFiniteStateError(NonFiniteError):
+    """A parameter, buffer or optimizer state became NaN or infinite (checked before a save)."""
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -51,6 +67,40 @@ def step_rng(seed: int, step: int) -> np.random.Generator:
     return np.random.default_rng([seed, 1, step])
 
 
+def fingerprint(data: np.ndarray | tuple[np.ndarray, ...]) -> str:
+    """SHA-256 (hex) of training data: each array's dtype, shape and bytes, in order."""
+    digest = hashlib.sha256()
+    for a in data if isinstance(data, tuple) else (data,):
+        a = np.ascontiguousarray(backend.to_device(a, "cpu"))
+        digest.update(f"{a.dtype.str} {a.shape};".encode())
+        digest.update(a)
+    return digest.hexdigest()
+
+
+def non_finite(state: Mapping[str, Any]) -> list[str]:
+    """The entries of ``state`` holding NaN or infinity, in order, each described as
+    ``"'key' (3 of 1024 values, e.g. inf)"``.
+
+    Values may be NumPy or CuPy arrays, Tensors, Python numbers or tuples of numbers (an
+    optimizer's betas); integer, boolean and string values are always finite.
+    """
+    found = []
+    for key, value in state.items():
+        value = value.data if isinstance(value, Tensor) else value
+        if isinstance(value, (tuple, list)):
+            value = np.asarray(value)
+        xp = backend.get_array_module(value)
+        value = xp.asarray(value)
+        if value.dtype.kind not in "fc":
+            continue
+        bad = ~xp.isfinite(value)
+        count = int(bad.sum())
+        if count:
+            first = value[bad].ravel()[0].item()
+            found.append(f"{key!r} ({count} of {value.size} values, e.g. {first})")
+    return found
+
+
 def train(
     model: Trainable,
     data: np.ndarray | tuple[np.ndarray, ...],
@@ -63,6 +113,7 @@ def train(
     resume: bool = False,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool = True,
+    data_name: str | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``steps`` steps of ``batch_size`` examples from ``data``.
 
@@ -72,15 +123,23 @@ def train(
     data : np.ndarray, shape (N, ...), or a tuple of them
         The training examples; batches are ``data[indices]``, or for a tuple (e.g. images and
         labels, all of length N) the tuple ``(a[indices] for a in data)``.
-    steps, batch_size, seed : int
+    steps, batch_size : int
+        Positive.
+    seed : int
+        Non-negative.
     checkpoint : path, optional
         ``.npz`` file written atomically every ``checkpoint_every`` steps, at the end, and on
-        Ctrl-C. It holds the model's state, the step, the history, and the seed, batch size and
-        data size (a resume with other values is refused).
+        Ctrl-C, once the model's state is checked to be finite. It holds that state, the step,
+        the history, the seed, batch size and data size, and the data's fingerprint (SHA-256 and
+        ``data_name``). Stale temporary files of killed writers beside it are removed at start.
     resume : bool
-        Continue from ``checkpoint`` if it exists.
+        Continue from ``checkpoint`` if it exists; one written with another seed, batch size or
+        data is refused.
     on_step : callable, optional
         Called as ``on_step(step, metrics)`` after every step (step counts from 1).
+    data_name : str, optional
+        What the data is (e.g. ``"mnist test[:8000]"``), stored beside its SHA-256 and named in
+        a refused resume.
 
     Ctrl-C lets the current step finish, writes the checkpoint, then raises KeyboardInterrupt
     (press it twice to stop at once, without saving).
@@ -96,14 +155,21 @@ def train(
     ------
     NonFiniteLossError
         If a metric becomes NaN or infinite; the last checkpoint written is kept.
+    NonFiniteStateError
+        If the model's state holds NaN or infinity when a checkpoint is due, or at the end; the
+        message names the first such array and the step. The last good checkpoint is kept.
+    CheckpointError
+        If the checkpoint to resume is damaged, does not fit the model, or was written by a run
+        with another seed, batch size or data.
+    OSError
+        If a checkpoint cannot be written (disk full...): the last good one is kept.
     """
-    for name, value in (
-        ("steps", steps),
-        ("batch_size", batch_size),
-        ("checkpoint_every", checkpoint_every),
-    ):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    steps = checks.integer(steps, "steps", 1)
+    batch_size = checks.integer(batch_size, "batch_size", 1)
+    seed = checks.integer(seed, "seed", 0)
+    checkpoint_every = checks.integer(checkpoint_every, "checkpoint_every", 1)
+    if data_name is not None and not isinstance(data_name, str):
+        raise TypeError(f"data_name must be a str; got {type(data_name).__name__}")
     arrays = data if isinstance(data, tuple) else (data,)
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
@@ -111,10 +177,16 @@ def train(
     if batch_size > n:
         raise ValueError(f"batch_size {batch_size} is larger than the data ({n} examples)")
     path = Path(checkpoint) if checkpoint is not None else None
-    run = {"seed": seed, "batch_size": batch_size, "examples": n}
+    run: dict[str, Any] = {"seed": seed, "batch_size": batch_size, "examples": n}
+    run["data_sha256"] = fingerprint(arrays)
+    if data_name is not None:
+        run["data"] = data_name
     start, history = 0, []
+    if path is not None:
+        remove_stale_temporaries(path)
     if resume and path is not None and path.exists():
         start, history = _restore(model, path, run)
+    saved = start if start else None  # the step of the last good checkpoint this run has
     bar = tqdm(total=steps, initial=start, disable=not progress, dynamic_ncols=True)
     step = start
     clock = time.perf_counter() - (history[-1].get("seconds", math.nan) if history else 0.0)
@@ -126,9 +198,8 @@ def train(
                 metrics = model.train_step(batch, step_rng(seed, step))
                 bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
                 if bad:
-                    where = f"; the last good checkpoint is {path}" if path is not None else ""
                     raise NonFiniteLossError(
-                        f"step {step + 1}: non-finite {bad}, training stopped{where}"
+                        f"step {step + 1}: non-finite {bad}, training stopped" + _kept(path, saved)
                     )
                 step += 1
                 history.append(
@@ -138,10 +209,10 @@ def train(
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
                 if on_step is not None:
                     on_step(step, metrics)
-                if path is not None and (
-                    step % checkpoint_every == 0 or step == steps or interrupted
-                ):
-                    _checkpoint(model, path, step, history, run)
+                due = path is not None and (step % checkpoint_every == 0 or interrupted)
+                if due or step == steps:
+                    _checkpoint(model, path, step, history, run, saved)
+                    saved = step if path is not None else None
                 if interrupted:
                     if path is not None:
                         print(f"\ninterrupted: saved step {step} to {path}; continue with resume")
@@ -173,33 +244,97 @@ def _deferred_interrupt() -> Iterator[list[bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _kept(path: Path | None, saved: int | None) -> str:
+    """What a stopped run leaves, for its error message."""
+    if path is None:
+        return ""
+    if saved is None:
+        return f"; this run wrote no checkpoint ({path} untouched)"
+    return f"; the last good checkpoint, step {saved}, is kept in {path}"
+
+
 def _checkpoint(
-    model: Trainable, path: Path, step: int, history: list[dict[str, float]], run: dict[str, int]
+    model: Trainable,
+    path: Path | None,
+    step: int,
+    history: list[dict[str, float]],
+    run: dict[str, Any],
+    saved: int | None,
 ) -> None:
+    """Check the model's state; write it with the run's record to ``path`` (if not None)."""
+    model_state = model.state_dict()
+    bad = non_finite(model_state)
+    if bad:
+        more = f" and {len(bad) - 1} more arrays" if len(bad) > 1 else ""
+        raise NonFiniteStateError(
+            f"step {step}: the model's state is not finite: {bad[0]}{more}; training stopped, "
+            "nothing saved" + _kept(path, saved)
+        )
+    if path is None:
+        return
     keys = sorted({k for h in history for k in h})
-    state = {f"model/{k}": v for k, v in model.state_dict().items()}
+    state = {f"model/{k}": v for k, v in model_state.items()}
     state.update({f"train/{k}": np.array(v) for k, v in run.items()})
     state["train/step"] = np.array(step)
     state["train/history_keys"] = np.array(keys)
     state["train/history"] = np.array(
         [[h.get(k, np.nan) for k in keys] for h in history], np.float64
     )
-    save(state, path)
+    try:
+        save(state, path)
+    except OSError as e:
+        error = OSError(f"step {step}: could not write the checkpoint: {e}{_kept(path, saved)}")
+        error.errno = e.errno
+        raise error from e
+
+
+def _describe(run: Mapping[str, Any]) -> str:
+    """The data a run trains on, as its name (if known) and the start of its SHA-256."""
+    sha = f"sha256 {run['data_sha256'][:12]}" if "data_sha256" in run else "sha256 unknown"
+    return f"{run['data']} ({sha})" if "data" in run else sha
 
 
 def _restore(
-    model: Trainable, path: Path, run: dict[str, int]
+    model: Trainable, path: Path, run: dict[str, Any]
 ) -> tuple[int, list[dict[str, float]]]:
-    state = load(path)
-    saved = {k: int(state[f"train/{k}"]) for k in run if f"train/{k}" in state}
-    if saved != {k: run[k] for k in saved}:  # (checkpoints of older versions lack these)
-        raise ValueError(
-            f"{path} was written by a run with {saved}; resuming it with {run} would not "
-            "continue that run (use the same seed, batch size and data, or a new checkpoint)"
+    """Load the checkpoint at ``path`` into ``model`` after checking that it continues ``run``
+    (entries older checkpoints lack are not compared); its step and history."""
+    advice = "start a new run instead (in the examples: --overwrite, or another --out)"
+    try:
+        state = load(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"cannot resume: {e}; {advice}") from None
+    missing = [k for k in ("train/step", "train/history", "train/history_keys") if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"cannot resume from {path}: not a training checkpoint (no {', '.join(missing)}); "
+            + advice
         )
-    model.load_state_dict(
-        {k[len("model/") :]: v for k, v in state.items() if k.startswith("model/")}
-    )
+    record = ("seed", "batch_size", "examples", "data", "data_sha256")
+    saved = {k: state[f"train/{k}"].item() for k in record if f"train/{k}" in state}
+    data_keys = ("data", "data_sha256")
+    if any(saved[k] != run[k] for k in data_keys if k in saved and k in run):
+        raise CheckpointError(
+            f"cannot resume from {path}: it was trained on {_describe(saved)}, but this run's "
+            f"data is {_describe(run)}; resume it with the data it was trained on, or {advice}"
+        )
+    settings = {k: v for k, v in saved.items() if k not in data_keys and k in run}
+    if settings != {k: run[k] for k in settings}:
+        now = {k: run[k] for k in settings}
+        raise CheckpointError(
+            f"cannot resume from {path}: it was written by a run with {settings}; resuming it "
+            f"with {now} would not continue that run (use the same seed, batch size and data, "
+            f"or {advice})"
+        )
+    try:
+        model.load_state_dict(
+            {k[len("model/") :]: v for k, v in state.items() if k.startswith("model/")}
+        )
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        why = " ".join(str(e).split())  # one line
+        raise CheckpointError(
+            f"cannot resume from {path}: it does not fit this model ({why}); {advice}"
+        ) from None
     keys = [str(k) for k in state["train/history_keys"]]
     history = [dict(zip(keys, map(float, row))) for row in state["train/history"]]
     return int(state["train/step"]), history
