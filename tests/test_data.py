@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tests.strategies import seeds
 from tinygan import data
-from tinygan.data import batches, load_fashion_mnist, load_mnist, read_idx
+from tinygan.data import DataError, batches, load_fashion_mnist, load_mnist, read_idx
 
 from .conftest import SHARED_DATA
 
@@ -198,8 +198,41 @@ def test_uncompressed_files_and_debian_dir(monkeypatch, tmp_path):
 
 def test_count_mismatch(tmp_path):
     make_split(tmp_path, "t10k", n=3, n_labels=4)
-    with pytest.raises(ValueError, match=r"3 images but .* 4 labels"):
+    with pytest.raises(DataError, match=r"3 images but .* 4 labels"):
         load_mnist("test", root=tmp_path, download=False)
+
+
+def test_labels_out_of_range_are_named(tmp_path):
+    """Regression (issue 14): 'expected uint8 labels (N,) in 0..9' did not say which label."""
+    make_split(tmp_path, "t10k", n=5)
+    labels = np.array([3, 1, 12, 0, 200], np.uint8)
+    write(tmp_path / "t10k-labels-idx1-ubyte.gz", idx_bytes(labels))
+    with pytest.raises(
+        DataError,
+        match=r"t10k-labels-idx1-ubyte.gz: label 12 at index 2 is not in 0..9 \(2 of 5 labels",
+    ):
+        load_mnist("test", root=tmp_path, download=False)
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_a_folder_with_the_images_but_not_the_labels_says_so(tmp_path, monkeypatch, download):
+    """Regression (issue 14): such a folder gave 'could not download t10k-images...', the file
+    that was there."""
+    make_split(tmp_path / "mine", "t10k", n=3)
+    (tmp_path / "mine" / "t10k-labels-idx1-ubyte.gz").unlink()
+
+    def offline(url, timeout=None):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    with pytest.raises(FileNotFoundError if not download else data.DownloadError) as info:
+        load_mnist("test", root=tmp_path / "mine", download=download)
+    message = str(info.value)
+    assert (
+        f"{tmp_path / 'mine'} has t10k-images-idx3-ubyte.gz but not t10k-labels-idx1-ubyte.gz"
+        in message
+    )
+    assert "\n" not in message and "root=" in message and "--data-dir" in message
 
 
 # ----------------------------------------------------------------------------- download
@@ -284,9 +317,11 @@ def test_no_network_no_files(monkeypatch):
 
     monkeypatch.setattr(data.urllib.request, "urlopen", offline)
     with pytest.raises(
-        RuntimeError, match=r"(?s)could not download.*Name or service.*TINYGAN_DATA"
-    ):
+        data.DownloadError, match=r"could not download.*Name or service.*TINYGAN_DATA"
+    ) as info:
         load_mnist("train")
+    assert "\n" not in str(info.value)  # one line, for the examples' one-line errors
+    assert "the examples' --data-dir" in str(info.value)  # not only the library's root=
 
 
 # ----------------------------------------------------------------------------- batches

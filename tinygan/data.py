@@ -9,7 +9,10 @@ Where the loaders look for files, in order:
    also where downloads go.
 
 Downloaded files are MD5-checked before they appear in the cache; local files are not (Debian
-recompresses Fashion-MNIST) but every file is validated by :func:`read_idx`.
+recompresses Fashion-MNIST) but every file is validated by :func:`read_idx`. Errors are one line
+each: ``DataError`` (a ``ValueError``) for a file that is damaged or not what it should be,
+``FileNotFoundError`` for files that are missing, ``DownloadError`` (a ``RuntimeError``) for files
+missing that could not be downloaded either.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -28,7 +30,25 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["batches", "load_fashion_mnist", "load_mnist", "read_idx"]
+from .serialization import atomic_path
+
+__all__ = [
+    "DataError",
+    "DownloadError",
+    "batches",
+    "load_fashion_mnist",
+    "load_mnist",
+    "read_idx",
+]
+
+
+class DataError(ValueError):
+    """A data file that cannot be used: damaged, or not the data it should hold."""
+
+
+class DownloadError(RuntimeError):
+    """Files that are not on this machine and could not be downloaded."""
+
 
 # IDX type code -> big-endian dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -51,10 +71,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
     Raises
     ------
-    ValueError
-        If the file is not valid IDX: bad magic number, unknown type code, or a payload whose
-        length does not match the dimensions (truncated or over-long file). The message names
-        the file and the offending value.
+    DataError
+        A ``ValueError``, if the file is not valid IDX: bad magic number, unknown type code, or
+        a payload whose length does not match the dimensions (truncated or over-long file). The
+        message names the file and the offending value.
     """
     path = Path(path)
     with open(path, "rb") as f:
@@ -63,27 +83,27 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:
-            raise ValueError(f"{path}: corrupt gzip stream ({e})") from e
+            raise DataError(f"{path}: corrupt gzip stream ({e})") from e
     if len(raw) < 4:
-        raise ValueError(f"{path}: file too short for an IDX header ({len(raw)} bytes)")
+        raise DataError(f"{path}: file too short for an IDX header ({len(raw)} bytes)")
     if raw[:2] != b"\x00\x00":
-        raise ValueError(f"{path}: bad IDX magic number 0x{raw[:4].hex()} (must start with 0000)")
+        raise DataError(f"{path}: bad IDX magic number 0x{raw[:4].hex()} (must start with 0000)")
     code, ndim = raw[2], raw[3]
     if code not in _IDX_DTYPES:
         known = ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES)
-        raise ValueError(f"{path}: unknown IDX type code 0x{code:02X} (known: {known})")
+        raise DataError(f"{path}: unknown IDX type code 0x{code:02X} (known: {known})")
     if ndim == 0:
-        raise ValueError(f"{path}: IDX header declares 0 dimensions")
+        raise DataError(f"{path}: IDX header declares 0 dimensions")
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header: expected {header} bytes, got {len(raw)}")
+        raise DataError(f"{path}: truncated IDX header: expected {header} bytes, got {len(raw)}")
     shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[code])
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     actual = len(raw) - header
     if actual != expected:
         kind = "truncated" if actual < expected else "over-long"
-        raise ValueError(
+        raise DataError(
             f"{path}: {kind} IDX payload for shape {shape} and dtype {dtype.name}: "
             f"expected {expected} bytes, got {actual}"
         )
@@ -196,34 +216,48 @@ def _load(
         raise ValueError(f"unknown {ds.title} split {split!r}; expected one of {list(_SPLITS)}")
     names = [f"{_SPLITS[split]}-images-idx3-ubyte.gz", f"{_SPLITS[split]}-labels-idx1-ubyte.gz"]
     dirs = _search_dirs(ds, root)
-    paths = None
+    paths, partial = None, ""
     for d in dirs:
         found = [_find(d, name) for name in names]
         if None not in found:
             paths = found
             break
+        if any(found) and not partial:  # a folder with some of the files: say what it lacks
+            have = [n for n, f in zip(names, found) if f is not None]
+            lack = [n for n, f in zip(names, found) if f is None]
+            partial = f"; {d} has {' and '.join(have)} but not {' and '.join(lack)}"
     if paths is None:
+        where = (
+            f"{ds.title} {split!r} not found: expected {' and '.join(names)} (or uncompressed) "
+            f"in one of: {', '.join(map(str, dirs))}{partial}"
+        )
         hint = (
-            f"expected {' and '.join(names)} (or uncompressed) in one of: "
-            + ", ".join(map(str, dirs))
-            + f". Set TINYGAN_DATA to a folder holding them (or to the parent of a {ds.name}/ "
-            "folder), or pass root="
+            "put them in a folder and pass it as root= (the examples' --data-dir), or set "
+            f"TINYGAN_DATA to it (or to the parent of a {ds.name}/ folder)"
         )
         if not download:
-            raise FileNotFoundError(f"{ds.title} {split!r} not found: {hint}, or use download=True")
+            raise FileNotFoundError(f"{where}. To fix: {hint}, or use download=True")
         try:
             paths = [_download(ds, name) for name in names]
-        except RuntimeError as e:
-            raise RuntimeError(f"{e}\n{ds.title} {split!r} not found locally: {hint}") from e
+        except DownloadError as e:
+            raise DownloadError(f"{where}, and {e}. To fix: {hint}") from e
     images, labels = (read_idx(p) for p in paths)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(
+        raise DataError(
             f"{paths[0]}: expected uint8 images (N, 28, 28), got {images.dtype} {images.shape}"
         )
-    if labels.dtype != np.uint8 or labels.ndim != 1 or (labels.size and labels.max() > 9):
-        raise ValueError(f"{paths[1]}: expected uint8 labels (N,) in 0..9")
+    if labels.dtype != np.uint8 or labels.ndim != 1:
+        raise DataError(
+            f"{paths[1]}: expected uint8 labels (N,), got {labels.dtype} {labels.shape}"
+        )
+    wrong = np.flatnonzero(labels > 9)
+    if wrong.size:
+        raise DataError(
+            f"{paths[1]}: label {labels[wrong[0]]} at index {wrong[0]} is not in 0..9 "
+            f"({wrong.size} of {labels.size} labels are out of range)"
+        )
     if len(images) != len(labels):
-        raise ValueError(
+        raise DataError(
             f"{paths[0]} has {len(images)} images but {paths[1]} has {len(labels)} labels"
         )
     return images, labels.astype(np.int64)
@@ -232,35 +266,38 @@ def _load(
 def _download(ds: _Dataset, name: str) -> Path:
     """Fetch ``name`` into the cache (unless there already) and return its path.
 
-    The bytes go to a temporary file in the cache folder, renamed into place only once its MD5
-    matches; on any failure or interruption the temporary file is removed.
+    The bytes go through ``serialization.atomic_path``: a temporary file in the cache folder,
+    renamed into place only once its MD5 matches. On any failure or interruption it is removed
+    (one left by a killed process is removed by the next download of the same file).
     """
     target_dir = _cache_dir(ds)
     target = target_dir / name
     if target.is_file():
         return target
-    target_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DownloadError(f"could not download {name}: cannot create the cache ({e})") from e
     errors = []
     for mirror in ds.mirrors:
         url = mirror + name
         print(f"tinygan: downloading {url} -> {target}", file=sys.stderr)
-        fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{name}.", suffix=".part")
         try:
-            md5 = hashlib.md5()
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            with (
+                atomic_path(target) as tmp,
+                open(tmp, "wb") as out,
+                urllib.request.urlopen(url, timeout=60) as response,
+            ):
+                md5 = hashlib.md5()
                 while chunk := response.read(_CHUNK):
                     md5.update(chunk)
                     out.write(chunk)
-            if md5.hexdigest() != ds.md5[name]:
-                raise ValueError(f"MD5 mismatch: expected {ds.md5[name]}, got {md5.hexdigest()}")
-            os.replace(tmp, target)
+                if md5.hexdigest() != ds.md5[name]:
+                    raise DataError(f"MD5 mismatch: expected {ds.md5[name]}, got {md5.hexdigest()}")
             return target
-        except (OSError, ValueError, http.client.HTTPException) as e:  # URLError is an OSError
-            errors.append(f"{url}: {e}")
-        finally:
-            if os.path.exists(tmp):  # failure of any kind, KeyboardInterrupt included
-                os.remove(tmp)
-    raise RuntimeError(f"could not download {name}:\n  " + "\n  ".join(errors))
+        except (OSError, DataError, http.client.HTTPException) as e:  # URLError is an OSError
+            errors.append(f"{url}: {' '.join(str(e).split()) or type(e).__name__}")
+    raise DownloadError(f"could not download {name} ({'; '.join(errors)})")
 
 
 # ----------------------------------------------------------------------------- batching
