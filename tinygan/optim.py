@@ -9,7 +9,7 @@ is checked first (``Adam(lr=inf)`` and ``opt.lr = nan`` raise, and leave the opt
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import backend, checks, kernels
@@ -39,6 +39,9 @@ class Optimizer:
             raise ValueError("some parameters appear more than once in the list")
         self.__dict__.update(self._validate(hparams))
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
+        # called as hook(self) at the start of every step (tinygan.distributed.synchronize
+        # adds the averaging of the gradients over data-parallel ranks)
+        self.step_pre_hooks: list[Callable[[Optimizer], None]] = []
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Hyperparameters are checked (with the others) before they are set."""
@@ -58,7 +61,9 @@ class Optimizer:
             p.grad = None
 
     def step(self) -> None:
-        """Update every parameter that has a grad, in place."""
+        """Run ``step_pre_hooks``, then update every parameter that has a grad, in place."""
+        for hook in self.step_pre_hooks:
+            hook(self)
         for p, state in zip(self.params, self.state):
             if p.grad is not None:
                 self._update(p, state)
