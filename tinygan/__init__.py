@@ -33,14 +33,15 @@ from .ops import (
     transpose,
 )
 from .serialization import load, save
-from .tensor import Tensor, tensor
+from .tensor import Tensor, grad, tensor
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Function", "GradcheckError", "Tensor", "__version__", "abs", "amax", "backend", "broadcast_to",
-    "cat", "clip", "concat", "exp", "flatten", "gradcheck", "is_grad_enabled", "leaky_relu", "load",
-    "log", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "nn", "no_grad", "optim",
+    "cat", "clip", "concat", "exp", "flatten", "grad", "gradcheck", "is_grad_enabled",
+    "leaky_relu", "load", "log", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean",
+    "nn", "no_grad", "optim",
     "permute", "relu", "reshape", "save", "sigmoid", "softmax", "softplus", "sqrt", "stack", "sum",
     "sum_to", "tanh", "tensor", "transpose",
 ]  # fmt: skip

@@ -1,22 +1,36 @@
 """Function: one differentiable operation, its forward and backward side by side.
 
-A subclass implements ``forward(*arrays) -> array`` and ``backward(grad) -> grad(s)`` on raw
-NumPy/CuPy arrays (first order only). Calling an instance on Tensors runs ``forward`` and, when
-gradients are wanted, records the call in the graph: the output remembers its creator, and the
-creator remembers its inputs. ``Tensor.backward`` (tensor.py) walks that graph.
+A subclass implements ``forward(*arrays) -> array`` on raw NumPy/CuPy arrays and
+``backward(grad) -> grad(s)`` on Tensors. Calling an instance on Tensors runs ``forward`` and,
+when gradients are wanted, records the call in the graph: the output remembers its creator, and
+the creator remembers its inputs. ``Tensor.backward`` (tensor.py) walks that graph.
+
+``backward`` is written with Tensor ops, so it is itself differentiable: the engine runs it with
+recording off for an ordinary backward (the ops then only compute), and with recording on under
+``create_graph=True``, which makes the gradients Tensors in the graph, ready to be
+differentiated again. Ops whose gradient is best computed by a hand-written kernel call another
+Function for it (``Conv2d``'s input gradient is a ``ConvTranspose2d``), whose own backward makes
+the pair differentiable to any order.
 
 Rules for a ``backward``:
+- read what it needs from ``self.inputs`` and ``self.output`` (Tensors, so that a second
+  derivative sees how they depend on the graph's leaves); arrays that forward saved on ``self``
+  are constants to a higher derivative (fine for masks and shapes, wrong for values of x);
 - return one gradient per input (``None`` where no gradient is needed, see
   ``self.needs_input_grad``), each with exactly its input's shape and dtype: undo broadcasting
-  with ``sum_to``;
-- never modify ``grad`` in place: the same array may be handed to several nodes.
+  with ``sum_to``.
+
+The example every other op follows, ``Mul``, is at the end of this file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .backend import get_array_module
 
@@ -27,14 +41,19 @@ _grad_enabled = True
 
 
 @contextlib.contextmanager
-def no_grad() -> Iterator[None]:
-    """Context manager (or decorator) in which no graph is recorded."""
+def grad_mode(enabled: bool) -> Iterator[None]:
+    """Context manager: record the graph (``True``) or not (``False``) inside it."""
     global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    previous, _grad_enabled = _grad_enabled, enabled
     try:
         yield
     finally:
         _grad_enabled = previous
+
+
+def no_grad() -> contextlib.AbstractContextManager[None]:
+    """Context manager (or decorator) in which no graph is recorded."""
+    return grad_mode(False)
 
 
 def is_grad_enabled() -> bool:
@@ -47,8 +66,9 @@ class Function:
 
     In ``forward`` and ``backward``, ``self.xp`` is the array module (numpy or cupy) of the inputs
     and ``self.needs_input_grad`` says which inputs will want a gradient (``forward`` can skip
-    saving what only an unneeded gradient would use). Anything ``backward`` needs is stored on
-    ``self`` by ``forward``; ``release`` drops it.
+    saving what only an unneeded gradient would use). ``self.inputs`` are the input Tensors and
+    ``self.output`` the output Tensor; anything else ``backward`` needs is stored on ``self`` by
+    ``forward``. ``release`` drops it all.
     """
 
     inputs: tuple[Tensor, ...] | None = ()
@@ -57,7 +77,7 @@ class Function:
     def forward(self, *xs: Any) -> Any:
         raise NotImplementedError
 
-    def backward(self, grad: Any) -> Any:
+    def backward(self, grad: Tensor) -> Any:
         raise NotImplementedError
 
     def __call__(self, *inputs: Any) -> Tensor:
@@ -71,8 +91,13 @@ class Function:
             return Tensor(y)
         out = Tensor(y)
         out.requires_grad, out.creator = True, self
-        self.inputs = tensors
+        self.inputs, self._output = tensors, weakref.ref(out)  # weak: out already holds self
         return out
+
+    @property
+    def output(self) -> Tensor:
+        """The output Tensor (alive while backward runs: the graph walk holds it)."""
+        return self._output()
 
     def release(self) -> None:
         """Drop the saved arrays and the graph edges once backward has used them."""
@@ -83,8 +108,49 @@ class Function:
         return f"<{type(self).__name__}>"
 
 
-def sum_to(grad: Any, shape: tuple[int, ...]) -> Any:
-    """Sum ``grad`` over the axes that broadcasting added or stretched, to get ``shape``."""
+class Mul(Function):
+    """Elementwise ``a * b`` with broadcasting: the pattern of every op.
+
+    ``forward`` computes on arrays; ``backward`` applies the chain rule with Tensor ops (here
+    ``*`` and ``sum_to``), reading the inputs from the graph, so that it can be differentiated.
+    """
+
+    def forward(self, a, b):
+        broadcast_shape("mul", a, b)
+        return a * b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = sum_to(gy * b, a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(gy * a, b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+def broadcast_shape(op: str, a: Any, b: Any) -> tuple[int, ...]:
+    """The shape ``a`` and ``b`` broadcast to; a ``ValueError`` naming ``op`` if they do not."""
+    try:
+        return np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together"
+        ) from None
+
+
+def sum_to(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Sum ``x`` over the axes that broadcasting added or stretched, to get ``shape``.
+
+    The inverse of broadcasting in backward: a gradient of the broadcast shape becomes the
+    gradient of the input's shape. ``x`` itself when the shapes already agree.
+    """
+    if tuple(x.shape) == tuple(shape):
+        return x
+    from .ops.shape import SumTo
+
+    return SumTo(tuple(shape))(x)
+
+
+def sum_to_shape(grad: Any, shape: tuple[int, ...]) -> Any:
+    """``sum_to`` on a raw array (for forward code): sum the stretched axes to get ``shape``."""
     if grad.shape == tuple(shape):
         return grad
     lead = grad.ndim - len(shape)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import backend
-from .function import Function
+from .function import Function, grad_mode
 
 Shape = tuple[int, ...]
 
@@ -110,38 +110,24 @@ class Tensor:
         return ops.astype(self, np.float64)
 
     # ---- autograd ---------------------------------------------------------------------------
-    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+    def backward(
+        self, grad: Any = None, retain_graph: bool | None = None, create_graph: bool = False
+    ) -> None:
         """Accumulate d(self)/d(leaf) * grad into ``.grad`` of every leaf that requires grad.
 
         Parameters
         ----------
-        grad : array_like, optional
+        grad : Tensor or array, optional
             The upstream gradient, same shape and dtype as ``self``. May be omitted only for
             one-element tensors (it is then 1).
-        retain_graph : bool
+        retain_graph : bool, optional
             Keep the graph (and the arrays it saved) so that backward can run through it again.
+            Default: ``create_graph``.
+        create_graph : bool
+            Record the backward pass itself, so that the gradients can be differentiated again:
+            the leaves' ``.grad`` are then Tensors in the graph (arrays otherwise).
         """
-        if not self.requires_grad:
-            raise RuntimeError(
-                "backward() on a tensor that does not require grad: no input of the ops that made "
-                "it has requires_grad=True (or it was made under no_grad())"
-            )
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(
-                    f"backward() without grad works only for one-element tensors; got shape "
-                    f"{self.shape}: pass grad= with that shape"
-                )
-            grad = backend.get_array_module(self.data).ones_like(self.data)
-        else:
-            grad = grad.data if isinstance(grad, Tensor) else grad
-            backend.get_array_module(grad, self.data)
-            if not hasattr(grad, "shape") or grad.shape != self.shape or grad.dtype != self.dtype:
-                got = f"{getattr(grad, 'shape', '?')} {getattr(grad, 'dtype', type(grad).__name__)}"
-                raise ValueError(
-                    f"grad must match the tensor: {self.shape} {self.dtype}; got {got}"
-                )
-        _backprop(self, grad, retain_graph)
+        _backprop([self], [grad], retain_graph, create_graph)
 
     # ---- operators and methods (the ops live in tinygan.ops) --------------------------------
     def __add__(self, other: Any) -> Tensor:
@@ -252,7 +238,8 @@ def as_tensors(inputs: Sequence[Any], op: str) -> tuple[Tensor, ...]:
     """Wrap an op's inputs as Tensors: arrays become constants, Python scalars take the dtype
     of the op's floating-point tensors (so a scalar never promotes float32 to float64).
 
-    Raises ``TypeError`` if tensors of different floating-point dtypes meet in one op.
+    Raises ``TypeError`` if tensors of different floating-point dtypes, or integer and
+    floating-point tensors, meet in one op (NumPy would silently promote them).
     """
 
     def is_scalar(x: Any) -> bool:
@@ -268,6 +255,12 @@ def as_tensors(inputs: Sequence[Any], op: str) -> tuple[Tensor, ...]:
     if len(floats) > 1:
         names = " and ".join(sorted(str(d) for d in floats))
         raise TypeError(f"{op} got {names} inputs; convert one explicitly with .astype()")
+    ints = {a.dtype for a in arrays if a.dtype.kind in "iu"}
+    if floats and ints:  # NumPy would promote int64 + float32 to float64
+        names = " and ".join(sorted(str(d) for d in floats | ints))
+        raise TypeError(
+            f"{op} got {names} inputs; convert the integer one explicitly with .astype()"
+        )
     dtype = floats.pop() if floats else arrays[0].dtype
     xp = backend.get_array_module(*arrays)
 
@@ -283,18 +276,78 @@ def as_tensors(inputs: Sequence[Any], op: str) -> tuple[Tensor, ...]:
     return tuple(wrap(x) for x in inputs)
 
 
-def _owner(a: Any) -> Any:
-    """The array that owns ``a``'s memory."""
-    while getattr(a, "base", None) is not None and hasattr(a.base, "shape"):
-        a = a.base
-    return a
+def grad(
+    outputs: Tensor | Sequence[Tensor],
+    inputs: Tensor | Sequence[Tensor],
+    grad_outputs: Any = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    allow_unused: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """The gradients of ``outputs`` with respect to ``inputs``, as ``torch.autograd.grad``.
+
+    Unlike ``backward``, nothing is accumulated into ``.grad``: the gradients are returned.
+
+    Parameters
+    ----------
+    outputs : Tensor or sequence of Tensors
+    inputs : Tensor or sequence of Tensors
+        Leaves or intermediate tensors of the graph of ``outputs``.
+    grad_outputs : Tensor/array or sequence of them (or None entries), optional
+        The upstream gradient of each output; None stands for 1 on a one-element output.
+    retain_graph : bool, optional
+        Keep the graph for another backward; default ``create_graph``.
+    create_graph : bool
+        Record the computation of the gradients, so that they can be differentiated again.
+    allow_unused : bool
+        Return None for an input that ``outputs`` do not depend on, instead of raising.
+
+    Returns
+    -------
+    tuple of Tensor (or None), one per input, each of the input's shape and dtype.
+    """
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, Tensor) or hasattr(grad_outputs, "shape"):
+        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    grad_outputs = list(grad_outputs)
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
+    for i, x in enumerate(inputs):
+        if not isinstance(x, Tensor) or not x.requires_grad:
+            raise ValueError(f"grad: input {i} is not a Tensor that requires grad")
+    found = _backprop(outputs, grad_outputs, retain_graph, create_graph, inputs)
+    result = []
+    for i, x in enumerate(inputs):
+        g = found.get(id(x))
+        if g is None and not allow_unused:
+            raise RuntimeError(
+                f"grad: input {i} (shape {x.shape}) was not used to compute the outputs; "
+                "pass allow_unused=True to get None for it"
+            )
+        result.append(g)
+    return tuple(result)
 
 
-def _graph_order(root: Tensor) -> list[Tensor]:
-    """The tensors that ``root`` depends on (and that require grad), inputs before consumers."""
+def local_grad(
+    formula: Any, inputs: Sequence[Tensor], grad: Tensor, needs: Sequence[bool]
+) -> tuple[Tensor | None, ...]:
+    """The vector-Jacobian product of ``formula(*inputs)`` (Tensor ops) for the ``inputs`` that
+    ``needs`` marks, recorded: the backward of a fused op under ``create_graph``.
+
+    Partial derivatives: the graph below ``inputs`` is not entered.
+    """
+    wanted = [x for x, n in zip(inputs, needs) if n]
+    found = _backprop([formula(*inputs)], [grad], True, True, wanted, local=True)
+    return tuple(found.get(id(x)) if n else None for x, n in zip(inputs, needs))
+
+
+def _graph_order(roots: list[Tensor], stop: set[int] = frozenset()) -> list[Tensor]:
+    """The tensors that ``roots`` depend on (and that require grad), inputs before consumers;
+    the tensors in ``stop`` (by id) are included but not what they depend on."""
     order: list[Tensor] = []
     seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    stack: list[tuple[Tensor, bool]] = [(r, False) for r in reversed(roots)]
     while stack:
         t, done = stack.pop()
         if done:
@@ -304,7 +357,7 @@ def _graph_order(root: Tensor) -> list[Tensor]:
             continue
         seen.add(id(t))
         stack.append((t, True))
-        if t.creator is not None:
+        if t.creator is not None and id(t) not in stop:
             if t.creator.inputs is None:
                 raise RuntimeError(
                     "backward through a part of the graph that an earlier backward already freed; "
@@ -314,48 +367,140 @@ def _graph_order(root: Tensor) -> list[Tensor]:
     return order
 
 
-def _backprop(root: Tensor, grad: Any, retain_graph: bool) -> None:
-    order = _graph_order(root)
-    grads = {id(root): grad}
-    # Who uses each block of memory (counted by its owner): pending grads, leaf .grads and the
-    # caller's grad. A leaf keeps a gradient's memory only if nothing else uses it, else a copy.
-    users = Counter({id(_owner(grad)): 2})
-    while order:
-        t = order.pop()  # consumers come off the end before the tensors they consumed
-        g = grads.pop(id(t), None)
-        if g is None:
-            continue
-        users[id(_owner(g))] -= 1
-        fn = t.creator
-        if fn is None:  # a leaf: accumulate (out of place, so no array handed out changes)
-            if t.grad is None:
-                stretched = any(s == 0 and n > 1 for s, n in zip(g.strides, g.shape))
-                t.grad = g.copy() if users[id(_owner(g))] or stretched else g
-                users[id(_owner(t.grad))] += 1
-            else:
-                t.grad = t.grad + g
-            continue
-        gxs = fn.backward(g)
-        gxs = gxs if isinstance(gxs, tuple) else (gxs,)
-        if len(gxs) != len(fn.inputs):
+def _seed(t: Tensor, grad: Any) -> Tensor:
+    """The upstream gradient of an output ``t`` as a Tensor, checked against ``t``."""
+    if not isinstance(t, Tensor) or not t.requires_grad:
+        raise RuntimeError(
+            "backward() on a tensor that does not require grad: no input of the ops that made "
+            "it has requires_grad=True (or it was made under no_grad())"
+        )
+    if grad is None:
+        if t.data.size != 1:
             raise RuntimeError(
-                f"{fn!r}.backward returned {len(gxs)} grads for {len(fn.inputs)} inputs"
+                f"backward() without grad works only for one-element tensors; got shape "
+                f"{t.shape}: pass grad= with that shape"
             )
-        for x, gx, need in zip(fn.inputs, gxs, fn.needs_input_grad):
-            if not need or gx is None:
+        return Tensor(backend.get_array_module(t.data).ones_like(t.data))
+    data = grad.data if isinstance(grad, Tensor) else grad
+    backend.get_array_module(data, t.data)
+    if not hasattr(data, "shape") or data.shape != t.shape or data.dtype != t.dtype:
+        got = f"{getattr(data, 'shape', '?')} {getattr(data, 'dtype', type(data).__name__)}"
+        raise ValueError(f"grad must match the tensor: {t.shape} {t.dtype}; got {got}")
+    return grad if isinstance(grad, Tensor) else Tensor(grad)
+
+
+class _LeafGrads:
+    """Fills the leaves' ``.grad`` arrays without handing out memory that something else uses.
+
+    Backward passes gradients along without copying: ``Add`` hands the same array to both of
+    its inputs, ``Reshape`` a view of its upstream gradient, ``BroadcastTo``'s input may get a
+    stride-0 view. A leaf's ``.grad`` must be its own array (optimizers and the next backward
+    update it in place), yet copying every gradient would double the memory traffic of
+    backward. So the engine counts the users of each block of memory (by the array that owns
+    it): pending gradients, ``.grad`` arrays already filled, and the caller's ``grad``. A leaf
+    takes a gradient's memory as its ``.grad`` only when nobody else uses it and it is not a
+    stretched (stride-0) view; otherwise it takes a copy.
+    """
+
+    def __init__(self) -> None:
+        self.users: Counter[int] = Counter()
+
+    def add(self, a: Any, n: int = 1) -> None:
+        self.users[id(_owner(a))] += n
+
+    def take(self, a: Any) -> Any:
+        """``a`` if nothing else uses its memory, else a copy; counted as used from then on."""
+        stretched = any(s == 0 and n > 1 for s, n in zip(a.strides, a.shape))
+        if self.users[id(_owner(a))] or stretched:
+            a = a.copy()
+        self.add(a)
+        return a
+
+
+def _owner(a: Any) -> Any:
+    """The array that owns ``a``'s memory."""
+    while getattr(a, "base", None) is not None and hasattr(a.base, "shape"):
+        a = a.base
+    return a
+
+
+def _backprop(
+    roots: list[Tensor],
+    seeds: list[Any],
+    retain_graph: bool | None,
+    create_graph: bool,
+    wanted: list[Tensor] | None = None,
+    local: bool = False,
+) -> dict[int, Tensor]:
+    """The chain rule over the graph of ``roots``, consumers first.
+
+    With ``wanted`` (``grad``), returns the gradients of those tensors by id and leaves
+    ``.grad`` alone (``local``: not looking below them); otherwise accumulates into the
+    leaves' ``.grad``. With ``create_graph`` the backward ops are recorded (the gradients are
+    Tensors in the graph).
+    """
+    seeds = [_seed(t, g) for t, g in zip(roots, seeds)]
+    retain_graph = create_graph if retain_graph is None else retain_graph
+    wanted_ids = set() if wanted is None else {id(t) for t in wanted}
+    order = _graph_order(roots, wanted_ids if local else frozenset())
+    grads: dict[int, Tensor] = {}
+    for t, g in zip(roots, seeds):
+        grads[id(t)] = grads[id(t)] + g if id(t) in grads else g
+    leaf_grads = _LeafGrads()
+    for g in grads.values():
+        leaf_grads.add(g.data, 2)  # pending, and the caller's
+    found: dict[int, Tensor] = {}
+    if wanted is not None:  # only what lies on a path to a wanted tensor needs a backward
+        useful = set(wanted_ids)
+        for t in order:  # inputs come before their consumers
+            fn = t.creator
+            if fn is not None and fn.inputs and any(id(x) in useful for x in fn.inputs):
+                useful.add(id(t))
+        order = [t for t in order if id(t) in useful]
+    with grad_mode(create_graph):
+        while order:
+            t = order.pop()  # consumers come off the end before the tensors they consumed
+            g = grads.pop(id(t), None)
+            if g is None:
                 continue
-            if gx.shape != x.shape or gx.dtype != x.dtype:
+            leaf_grads.add(g.data, -1)
+            fn = t.creator
+            if id(t) in wanted_ids:
+                found[id(t)] = g if create_graph else g.detach()
+                if local:
+                    continue
+            if fn is None:
+                if wanted is None:  # accumulate, out of place: no array handed out changes
+                    if create_graph:
+                        t.grad = g if t.grad is None else t.grad + g
+                    else:
+                        t.grad = leaf_grads.take(g.data) if t.grad is None else t.grad + g.data
+                continue
+            if wanted is not None and not any(id(x) in useful for x in fn.inputs):
+                continue
+            gxs = fn.backward(g)
+            gxs = gxs if isinstance(gxs, tuple) else (gxs,)
+            if len(gxs) != len(fn.inputs):
                 raise RuntimeError(
-                    f"{fn!r}.backward returned a grad of shape {gx.shape} {gx.dtype} for an input "
-                    f"of shape {x.shape} {x.dtype}"
+                    f"{fn!r}.backward returned {len(gxs)} grads for {len(fn.inputs)} inputs"
                 )
-            if id(x) in grads:
-                users[id(_owner(grads[id(x)]))] -= 1
-                gx = grads[id(x)] + gx
-            grads[id(x)] = gx
-            users[id(_owner(gx))] += 1
-        if not retain_graph:
-            fn.release()
+            for x, gx, need in zip(fn.inputs, gxs, fn.needs_input_grad):
+                if not need or gx is None:
+                    continue
+                gx = gx if isinstance(gx, Tensor) else Tensor(gx)
+                if gx.shape != x.shape or gx.dtype != x.dtype:
+                    raise RuntimeError(
+                        f"{fn!r}.backward returned a grad of shape {gx.shape} {gx.dtype} for an "
+                        f"input of shape {x.shape} {x.dtype}"
+                    )
+                if id(x) in grads:
+                    leaf_grads.add(grads[id(x)].data, -1)
+                    gx = grads[id(x)] + gx
+                grads[id(x)] = gx
+                leaf_grads.add(gx.data)
+            if not retain_graph:
+                fn.release()
+    return found
 
 
 from . import ops  # noqa: E402  (ops need Tensor defined first)

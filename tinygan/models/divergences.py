@@ -60,11 +60,11 @@ class WrightOmega(Function):
         for _ in range(3):  # Halley on r(w) = w + log(w) - x: r' = (1 + w) / w, r'' = -1 / w^2
             r = w + xp.log(w) - xc
             w = w - r * w / (1 + w + r / (2 * (1 + w)))  # w - 2 r r' / (2 r'^2 - r r'')
-        self.y = xp.where(x < -50, xp.exp(xp.minimum(x, -50.0)), xp.where(x > 1e20, x, w))
-        return self.y
+        return xp.where(x < -50, xp.exp(xp.minimum(x, -50.0)), xp.where(x > 1e20, x, w))
 
     def backward(self, gy):
-        return gy * self.y / (1 + self.y)
+        y = self.output
+        return gy * y / (1 + y)
 
 
 def wright_omega(x: Tensor) -> Tensor:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from .. import kernels
 from ..function import Function
 from ..tensor import Tensor
+from .math import exp
 
 
 class ReLU(Function):
     def forward(self, x):
-        self.x = x
         return self.xp.maximum(x, 0)
 
     def backward(self, gy):
-        return gy * (self.x > 0)  # gradient 0 at x == 0, as PyTorch
+        return gy * (self.output.data > 0)  # gradient 0 at x == 0, as PyTorch
 
 
 class LeakyReLU(Function):
@@ -21,11 +21,24 @@ class LeakyReLU(Function):
         self.slope = negative_slope
 
     def forward(self, x):
-        self.x = x
         return kernels.leaky_relu_forward(x, self.slope)
 
     def backward(self, gy):
+        return LeakyReLUGrad(self.inputs[0].data, self.slope)(gy)
+
+
+class LeakyReLUGrad(Function):
+    """``gy`` where ``x > 0``, else ``slope * gy``: linear in ``gy`` (``x`` is a constant: the
+    slope is piecewise constant), so its own backward is itself."""
+
+    def __init__(self, x, slope: float):
+        self.x, self.slope = x, slope
+
+    def forward(self, gy):
         return kernels.leaky_relu_backward(self.x, gy, self.slope)
+
+    def backward(self, ggx):
+        return LeakyReLUGrad(self.x, self.slope)(ggx)
 
 
 def stable_sigmoid(x, xp):
@@ -42,20 +55,20 @@ def stable_log_softmax(x, axis, xp):
 
 class Sigmoid(Function):
     def forward(self, x):
-        self.y = stable_sigmoid(x, self.xp)
-        return self.y
+        return stable_sigmoid(x, self.xp)
 
     def backward(self, gy):
-        return gy * self.y * (1 - self.y)
+        y = self.output
+        return gy * y * (1 - y)
 
 
 class Tanh(Function):
     def forward(self, x):
-        self.y = self.xp.tanh(x)
-        return self.y
+        return self.xp.tanh(x)
 
     def backward(self, gy):
-        return gy * (1 - self.y * self.y)
+        y = self.output
+        return gy * (1 - y * y)
 
 
 class Softplus(Function):
@@ -66,14 +79,15 @@ class Softplus(Function):
 
     def forward(self, x):
         xp = self.xp
-        self.bx = x * self.beta
-        soft = xp.log1p(xp.exp(xp.minimum(self.bx, self.threshold))) / self.beta
-        return xp.where(self.bx > self.threshold, x, soft)
+        bx = x * self.beta
+        self.linear = bx > self.threshold
+        soft = xp.log1p(xp.exp(xp.minimum(bx, self.threshold))) / self.beta
+        return xp.where(self.linear, x, soft)
 
     def backward(self, gy):
-        xp = self.xp
-        z = xp.exp(xp.minimum(self.bx, self.threshold))
-        return xp.where(self.bx > self.threshold, gy, gy * z / (z + 1))
+        (x,) = self.inputs  # the slope: sigmoid(beta x) in the soft part, 1 in the linear part
+        slope = sigmoid(x * self.beta) * ~self.linear + self.linear
+        return gy * slope
 
 
 def _stable_max(x, axis, xp):
@@ -89,14 +103,13 @@ class LogSumExp(Function):
     def forward(self, x):
         xp = self.xp
         m = _stable_max(x, self.dim, xp)
-        self.x = x
-        self.y = m + xp.log(xp.exp(x - m).sum(axis=self.dim, keepdims=True))
-        return self.y if self.keepdim else xp.squeeze(self.y, axis=self.dim)
+        y = m + xp.log(xp.exp(x - m).sum(axis=self.dim, keepdims=True))
+        return y if self.keepdim else xp.squeeze(y, axis=self.dim)
 
     def backward(self, gy):
-        if not self.keepdim:
-            gy = self.xp.expand_dims(gy, self.dim)
-        return gy * self.xp.exp(self.x - self.y)
+        (x,) = self.inputs
+        kept = tuple(1 if i == self.dim else n for i, n in enumerate(x.shape))
+        return gy.reshape(*kept) * exp(x - self.output.reshape(*kept))
 
 
 class LogSoftmax(Function):
@@ -104,11 +117,10 @@ class LogSoftmax(Function):
         self.dim = dim
 
     def forward(self, x):
-        self.y = stable_log_softmax(x, self.dim, self.xp)
-        return self.y
+        return stable_log_softmax(x, self.dim, self.xp)
 
     def backward(self, gy):
-        return gy - self.xp.exp(self.y) * gy.sum(axis=self.dim, keepdims=True)
+        return gy - exp(self.output) * gy.sum(self.dim, keepdim=True)
 
 
 class Softmax(Function):
@@ -118,11 +130,11 @@ class Softmax(Function):
     def forward(self, x):
         xp = self.xp
         e = xp.exp(x - _stable_max(x, self.dim, xp))
-        self.y = e / e.sum(axis=self.dim, keepdims=True)
-        return self.y
+        return e / e.sum(axis=self.dim, keepdims=True)
 
     def backward(self, gy):
-        return self.y * (gy - (gy * self.y).sum(axis=self.dim, keepdims=True))
+        y = self.output
+        return y * (gy - (gy * y).sum(self.dim, keepdim=True))
 
 
 def _dim(x: Tensor, dim: int) -> int:

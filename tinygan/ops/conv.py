@@ -34,6 +34,7 @@ from .. import kernels
 from ..function import Function
 from ..kernels.shapes import ConvGeometry, conv2d_geometry, conv_transpose2d_geometry, pair
 from ..tensor import Tensor
+from .nn import ChannelSum
 
 
 # ---- the shared pieces: three kernels serve both layers -------------------------------------
@@ -68,7 +69,7 @@ def _im2col(image: Any, g: ConvGeometry) -> Any:
         image.transpose(0, 2, 3, 1), *g.kernel, g.stride, g.padding, g.dilation, g.grid_hw
     )
     n, oh, ow = cols.shape[:3]
-    return cols.reshape(n * oh * ow, -1)
+    return cols.reshape(n * oh * ow, g.kernel[0] * g.kernel[1] * image.shape[1])
 
 
 def _gemm_col2im(rows: Any, wmat: Any, g: ConvGeometry) -> Any:
@@ -84,23 +85,22 @@ def _nchw(rows: Any, n: int, hw: tuple[int, int]) -> Any:
     return rows.reshape(n, *hw, rows.shape[1]).transpose(0, 3, 1, 2)
 
 
-# ---- the Functions ------------------------------------------------------------------------
+# ---- the Functions: each one's backward is made of the three ----------------------------------
 class Conv2d(Function):
-    """``conv2d``: x (N, C, H, W), weight (OUT, C, kH, kW), bias (OUT,) or absent ->
-    y (N, OUT, OH, OW), channels-last in memory."""
+    """Image -> grid: x (N, C, H, W), weight (OUT, C, kH, kW), bias (OUT,) or absent ->
+    y (N, OUT, OH, OW), channels-last in memory, for a validated geometry ``g``.
 
-    def __init__(self, stride: Any = 1, padding: Any = 0, dilation: Any = 1):
-        self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding", 0)
-        self.dilation = pair(dilation, "dilation")
+    ``cols`` (im2col of x) and ``wmat`` (the weight matrix) may be passed when a backward has
+    them already; they are caches of the inputs' values, never separate inputs.
+    """
+
+    def __init__(self, g: ConvGeometry, cols: Any = None, wmat: Any = None):
+        self.g, self.cols, self.wmat = g, cols, wmat
 
     def forward(self, x, weight, bias=None):
         _check_dtypes("conv2d", x, weight, bias)
-        b_shape = None if bias is None else bias.shape
-        self.g = conv2d_geometry(
-            x.shape, weight.shape, b_shape, self.stride, self.padding, self.dilation
-        )
-        self.w_shape, self.wmat = weight.shape, _weight_matrix(weight)
-        cols = _im2col(x, self.g)
+        self.wmat = _weight_matrix(weight) if self.wmat is None else self.wmat
+        cols = _im2col(x, self.g) if self.cols is None else self.cols
         y = cols @ self.wmat.T  # (N*OH*OW, OUT)
         self.cols = cols if self.needs_input_grad[1] else None  # only the weight grad reads it
         if bias is not None:
@@ -108,55 +108,59 @@ class Conv2d(Function):
         return _nchw(y, x.shape[0], self.g.grid_hw)
 
     def backward(self, gy):
-        rows = _rows(gy)  # (N*OH*OW, OUT)
-        needs = self.needs_input_grad
-        gx = _gemm_col2im(rows, self.wmat, self.g) if needs[0] else None
-        gw = _weight_grad(rows, self.cols, self.w_shape) if needs[1] else None
-        if len(needs) == 2:
-            return gx, gw
-        return gx, gw, kernels.channel_sum(rows) if needs[2] else None
+        x, weight = self.inputs[:2]
+        need = self.needs_input_grad
+        gx = ConvTranspose2d(self.g, wmat=self.wmat)(gy, weight) if need[0] else None
+        gw = ConvWeightGrad(self.g, cols=self.cols)(x, gy) if need[1] else None
+        return (gx, gw) if len(need) == 2 else (gx, gw, ChannelSum()(gy) if need[2] else None)
 
 
 class ConvTranspose2d(Function):
-    """``conv_transpose2d``: x (N, C, H, W), weight (C, OUT, kH, kW), bias (OUT,) or absent ->
-    y (N, OUT, OH, OW), channels-last in memory; the adjoint of ``Conv2d`` with that weight."""
+    """Grid -> image, the adjoint of ``Conv2d``: x (N, C, H, W), weight (C, OUT, kH, kW), bias
+    (OUT,) or absent -> y (N, OUT, OH, OW), channels-last in memory, for a validated geometry."""
 
-    def __init__(
-        self, stride: Any = 1, padding: Any = 0, output_padding: Any = 0, dilation: Any = 1
-    ):
-        self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding", 0)
-        self.output_padding = pair(output_padding, "output_padding", 0)
-        self.dilation = pair(dilation, "dilation")
+    def __init__(self, g: ConvGeometry, wmat: Any = None):
+        self.g, self.wmat = g, wmat
 
     def forward(self, x, weight, bias=None):
         _check_dtypes("conv_transpose2d", x, weight, bias)
-        b_shape = None if bias is None else bias.shape
-        self.g = conv_transpose2d_geometry(
-            x.shape,
-            weight.shape,
-            b_shape,
-            self.stride,
-            self.padding,
-            self.output_padding,
-            self.dilation,
-        )
-        self.w_shape, self.wmat = weight.shape, _weight_matrix(weight)
-        self.x_rows = _rows(x)  # (N*H*W, C)
-        y = _gemm_col2im(self.x_rows, self.wmat, self.g)
+        self.wmat = _weight_matrix(weight) if self.wmat is None else self.wmat
+        y = _gemm_col2im(_rows(x), self.wmat, self.g)
         if bias is not None:
             y += bias[:, None, None]
         return y
 
     def backward(self, gy):
-        needs = self.needs_input_grad
+        x, weight = self.inputs[:2]
+        need = self.needs_input_grad
         gx = gw = None
-        if needs[0] or needs[1]:
-            gcols = _im2col(gy, self.g)  # (N*H*W, kH*kW*OUT)
-            gx = _nchw(gcols @ self.wmat.T, gy.shape[0], self.g.grid_hw) if needs[0] else None
-            gw = _weight_grad(self.x_rows, gcols, self.w_shape) if needs[1] else None
-        if len(needs) == 2:
-            return gx, gw
-        return gx, gw, kernels.channel_sum(gy) if needs[2] else None
+        if need[0] or need[1]:
+            cols = _im2col(gy.data, self.g)  # (N*H*W, kH*kW*OUT), shared by both gradients
+            gx = Conv2d(self.g, cols, self.wmat)(gy, weight) if need[0] else None
+            gw = ConvWeightGrad(self.g, cols=cols)(gy, x) if need[1] else None
+        return (gx, gw) if len(need) == 2 else (gx, gw, ChannelSum()(gy) if need[2] else None)
+
+
+class ConvWeightGrad(Function):
+    """The weight gradient of both layers: image (N, B, H, W) and grid (N, A, OH, OW) ->
+    ``rows(grid)^T @ cols(image)`` as a weight (A, B, kH, kW). It is bilinear:
+    ``<W(image, grid), v> = <conv2d(image, v), grid> = <image, conv_transpose2d(grid, v)>``,
+    which is its backward."""
+
+    def __init__(self, g: ConvGeometry, cols: Any = None):
+        self.g, self.cols = g, cols
+
+    def forward(self, image, grid):
+        cols = _im2col(image, self.g) if self.cols is None else self.cols
+        self.cols = cols if self.needs_input_grad[1] else None
+        a, b, (kh, kw) = grid.shape[1], image.shape[1], self.g.kernel
+        return _weight_grad(_rows(grid), cols, (a, b, kh, kw))
+
+    def backward(self, gw):
+        image, grid = self.inputs
+        g_image = ConvTranspose2d(self.g)(grid, gw) if self.needs_input_grad[0] else None
+        g_grid = Conv2d(self.g, self.cols)(image, gw) if self.needs_input_grad[1] else None
+        return g_image, g_grid
 
 
 # ---- the plain functions --------------------------------------------------------------------
@@ -190,8 +194,15 @@ def conv2d(
     TypeError
         Inputs of different or non-floating dtypes.
     """
-    fn = Conv2d(stride, padding, dilation)
-    return fn(x, weight) if bias is None else fn(x, weight, bias)
+    g = conv2d_geometry(
+        x.shape,
+        weight.shape,
+        None if bias is None else bias.shape,
+        pair(stride, "stride"),
+        pair(padding, "padding", 0),
+        pair(dilation, "dilation"),
+    )
+    return Conv2d(g)(x, weight) if bias is None else Conv2d(g)(x, weight, bias)
 
 
 def conv_transpose2d(
@@ -227,5 +238,14 @@ def conv_transpose2d(
     ValueError, TypeError
         As ``conv2d``; also ``output_padding >= max(stride, dilation)``.
     """
-    fn = ConvTranspose2d(stride, padding, output_padding, dilation)
+    g = conv_transpose2d_geometry(
+        x.shape,
+        weight.shape,
+        None if bias is None else bias.shape,
+        pair(stride, "stride"),
+        pair(padding, "padding", 0),
+        pair(output_padding, "output_padding", 0),
+        pair(dilation, "dilation"),
+    )
+    fn = ConvTranspose2d(g)
     return fn(x, weight) if bias is None else fn(x, weight, bias)

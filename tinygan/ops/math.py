@@ -12,61 +12,39 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import backend
-from ..function import Function, sum_to
+from ..function import Function, Mul, broadcast_shape, sum_to
 from ..tensor import Tensor
-
-
-def _broadcast_shape(op: str, a: Any, b: Any) -> tuple[int, ...]:
-    try:
-        return np.broadcast_shapes(a.shape, b.shape)
-    except ValueError:
-        raise ValueError(
-            f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together"
-        ) from None
+from .shape import broadcast_to
 
 
 class Add(Function):
     def forward(self, a, b):
-        _broadcast_shape("add", a, b)
-        self.shapes = a.shape, b.shape
+        broadcast_shape("add", a, b)
         return a + b
 
     def backward(self, gy):
-        return sum_to(gy, self.shapes[0]), sum_to(gy, self.shapes[1])
+        a, b = self.inputs
+        return sum_to(gy, a.shape), sum_to(gy, b.shape)
 
 
 class Sub(Function):
     def forward(self, a, b):
-        _broadcast_shape("sub", a, b)
-        self.shapes = a.shape, b.shape
+        broadcast_shape("sub", a, b)
         return a - b
 
     def backward(self, gy):
-        gb = sum_to(-gy, self.shapes[1]) if self.needs_input_grad[1] else None
-        return sum_to(gy, self.shapes[0]), gb
-
-
-class Mul(Function):
-    def forward(self, a, b):
-        _broadcast_shape("mul", a, b)
-        self.a, self.b = a, b
-        return a * b
-
-    def backward(self, gy):
-        a, b = self.a, self.b
-        ga = sum_to(gy * b, a.shape) if self.needs_input_grad[0] else None
-        gb = sum_to(gy * a, b.shape) if self.needs_input_grad[1] else None
-        return ga, gb
+        a, b = self.inputs
+        gb = sum_to(-gy, b.shape) if self.needs_input_grad[1] else None
+        return sum_to(gy, a.shape), gb
 
 
 class Div(Function):
     def forward(self, a, b):
-        _broadcast_shape("div", a, b)
-        self.a, self.b = a, b
+        broadcast_shape("div", a, b)
         return a / b
 
     def backward(self, gy):
-        a, b = self.a, self.b
+        a, b = self.inputs
         ga = sum_to(gy / b, a.shape) if self.needs_input_grad[0] else None
         gb = sum_to(-gy * a / (b * b), b.shape) if self.needs_input_grad[1] else None
         return ga, gb
@@ -87,66 +65,60 @@ class Pow(Function):
         self.p = p
 
     def forward(self, x):
-        self.x = x
         return x**self.p
 
     def backward(self, gy):
+        (x,) = self.inputs
         if self.p == 0:
-            return self.xp.zeros_like(self.x)
-        return gy * self.p * self.x ** (self.p - 1)
+            return gy * 0
+        return gy * self.p * x ** (self.p - 1)
 
 
 class Exp(Function):
     def forward(self, x):
-        self.y = self.xp.exp(x)
-        return self.y
+        return self.xp.exp(x)
 
     def backward(self, gy):
-        return gy * self.y
+        return gy * self.output
 
 
 class Log(Function):
     def forward(self, x):
-        self.x = x
         return self.xp.log(x)
 
     def backward(self, gy):
-        return gy / self.x
+        return gy / self.inputs[0]
 
 
 class Sqrt(Function):
     def forward(self, x):
-        self.y = self.xp.sqrt(x)
-        return self.y
+        return self.xp.sqrt(x)
 
     def backward(self, gy):
-        return gy / (2 * self.y)
+        return gy / (2 * self.output)
 
 
 class Abs(Function):
     def forward(self, x):
-        self.x = x
         return self.xp.abs(x)
 
     def backward(self, gy):
-        return gy * self.xp.sign(self.x)
+        return gy * self.xp.sign(self.inputs[0].data)
 
 
 class Maximum(Function):
     """Elementwise maximum; at ties each input gets half the gradient (as PyTorch)."""
 
     def forward(self, a, b):
-        _broadcast_shape("maximum", a, b)
-        self.a, self.b = a, b
+        broadcast_shape("maximum", a, b)
+        if any(self.needs_input_grad):  # a's share of the gradient: 1, 1/2 or 0
+            self.share = ((a > b) + 0.5 * (a == b)).astype(a.dtype)
         return self.xp.maximum(a, b)
 
     def backward(self, gy):
-        a, b = self.a, self.b
-        share = (a > b) + 0.5 * (a == b)  # a's share of the gradient: 1, 1/2 or 0
-        ga = sum_to(gy * share.astype(gy.dtype), a.shape) if self.needs_input_grad[0] else None
-        gb = (
-            sum_to(gy * (1 - share).astype(gy.dtype), b.shape) if self.needs_input_grad[1] else None
-        )
+        a, b = self.inputs
+        ga = sum_to(gy * self.share, a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(gy * (1 - self.share), b.shape) if self.needs_input_grad[1] else None
         return ga, gb
 
 
@@ -157,16 +129,16 @@ class Clip(Function):
         self.lo, self.hi = lo, hi
 
     def forward(self, x):
-        self.x = x
+        if self.needs_input_grad[0]:
+            self.inside = self.xp.ones(x.shape, dtype=bool)
+            if self.lo is not None:
+                self.inside &= x >= self.lo
+            if self.hi is not None:
+                self.inside &= x <= self.hi
         return self.xp.clip(x, self.lo, self.hi)
 
     def backward(self, gy):
-        inside = self.xp.ones(self.x.shape, dtype=bool)
-        if self.lo is not None:
-            inside &= self.x >= self.lo
-        if self.hi is not None:
-            inside &= self.x <= self.hi
-        return gy * inside
+        return gy * self.inside
 
 
 class MatMul(Function):
@@ -182,21 +154,19 @@ class MatMul(Function):
                 f"matmul: shapes {a.shape} and {b.shape} do not match (inner dims differ)"
             )
         np.broadcast_shapes(a.shape[:-2], b.shape[:-2])  # raises on a batch-dim mismatch
-        self.a, self.b = a, b
         return a @ b
 
     def backward(self, gy):
-        a, b = self.a, self.b
-        xp = self.xp
-        a2 = a[None, :] if a.ndim == 1 else a  # (..., n, k)
-        b2 = b[:, None] if b.ndim == 1 else b  # (..., k, m)
-        g2 = xp.expand_dims(gy, -1) if b.ndim == 1 else gy
-        g2 = xp.expand_dims(g2, -2) if a.ndim == 1 else g2  # (..., n, m)
+        a, b = self.inputs
+        a2 = a.reshape(1, -1) if a.ndim == 1 else a  # (..., n, k)
+        b2 = b.reshape(-1, 1) if b.ndim == 1 else b  # (..., k, m)
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        g2 = gy.reshape(*batch, a2.shape[-2], b2.shape[-1])  # (..., n, m)
         ga = gb = None
         if self.needs_input_grad[0]:
-            ga = sum_to(g2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+            ga = sum_to(g2 @ b2.transpose(-1, -2), a2.shape).reshape(a.shape)
         if self.needs_input_grad[1]:
-            gb = sum_to(xp.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
+            gb = sum_to(a2.transpose(-1, -2) @ g2, b2.shape).reshape(b.shape)
         return ga, gb
 
 
@@ -205,11 +175,10 @@ class AsType(Function):
         self.dtype = np.dtype(dtype)
 
     def forward(self, x):
-        self.in_dtype = x.dtype
         return x.astype(self.dtype)
 
     def backward(self, gy):
-        return gy.astype(self.in_dtype)
+        return gy.astype(self.inputs[0].dtype)
 
 
 class ToDevice(Function):
@@ -221,7 +190,7 @@ class ToDevice(Function):
         return backend.to_device(x, self.device)
 
     def backward(self, gy):
-        return backend.to_device(gy, self.src)
+        return to_device(gy, self.src)
 
 
 # ---- reductions ---------------------------------------------------------------------------
@@ -255,8 +224,7 @@ class _Reduction(Function):
 
     def _kept(self, gy):
         """``gy`` reshaped so that it broadcasts against the input."""
-        shape = [1 if i in self.axes else n for i, n in enumerate(self.shape)]
-        return gy.reshape(shape)
+        return gy.reshape(*(1 if i in self.axes else n for i, n in enumerate(self.shape)))
 
 
 class Sum(_Reduction):
@@ -265,7 +233,7 @@ class Sum(_Reduction):
         return x.sum(axis=self.axes, keepdims=self.keepdim)
 
     def backward(self, gy):
-        return self.xp.broadcast_to(self._kept(gy), self.shape)
+        return broadcast_to(self._kept(gy), self.shape)
 
 
 class Mean(_Reduction):
@@ -275,7 +243,7 @@ class Mean(_Reduction):
 
     def backward(self, gy):
         n = int(np.prod([self.shape[a] for a in self.axes]))
-        return self.xp.broadcast_to(self._kept(gy) / n, self.shape)
+        return broadcast_to(self._kept(gy) / n, self.shape)
 
 
 class Max(_Reduction):
@@ -284,17 +252,19 @@ class Max(_Reduction):
     def forward(self, x):
         if x.size == 0:
             raise ValueError("max of an empty tensor")
-        self.shape, self.x = x.shape, x
-        self.y = x.max(axis=self.axes, keepdims=True)
+        self.shape = x.shape
+        y = x.max(axis=self.axes, keepdims=True)
+        if self.needs_input_grad[0]:
+            mask = (x == y).astype(x.dtype)
+            self.share = mask / mask.sum(axis=self.axes, keepdims=True)  # ties share equally
         return (
-            self.y
+            y
             if self.keepdim
-            else self.y.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
+            else y.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
         )
 
     def backward(self, gy):
-        mask = (self.x == self.y).astype(gy.dtype)
-        return self._kept(gy) * mask / mask.sum(axis=self.axes, keepdims=True)
+        return self._kept(gy) * self.share
 
 
 # ---- the plain functions ------------------------------------------------------------------

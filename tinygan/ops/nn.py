@@ -1,7 +1,8 @@
 """Neural-network ops: linear, batch norm, losses, dropout (PyTorch semantics).
 
-Each op is one Function with its forward and backward side by side, on raw NumPy/CuPy arrays.
-Losses compute their elementwise values in one Function and reduce with ``mean``/``sum``.
+Each op is one Function with its forward (on raw NumPy/CuPy arrays) and backward (Tensor ops)
+side by side. Losses compute their elementwise values in one Function and reduce with
+``mean``/``sum``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from typing import Any
 import numpy as np
 
 from .. import backend, kernels
-from ..function import Function, sum_to
-from ..tensor import Tensor
-from .activation import stable_log_softmax, stable_sigmoid
+from ..function import Function, is_grad_enabled, sum_to
+from ..tensor import Tensor, local_grad
+from .activation import sigmoid, softmax, stable_log_softmax
+from .math import exp
 from .math import mean as _mean
 from .math import sum as _sum
+from .shape import broadcast_to
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -26,21 +29,30 @@ class Linear(Function):
     """``y = x @ weight.T + bias`` over the last axis of ``x``; one GEMM each way."""
 
     def forward(self, x, weight, bias=None):
-        self.x, self.weight = x, weight
         y = x.reshape(-1, x.shape[-1]) @ weight.T  # (M, out), M = product of the leading dims
         if bias is not None:
             y += bias
         return y.reshape(*x.shape[:-1], weight.shape[0])
 
     def backward(self, gy):
-        x, w = self.x, self.weight
+        x, w = self.inputs[:2]
         g2 = gy.reshape(-1, gy.shape[-1])  # (M, out)
-        gx = (g2 @ w).reshape(x.shape) if self.needs_input_grad[0] else None
-        gw = (g2.T @ x.reshape(-1, x.shape[-1])) if self.needs_input_grad[1] else None
-        if len(self.needs_input_grad) == 2:
-            return gx, gw
-        gb = kernels.channel_sum(g2) if self.needs_input_grad[2] else None
-        return gx, gw, gb
+        need = self.needs_input_grad
+        gx = (g2 @ w).reshape(*x.shape) if need[0] else None
+        gw = g2.T @ x.reshape(-1, x.shape[-1]) if need[1] else None
+        return (gx, gw) if len(need) == 2 else (gx, gw, ChannelSum()(g2) if need[2] else None)
+
+
+class ChannelSum(Function):
+    """Sum over every axis but axis 1: (N, C, ...) -> (C,), by ``kernels.channel_sum`` (a GEMV
+    on channels-last memory); the bias gradient of linear and convolution layers."""
+
+    def forward(self, x):
+        return kernels.channel_sum(x)
+
+    def backward(self, gy):
+        shape = self.inputs[0].shape
+        return broadcast_to(gy.reshape(1, -1, *(1,) * (len(shape) - 2)), shape)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -101,6 +113,7 @@ class BatchNorm(Function):
         else:
             rm, rv = (r.data if isinstance(r, Tensor) else r for r in self.running)
             mu, var = rm.reshape(self.cshape), rv.reshape(self.cshape)
+            self.mu = mu
             xc = x - mu
             squares = None  # nothing to reuse
         self.invstd = 1 / xp.sqrt(var + self.eps)
@@ -119,6 +132,9 @@ class BatchNorm(Function):
                 r[...] = self.momentum * batch.reshape(-1) + (1 - self.momentum) * r
 
     def backward(self, gy):
+        if is_grad_enabled():  # create_graph: differentiate the formula, not the fused kernel
+            return local_grad(self._formula, self.inputs, gy, self.needs_input_grad)
+        gy = gy.data
         xc, invstd, cshape = self.xc, self.invstd, self.cshape
         need = self.needs_input_grad
         stats = need[0] and self.training  # the input's gradient needs both sums
@@ -136,7 +152,20 @@ class BatchNorm(Function):
                 gx -= self.xp.multiply(xc, scale * invstd * gw / m, out=gy_xc)
                 gx -= scale * gb / m
         grads = (gx, None if gw is None else gw.reshape(-1), None if gb is None else gb.reshape(-1))
-        return tuple(g if n else None for g, n in zip(grads, need))
+        return tuple(Tensor(g) if n else None for g, n in zip(grads, need))
+
+    def _formula(self, x, weight=None, bias=None):
+        """The same normalisation written with Tensor ops (what a higher derivative sees)."""
+        if self.training:
+            axes = (0, *range(2, x.ndim))
+            xc = x - x.mean(axes, keepdim=True)
+            invstd = ((xc * xc).mean(axes, keepdim=True) + self.eps) ** -0.5
+        else:
+            xc, invstd = x - self.mu, self.invstd  # the running statistics: constants
+        y = xc * invstd
+        if weight is not None:
+            y = y * weight.reshape(*self.cshape)
+        return y if bias is None else y + bias.reshape(*self.cshape)
 
 
 def batch_norm(
@@ -233,16 +262,12 @@ class BCEWithLogits(Function):
 
     def forward(self, x, t):
         xp = self.xp
-        self.x, self.t = x, t
         return xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
 
     def backward(self, gy):
-        xp, x = self.xp, self.x
-        gx = gt = None
-        if self.needs_input_grad[0]:
-            gx = gy * (stable_sigmoid(x, xp) - self.t)
-        if self.needs_input_grad[1]:
-            gt = -gy * x
+        x, t = self.inputs
+        gx = gy * (sigmoid(x) - t) if self.needs_input_grad[0] else None
+        gt = -gy * x if self.needs_input_grad[1] else None
         return gx, gt
 
 
@@ -277,14 +302,14 @@ class CrossEntropy(Function):
 
     def forward(self, x):
         xp = self.xp
-        self.logp = stable_log_softmax(x, 1, xp)
-        self.rows = xp.arange(x.shape[0])
-        return -self.logp[self.rows, self.target]
+        return -stable_log_softmax(x, 1, xp)[xp.arange(x.shape[0]), self.target]
 
     def backward(self, gy):
-        p = self.xp.exp(self.logp)
-        p[self.rows, self.target] -= 1  # one index per row: plain fancy assignment, no add.at
-        return p * gy[:, None]
+        (x,) = self.inputs
+        xp = self.xp
+        onehot = xp.zeros(x.shape, dtype=x.dtype)
+        onehot[xp.arange(x.shape[0]), self.target] = 1
+        return (softmax(x, 1) - onehot) * gy.reshape(-1, 1)
 
 
 def cross_entropy(input: Tensor, target: Any, *, reduction: str = "mean") -> Tensor:
@@ -332,11 +357,12 @@ def cross_entropy(input: Tensor, target: Any, *, reduction: str = "mean") -> Ten
 
 class MSE(Function):
     def forward(self, x, t):
-        self.d = x - t
-        return self.d * self.d
+        d = x - t
+        return d * d
 
     def backward(self, gy):
-        g = 2 * gy * self.d
+        x, t = self.inputs
+        g = 2 * gy * (x - t)
         return g if self.needs_input_grad[0] else None, -g if self.needs_input_grad[1] else None
 
 
@@ -359,20 +385,22 @@ class GaussianNLLVar(Function):
 
     def forward(self, x, t, var):
         xp = self.xp
-        self.shapes = x.shape, t.shape, var.shape
-        self.d = x - t
-        self.v = xp.maximum(var, self.eps)
-        self.r = self.d / self.v  # (x - t) / v
-        y = 0.5 * (xp.log(self.v) + self.d * self.d / self.v)
+        d = x - t
+        v = xp.maximum(var, self.eps)
+        self.clamp = v - var  # added to var: the clamp, invisible to autograd
+        y = 0.5 * (xp.log(v) + d * d / v)
         return y + self.const if self.const else y
 
     def backward(self, gy):
-        gx = gy * self.r
+        x, t, var = self.inputs
+        d, v = x - t, var + self.clamp
+        r = d / v
+        gx = gy * r
         need = self.needs_input_grad
-        gv = sum_to(0.5 * gy * (1 - self.d * self.r) / self.v, self.shapes[2]) if need[2] else None
+        gv = sum_to(0.5 * gy * (1 - d * r) / v, var.shape) if need[2] else None
         return (
-            sum_to(gx, self.shapes[0]) if need[0] else None,
-            sum_to(-gx, self.shapes[1]) if need[1] else None,
+            sum_to(gx, x.shape) if need[0] else None,
+            sum_to(-gx, t.shape) if need[1] else None,
             gv,
         )
 
@@ -434,18 +462,19 @@ class GaussianNLLLogStd(Function):
     """Elementwise ``log_std + 0.5 log(2 pi) + 0.5 ((x - mean) / exp(log_std))^2``."""
 
     def forward(self, x, mu, log_std):
-        self.shapes = x.shape, mu.shape, log_std.shape
-        self.inv_std = self.xp.exp(-log_std)
-        self.z = (x - mu) * self.inv_std  # standardised residual
-        return log_std + (0.5 * self.z * self.z + 0.5 * math.log(2 * math.pi))
+        z = (x - mu) * self.xp.exp(-log_std)  # standardised residual
+        return log_std + (0.5 * z * z + 0.5 * math.log(2 * math.pi))
 
     def backward(self, gy):
+        x, mu, log_std = self.inputs
+        inv_std = exp(-log_std)
+        z = (x - mu) * inv_std
         need = self.needs_input_grad
-        gx = gy * self.z * self.inv_std if need[0] or need[1] else None
-        gs = sum_to(gy * (1 - self.z * self.z), self.shapes[2]) if need[2] else None
+        gx = gy * z * inv_std if need[0] or need[1] else None
+        gs = sum_to(gy * (1 - z * z), log_std.shape) if need[2] else None
         return (
-            sum_to(gx, self.shapes[0]) if need[0] else None,
-            sum_to(-gx, self.shapes[1]) if need[1] else None,
+            sum_to(gx, x.shape) if need[0] else None,
+            sum_to(-gx, mu.shape) if need[1] else None,
             gs,
         )
 

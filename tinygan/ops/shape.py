@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..function import Function, sum_to
+from ..function import Function, sum_to, sum_to_shape
 from ..tensor import Tensor
 
 
@@ -16,7 +16,6 @@ class Reshape(Function):
         self.shape = shape
 
     def forward(self, x):
-        self.in_shape = x.shape
         try:
             return x.reshape(self.shape)
         except ValueError:
@@ -25,7 +24,7 @@ class Reshape(Function):
             ) from None
 
     def backward(self, gy):
-        return gy.reshape(self.in_shape)
+        return gy.reshape(self.inputs[0].shape)
 
 
 class Permute(Function):
@@ -39,7 +38,7 @@ class Permute(Function):
         return x.transpose(self.dims)
 
     def backward(self, gy):
-        return gy.transpose(np.argsort([d % gy.ndim for d in self.dims]))
+        return gy.permute(*(int(d) for d in np.argsort([d % gy.ndim for d in self.dims])))
 
 
 class BroadcastTo(Function):
@@ -47,7 +46,6 @@ class BroadcastTo(Function):
         self.shape = shape
 
     def forward(self, x):
-        self.in_shape = x.shape
         try:
             return self.xp.broadcast_to(x, self.shape)
         except ValueError:
@@ -56,7 +54,20 @@ class BroadcastTo(Function):
             ) from None
 
     def backward(self, gy):
-        return sum_to(gy, self.in_shape)
+        return sum_to(gy, self.inputs[0].shape)
+
+
+class SumTo(Function):
+    """The adjoint of ``BroadcastTo``: sum the axes broadcasting added or stretched."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+
+    def forward(self, x):
+        return sum_to_shape(x, self.shape)
+
+    def backward(self, gy):
+        return broadcast_to(gy, self.inputs[0].shape)
 
 
 class GetItem(Function):
@@ -69,10 +80,20 @@ class GetItem(Function):
         self.index = index
 
     def forward(self, x):
-        self.shape = x.shape
         return x[self.index]
 
     def backward(self, gy):
+        return IndexAdd(self.index, self.inputs[0].shape)(gy)
+
+
+class IndexAdd(Function):
+    """The adjoint of ``GetItem``: ``gy`` scattered into zeros of ``shape`` at ``index``,
+    repeated integer indices accumulating."""
+
+    def __init__(self, index: Any, shape: tuple[int, ...]):
+        self.index, self.shape = index, shape
+
+    def forward(self, gy):
         xp = self.xp
         gx = xp.zeros(self.shape, dtype=gy.dtype)
         parts = self.index if isinstance(self.index, tuple) else (self.index,)
@@ -87,22 +108,39 @@ class GetItem(Function):
             gx[self.index] = gy
         return gx
 
+    def backward(self, ggx):
+        return GetItem(self.index)(ggx)
+
 
 class Concat(Function):
     def __init__(self, axis: int):
         self.axis = axis
 
     def forward(self, *xs):
+        ndim = xs[0].ndim
+        if not -ndim <= self.axis < ndim:
+            raise ValueError(
+                f"cat: dim {self.axis} is out of range for tensors with {ndim} dims "
+                f"(expected {-ndim} <= dim < {ndim})"
+            )
+        self.axis %= ndim
         try:
             y = self.xp.concatenate(xs, axis=self.axis)
-        except (ValueError, np.exceptions.AxisError):
+        except ValueError:
             shapes = ", ".join(str(x.shape) for x in xs)
-            raise ValueError(f"cat along dim {self.axis}: incompatible shapes {shapes}") from None
-        self.splits = np.cumsum([x.shape[self.axis] for x in xs])[:-1]
+            raise ValueError(
+                f"cat along dim {self.axis}: incompatible shapes {shapes} (expected one rank "
+                "and equal sizes in every other dim)"
+            ) from None
+        self.ends = np.cumsum([x.shape[self.axis] for x in xs]).tolist()
         return y
 
     def backward(self, gy):
-        return tuple(self.xp.split(gy, self.splits, axis=self.axis))
+        lead = (slice(None),) * self.axis
+        return tuple(
+            gy[(*lead, slice(end - x.shape[self.axis], end))] if need else None
+            for x, end, need in zip(self.inputs, self.ends, self.needs_input_grad)
+        )
 
 
 class Stack(Function):
@@ -116,7 +154,10 @@ class Stack(Function):
         return self.xp.stack(xs, axis=self.axis)
 
     def backward(self, gy):
-        return tuple(self.xp.moveaxis(gy, self.axis, 0))
+        lead = (slice(None),) * (self.axis % gy.ndim)
+        return tuple(
+            gy[(*lead, i)] if need else None for i, need in enumerate(self.needs_input_grad)
+        )
 
 
 def _shape_args(shape: tuple[Any, ...]) -> tuple[int, ...]:
