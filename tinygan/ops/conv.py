@@ -125,7 +125,9 @@ class ConvTranspose2d(Function):
     def forward(self, x, weight, bias=None):
         _check_dtypes("conv_transpose2d", x, weight, bias)
         self.wmat = _weight_matrix(weight) if self.wmat is None else self.wmat
-        y = _gemm_col2im(_rows(x), self.wmat, self.g)
+        x_rows = _rows(x)
+        self.x_rows = x_rows if self.needs_input_grad[1] else None  # the weight grad's operand
+        y = _gemm_col2im(x_rows, self.wmat, self.g)
         if bias is not None:
             y += bias[:, None, None]
         return y
@@ -137,7 +139,7 @@ class ConvTranspose2d(Function):
         if need[0] or need[1]:
             cols = _im2col(gy.data, self.g)  # (N*H*W, kH*kW*OUT), shared by both gradients
             gx = Conv2d(self.g, cols, self.wmat)(gy, weight) if need[0] else None
-            gw = ConvWeightGrad(self.g, cols=cols)(gy, x) if need[1] else None
+            gw = ConvWeightGrad(self.g, cols, self.x_rows)(gy, x) if need[1] else None
         return (gx, gw) if len(need) == 2 else (gx, gw, ChannelSum()(gy) if need[2] else None)
 
 
@@ -147,14 +149,16 @@ class ConvWeightGrad(Function):
     ``<W(image, grid), v> = <conv2d(image, v), grid> = <image, conv_transpose2d(grid, v)>``,
     which is its backward."""
 
-    def __init__(self, g: ConvGeometry, cols: Any = None):
-        self.g, self.cols = g, cols
+    def __init__(self, g: ConvGeometry, cols: Any = None, rows: Any = None):
+        self.g, self.cols, self.rows = g, cols, rows  # caches: im2col(image), rows(grid)
 
     def forward(self, image, grid):
         cols = _im2col(image, self.g) if self.cols is None else self.cols
         self.cols = cols if self.needs_input_grad[1] else None
+        rows = _rows(grid) if self.rows is None else self.rows
+        self.rows = None
         a, b, (kh, kw) = grid.shape[1], image.shape[1], self.g.kernel
-        return _weight_grad(_rows(grid), cols, (a, b, kh, kw))
+        return _weight_grad(rows, cols, (a, b, kh, kw))
 
     def backward(self, gw):
         image, grid = self.inputs
