@@ -6,7 +6,8 @@ For each op or layer type, the same float64 inputs go through tinygan and PyTorc
 loss ``L = sum(f(inputs) * w)`` (``w`` fixed random) is differentiated with ``create_graph``,
 then ``<grad L, v>`` once more, giving the Hessian-vector product ``H v`` with respect to every
 input. Prints the largest absolute difference and the largest difference relative to the
-largest |H v| entry (the absolute one where H v = 0), per case. PyTorch is used here only, never by tinygan or its tests.
+largest |H v| entry (the absolute one where H v = 0), per case. PyTorch is used here only,
+never by tinygan or its tests.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ import torch.nn.functional as TF
 
 import tinygan as tg
 import tinygan.nn.functional as F
+
+
+def _full(value: float) -> torch.Tensor:
+    return torch.full((3,), value, dtype=torch.float64)
+
 
 CASES = {  # name: (tinygan fn, torch fn, input shapes, positive-input indices)
     "linear": (F.linear, TF.linear, [(5, 4), (3, 4), (3,)], ()),
@@ -40,13 +46,10 @@ CASES = {  # name: (tinygan fn, torch fn, input shapes, positive-input indices)
     ),
     "batch_norm (eval)": (
         lambda x, w, b: F.batch_norm(x, np.full(3, 0.1), np.full(3, 1.5), w, b),
-        lambda x, w, b: TF.batch_norm(
-            x, torch.full((3,), 0.1, dtype=torch.float64), torch.full((3,), 1.5, dtype=torch.float64),
-            w, b,
-        ),
+        lambda x, w, b: TF.batch_norm(x, _full(0.1), _full(1.5), w, b),
         [(6, 3, 2, 2), (3,), (3,)],
         (),
-    ),  # fmt: skip
+    ),
     "relu": (tg.relu, torch.relu, [(4, 5)], ()),
     "leaky_relu": (lambda x: tg.leaky_relu(x, 0.1), lambda x: TF.leaky_relu(x, 0.1), [(4, 5)], ()),
     "sigmoid": (tg.sigmoid, torch.sigmoid, [(4, 5)], ()),
@@ -75,7 +78,10 @@ CASES = {  # name: (tinygan fn, torch fn, input shapes, positive-input indices)
         (),
     ),
     "binary_cross_entropy_with_logits": (
-        F.binary_cross_entropy_with_logits, TF.binary_cross_entropy_with_logits, [(4, 5)] * 2, (1,)
+        F.binary_cross_entropy_with_logits,
+        TF.binary_cross_entropy_with_logits,
+        [(4, 5)] * 2,
+        (1,),
     ),
     "mse_loss": (F.mse_loss, TF.mse_loss, [(4, 5)] * 2, ()),
     "gaussian_nll_loss": (F.gaussian_nll_loss, TF.gaussian_nll_loss, [(4, 5)] * 3, (2,)),
