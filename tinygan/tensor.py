@@ -1,10 +1,14 @@
-"""Tensor: an array, its gradient, and the Function that created it; ``backward`` walks the graph.
+"""Tensor: an array, its gradient, and the Function that created it; and the engine.
 
-The graph is built on the fly as ops run (see function.py). ``backward`` orders the graph's
-tensors by an iterative depth-first search (no recursion, so a chain 10,000 ops deep works),
-then visits them consumers-first: each node's gradient is complete before it is passed on.
-Intermediate gradients are dropped as soon as they are used; leaf gradients accumulate in
-``.grad`` across calls, as in PyTorch.
+Reading order: ``Tensor`` (the array, ``.grad``, ``.creator``, and the operators, which call
+the ops of ``tinygan.ops``); ``grad`` and ``Tensor.backward``, the two ways in; ``_backprop``,
+the chain rule itself, with its helpers; last, ``as_tensors``, the dtype rules by which an op's
+inputs become Tensors (they decide dtypes, not derivatives).
+
+The graph is built on the fly as ops run (see function.py). ``_backprop`` orders the graph's
+tensors by an iterative depth-first search, then visits them consumers-first: each node's
+gradient is complete before it is passed on. Intermediate gradients are dropped as soon as they
+are used; leaf gradients accumulate in ``.grad`` across calls, as in PyTorch.
 """
 
 from __future__ import annotations
@@ -234,48 +238,6 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
-def as_tensors(inputs: Sequence[Any], op: str) -> tuple[Tensor, ...]:
-    """Wrap an op's inputs as Tensors: arrays become constants, Python scalars take the dtype
-    of the op's floating-point tensors (so a scalar never promotes float32 to float64).
-
-    Raises ``TypeError`` if tensors of different floating-point dtypes, or integer and
-    floating-point tensors, meet in one op (NumPy would silently promote them).
-    """
-
-    def is_scalar(x: Any) -> bool:
-        return isinstance(x, (int, float, np.generic)) and not isinstance(x, (bool, np.bool_))
-
-    arrays = [x.data if isinstance(x, Tensor) else x for x in inputs if not is_scalar(x)]
-    for a in arrays:
-        if not hasattr(a, "dtype"):
-            raise TypeError(f"{op} got an input of type {type(a).__name__}; expected a Tensor")
-    if not arrays:
-        raise TypeError(f"{op} needs at least one Tensor input")
-    floats = {a.dtype for a in arrays if a.dtype.kind == "f"}
-    if len(floats) > 1:
-        names = " and ".join(sorted(str(d) for d in floats))
-        raise TypeError(f"{op} got {names} inputs; convert one explicitly with .astype()")
-    ints = {a.dtype for a in arrays if a.dtype.kind in "iu"}
-    if floats and ints:  # NumPy would promote int64 + float32 to float64
-        names = " and ".join(sorted(str(d) for d in floats | ints))
-        raise TypeError(
-            f"{op} got {names} inputs; convert the integer one explicitly with .astype()"
-        )
-    dtype = floats.pop() if floats else arrays[0].dtype
-    xp = backend.get_array_module(*arrays)
-
-    def wrap(x: Any) -> Tensor:
-        if isinstance(x, Tensor):
-            return x
-        if not is_scalar(x):
-            return Tensor(x)
-        if dtype.kind != "f" and isinstance(x, (float, np.floating)):
-            raise TypeError(f"{op} got the float {x!r} beside {dtype} tensors; use float tensors")
-        return Tensor(xp.asarray(x, dtype=dtype))
-
-    return tuple(wrap(x) for x in inputs)
-
-
 def grad(
     outputs: Tensor | Sequence[Tensor],
     inputs: Tensor | Sequence[Tensor],
@@ -342,9 +304,71 @@ def local_grad(
     return tuple(found.get(id(x)) if n else None for x, n in zip(inputs, needs))
 
 
-def _graph_order(roots: list[Tensor], stop: set[int] = frozenset()) -> list[Tensor]:
-    """The tensors that ``roots`` depend on (and that require grad), inputs before consumers;
-    the tensors in ``stop`` (by id) are included but not what they depend on."""
+# ---- the engine: the chain rule over the graph ------------------------------------------------
+def _backprop(
+    roots: list[Tensor],
+    seeds: list[Any],
+    retain_graph: bool | None,
+    create_graph: bool,
+    wanted: list[Tensor] | None = None,
+    local: bool = False,
+) -> dict[int, Tensor]:
+    """The chain rule over the graph of ``roots``, whose upstream gradients are ``seeds``.
+
+    Visits the graph consumers first, so that a tensor's gradient is complete (summed over all
+    its consumers) before its creator's ``backward`` passes it on. Without ``wanted``
+    (``Tensor.backward``), accumulates into the leaves' ``.grad``; with it (``grad``), returns
+    the gradients of those tensors by id and leaves ``.grad`` alone (``local``: without
+    looking below them). ``create_graph`` records the backward ops, so that the gradients are
+    Tensors in the graph; otherwise recording is off while they run.
+    """
+    seeds = [_seed(t, g) for t, g in zip(roots, seeds)]
+    retain_graph = create_graph if retain_graph is None else retain_graph
+    wanted_ids = {id(t) for t in wanted or ()}
+    order = _graph_order(roots, wanted_ids if local else set())
+    if wanted is not None:  # only what lies on a path to a wanted tensor needs a backward
+        needed = _leading_to(order, wanted_ids)
+        order = [t for t in order if id(t) in needed]
+    grads: dict[int, Tensor] = {}  # id(tensor) -> its gradient so far
+    for t, g in zip(roots, seeds):
+        grads[id(t)] = grads[id(t)] + g if id(t) in grads else g
+    memory = _LeafGrads()
+    for g in grads.values():
+        memory.add(g.data, 2)  # pending here, and the caller's
+    found: dict[int, Tensor] = {}
+    with grad_mode(create_graph):
+        while order:
+            t = order.pop()  # consumers come off the end before the tensors they consumed
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue
+            memory.add(g.data, -1)
+            if id(t) in wanted_ids:
+                found[id(t)] = g if create_graph else g.detach()
+                if local:
+                    continue
+            fn = t.creator
+            if fn is None:
+                if wanted is None:
+                    _accumulate(t, g, memory, create_graph)
+                continue
+            if wanted is not None and not any(id(x) in needed for x in fn.inputs):
+                continue
+            for x, gx in _input_grads(fn, g):
+                if id(x) in grads:
+                    memory.add(grads[id(x)].data, -1)
+                    gx = grads[id(x)] + gx
+                grads[id(x)] = gx
+                memory.add(gx.data)
+            if not retain_graph:
+                fn.release()
+    return found
+
+
+def _graph_order(roots: list[Tensor], stop: set[int]) -> list[Tensor]:
+    """The tensors that ``roots`` depend on (and that require grad), inputs before consumers,
+    by an iterative depth-first search (no recursion: a chain 10,000 ops deep works); the
+    tensors in ``stop`` (by id) are included but not what they depend on."""
     order: list[Tensor] = []
     seen: set[int] = set()
     stack: list[tuple[Tensor, bool]] = [(r, False) for r in reversed(roots)]
@@ -365,6 +389,45 @@ def _graph_order(roots: list[Tensor], stop: set[int] = frozenset()) -> list[Tens
                 )
             stack.extend((x, False) for x in t.creator.inputs if x.requires_grad)
     return order
+
+
+def _leading_to(order: list[Tensor], targets: set[int]) -> set[int]:
+    """Ids of the tensors of ``order`` (inputs first) from which a target can be reached."""
+    reach = set(targets)
+    for t in order:
+        fn = t.creator
+        if fn is not None and fn.inputs and any(id(x) in reach for x in fn.inputs):
+            reach.add(id(t))
+    return reach
+
+
+def _input_grads(fn: Function, grad: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """``fn.backward(grad)``, checked: (input, gradient) for each input that needs one."""
+    gxs = fn.backward(grad)
+    gxs = gxs if isinstance(gxs, tuple) else (gxs,)
+    if len(gxs) != len(fn.inputs):
+        raise RuntimeError(f"{fn!r}.backward returned {len(gxs)} grads for {len(fn.inputs)} inputs")
+    pairs = []
+    for x, gx, need in zip(fn.inputs, gxs, fn.needs_input_grad):
+        if not need or gx is None:
+            continue
+        gx = gx if isinstance(gx, Tensor) else Tensor(gx)  # an array: a constant
+        if gx.shape != x.shape or gx.dtype != x.dtype:
+            raise RuntimeError(
+                f"{fn!r}.backward returned a grad of shape {gx.shape} {gx.dtype} for an input "
+                f"of shape {x.shape} {x.dtype}"
+            )
+        pairs.append((x, gx))
+    return pairs
+
+
+def _accumulate(leaf: Tensor, grad: Tensor, memory: _LeafGrads, create_graph: bool) -> None:
+    """``leaf.grad += grad``, out of place (no array handed out before changes): a Tensor in the
+    graph under ``create_graph``, an array otherwise."""
+    if create_graph:
+        leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+    else:
+        leaf.grad = memory.take(grad.data) if leaf.grad is None else leaf.grad + grad.data
 
 
 def _seed(t: Tensor, grad: Any) -> Tensor:
@@ -424,83 +487,47 @@ def _owner(a: Any) -> Any:
     return a
 
 
-def _backprop(
-    roots: list[Tensor],
-    seeds: list[Any],
-    retain_graph: bool | None,
-    create_graph: bool,
-    wanted: list[Tensor] | None = None,
-    local: bool = False,
-) -> dict[int, Tensor]:
-    """The chain rule over the graph of ``roots``, consumers first.
+# ---- dtype rules: how an op's inputs become Tensors (not differentiation) ----------------------
+def as_tensors(inputs: Sequence[Any], op: str) -> tuple[Tensor, ...]:
+    """Wrap an op's inputs as Tensors: arrays become constants, Python scalars take the dtype
+    of the op's floating-point tensors (so a scalar never promotes float32 to float64).
 
-    With ``wanted`` (``grad``), returns the gradients of those tensors by id and leaves
-    ``.grad`` alone (``local``: not looking below them); otherwise accumulates into the
-    leaves' ``.grad``. With ``create_graph`` the backward ops are recorded (the gradients are
-    Tensors in the graph).
+    Raises ``TypeError`` if tensors of different floating-point dtypes, or integer and
+    floating-point tensors, meet in one op (NumPy would silently promote them).
     """
-    seeds = [_seed(t, g) for t, g in zip(roots, seeds)]
-    retain_graph = create_graph if retain_graph is None else retain_graph
-    wanted_ids = set() if wanted is None else {id(t) for t in wanted}
-    order = _graph_order(roots, wanted_ids if local else frozenset())
-    grads: dict[int, Tensor] = {}
-    for t, g in zip(roots, seeds):
-        grads[id(t)] = grads[id(t)] + g if id(t) in grads else g
-    leaf_grads = _LeafGrads()
-    for g in grads.values():
-        leaf_grads.add(g.data, 2)  # pending, and the caller's
-    found: dict[int, Tensor] = {}
-    if wanted is not None:  # only what lies on a path to a wanted tensor needs a backward
-        useful = set(wanted_ids)
-        for t in order:  # inputs come before their consumers
-            fn = t.creator
-            if fn is not None and fn.inputs and any(id(x) in useful for x in fn.inputs):
-                useful.add(id(t))
-        order = [t for t in order if id(t) in useful]
-    with grad_mode(create_graph):
-        while order:
-            t = order.pop()  # consumers come off the end before the tensors they consumed
-            g = grads.pop(id(t), None)
-            if g is None:
-                continue
-            leaf_grads.add(g.data, -1)
-            fn = t.creator
-            if id(t) in wanted_ids:
-                found[id(t)] = g if create_graph else g.detach()
-                if local:
-                    continue
-            if fn is None:
-                if wanted is None:  # accumulate, out of place: no array handed out changes
-                    if create_graph:
-                        t.grad = g if t.grad is None else t.grad + g
-                    else:
-                        t.grad = leaf_grads.take(g.data) if t.grad is None else t.grad + g.data
-                continue
-            if wanted is not None and not any(id(x) in useful for x in fn.inputs):
-                continue
-            gxs = fn.backward(g)
-            gxs = gxs if isinstance(gxs, tuple) else (gxs,)
-            if len(gxs) != len(fn.inputs):
-                raise RuntimeError(
-                    f"{fn!r}.backward returned {len(gxs)} grads for {len(fn.inputs)} inputs"
-                )
-            for x, gx, need in zip(fn.inputs, gxs, fn.needs_input_grad):
-                if not need or gx is None:
-                    continue
-                gx = gx if isinstance(gx, Tensor) else Tensor(gx)
-                if gx.shape != x.shape or gx.dtype != x.dtype:
-                    raise RuntimeError(
-                        f"{fn!r}.backward returned a grad of shape {gx.shape} {gx.dtype} for an "
-                        f"input of shape {x.shape} {x.dtype}"
-                    )
-                if id(x) in grads:
-                    leaf_grads.add(grads[id(x)].data, -1)
-                    gx = grads[id(x)] + gx
-                grads[id(x)] = gx
-                leaf_grads.add(gx.data)
-            if not retain_graph:
-                fn.release()
-    return found
+
+    def is_scalar(x: Any) -> bool:
+        return isinstance(x, (int, float, np.generic)) and not isinstance(x, (bool, np.bool_))
+
+    arrays = [x.data if isinstance(x, Tensor) else x for x in inputs if not is_scalar(x)]
+    for a in arrays:
+        if not hasattr(a, "dtype"):
+            raise TypeError(f"{op} got an input of type {type(a).__name__}; expected a Tensor")
+    if not arrays:
+        raise TypeError(f"{op} needs at least one Tensor input")
+    floats = {a.dtype for a in arrays if a.dtype.kind == "f"}
+    if len(floats) > 1:
+        names = " and ".join(sorted(str(d) for d in floats))
+        raise TypeError(f"{op} got {names} inputs; convert one explicitly with .astype()")
+    ints = {a.dtype for a in arrays if a.dtype.kind in "iu"}
+    if floats and ints:  # NumPy would promote int64 + float32 to float64
+        names = " and ".join(sorted(str(d) for d in floats | ints))
+        raise TypeError(
+            f"{op} got {names} inputs; convert the integer one explicitly with .astype()"
+        )
+    dtype = floats.pop() if floats else arrays[0].dtype
+    xp = backend.get_array_module(*arrays)
+
+    def wrap(x: Any) -> Tensor:
+        if isinstance(x, Tensor):
+            return x
+        if not is_scalar(x):
+            return Tensor(x)
+        if dtype.kind != "f" and isinstance(x, (float, np.floating)):
+            raise TypeError(f"{op} got the float {x!r} beside {dtype} tensors; use float tensors")
+        return Tensor(xp.asarray(x, dtype=dtype))
+
+    return tuple(wrap(x) for x in inputs)
 
 
 from . import ops  # noqa: E402  (ops need Tensor defined first)
