@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from . import backend, checks
+from . import backend, checks, distributed
 from .data import batches
 from .serialization import CheckpointError, load, remove_stale_temporaries, save
 from .tensor import Tensor
@@ -182,20 +182,24 @@ def train(
     if data_name is not None:
         run["data"] = data_name
     start, history = 0, []
-    if path is not None:
+    if path is not None and distributed.is_main():  # (the writer's; pids are per machine)
         remove_stale_temporaries(path)
     if resume and path is not None and path.exists():
         start, history = _restore(model, path, run)
+    parallel = distributed.DataParallel(model, batch_size, start)  # a no-op in one process
     saved = start if start else None  # the step of the last good checkpoint this run has
-    bar = tqdm(total=steps, initial=start, disable=not progress, dynamic_ncols=True)
+    show = progress and parallel.is_main
+    bar = tqdm(total=steps, initial=start, disable=not show, dynamic_ncols=True)
     step = start
     clock = time.perf_counter() - (history[-1].get("seconds", math.nan) if history else 0.0)
     try:
         with _deferred_interrupt() as interrupted:
             while step < steps:
-                index = batch_indices(n, batch_size, seed, step)
+                # under mpiexec: this rank's rows of the batch, metrics over the whole batch
+                index, rng = parallel.shard(batch_indices(n, batch_size, seed, step),
+                                            step_rng(seed, step))  # fmt: skip
                 batch = tuple(a[index] for a in data) if isinstance(data, tuple) else data[index]
-                metrics = model.train_step(batch, step_rng(seed, step))
+                metrics = parallel.average(model.train_step(batch, rng))
                 bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
                 if bad:
                     raise NonFiniteLossError(
@@ -209,12 +213,14 @@ def train(
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
                 if on_step is not None:
                     on_step(step, metrics)
-                due = path is not None and (step % checkpoint_every == 0 or interrupted)
-                if due or step == steps:
-                    _checkpoint(model, path, step, history, run, saved)
+                stop = parallel.any(bool(interrupted))  # a Ctrl-C seen by any rank stops all
+                due = path is not None and (step % checkpoint_every == 0 or stop)
+                if due or step == steps:  # every rank checks the state, rank 0 writes it
+                    _checkpoint(model, path if parallel.is_main else None, step, history, run,
+                                saved)  # fmt: skip
                     saved = step if path is not None else None
-                if interrupted:
-                    if path is not None:
+                if stop:
+                    if path is not None and parallel.is_main:
                         print(f"\ninterrupted: saved step {step} to {path}; continue with resume")
                     raise KeyboardInterrupt
     finally:

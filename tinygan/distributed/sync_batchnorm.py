@@ -1,0 +1,228 @@
+"""Synchronized batch normalisation: batch statistics over every rank's part of the batch.
+
+The only new differentiable piece is ``AllReduceSum``: forward, the sum over ranks of an array;
+backward, the sum over ranks of the gradient (all-reduce is its own adjoint: every rank's input
+reaches every rank's output with weight 1). The statistics are ordinary Tensor ops around it,
+
+    mean = allreduce(sum_rows(x)) / n,   var = allreduce(sum_rows((x - mean)^2)) / n,
+
+two passes over the data as the fused kernel does (``E[x^2] - mean^2`` in one message would lose
+digits in float32 when |mean| >> std), so autograd derives the backward, which all-reduces the
+gradients of the two sums: two messages of C numbers forward and two backward per layer, and
+it stays correct for higher derivatives whatever the engine does with the ops it is made of.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import ops
+from ..backend import get_array_module
+from ..function import Function, no_grad
+from ..nn.layers import _BatchNorm
+from ..nn.module import Module
+from ..tensor import Tensor
+from .comm import Communicator, world
+
+__all__ = [
+    "AllReduceSum",
+    "SyncBatchNorm",
+    "all_reduce_sum",
+    "convert_sync_batchnorm",
+    "sync_batch_norm",
+]
+
+
+class AllReduceSum(Function):
+    """``y = sum over ranks of x`` (``x`` of the same shape and dtype on every rank).
+
+    Backward: ``gx = sum over ranks of gy``: each rank's loss depends on every rank's ``x``
+    through ``y``, so the gradient of the total loss (what the data-parallel average of the
+    parameter gradients differentiates) needs every rank's ``gy``.
+    """
+
+    def __init__(self, comm: Communicator, what: str = "all_reduce_sum") -> None:
+        self.comm, self.what = comm, what
+
+    def forward(self, x):
+        return self.comm.allreduce_(x.copy(), self.what)
+
+    def backward(self, gy):
+        if isinstance(gy, Tensor):  # Tensor-level engine: the same op, differentiable again
+            return AllReduceSum(self.comm, f"{self.what} (backward)")(gy)
+        return self.comm.allreduce_(gy.copy(), f"{self.what} (backward)")  # array-level engine
+
+
+def all_reduce_sum(x: Tensor, comm: Communicator | None = None, what: str = "all_reduce_sum"):
+    """The sum of ``x`` over all ranks, differentiable (see ``AllReduceSum``).
+
+    Parameters
+    ----------
+    x : Tensor
+        The same shape and dtype on every rank.
+    comm : Communicator, optional
+        Default: ``tinygan.distributed.world()``.
+    what : str
+        Names the collective in a timeout message.
+    """
+    return AllReduceSum(world() if comm is None else comm, what)(x)
+
+
+def _rows(x: Tensor) -> Tensor:
+    """(N, C, *S) -> (N * prod(S), C): channels last. A view when the memory is channels-last
+    (what this library's convolutions produce), a copy otherwise."""
+    if x.ndim == 2:
+        return x
+    return x.permute(0, *range(2, x.ndim), 1).reshape(-1, x.shape[1])
+
+
+def _unrows(y: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """The inverse of ``_rows``: (M, C) -> ``shape`` (N, C, *S)."""
+    if len(shape) == 2:
+        return y
+    n, c, *spatial = shape
+    return y.reshape(n, *spatial, c).permute(0, len(shape) - 1, *range(1, len(shape) - 1))
+
+
+def sync_batch_norm(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    momentum: float,
+    eps: float,
+    comm: Communicator,
+) -> Tensor:
+    """Batch normalisation in training mode with the statistics of every rank's batch.
+
+    Parameters
+    ----------
+    x : Tensor, shape (N, C) or (N, C, L) or (N, C, H, W)
+        This rank's part of the batch (N may differ between ranks).
+    running_mean, running_var : Tensor, shape (C,), or None
+        Updated in place: ``momentum * batch_stat + (1 - momentum) * running``, the variance
+        unbiased over the whole batch (the same values on every rank).
+    weight, bias : Tensor, shape (C,), optional
+    momentum, eps : float
+    comm : Communicator
+        With a world of one this is exactly ``F.batch_norm`` (training mode) written as
+        separate ops.
+
+    Returns
+    -------
+    Tensor, the shape of ``x``
+    """
+    c = x.shape[1]
+    rows = _rows(x)
+    count = Tensor(get_array_module(rows.data).full((1,), rows.shape[0], rows.dtype))
+    # one message: the per-channel sums and this rank's row count (exact in float32 to 2^24)
+    sums = all_reduce_sum(ops.cat([rows.sum(0), count]), comm, "SyncBatchNorm mean")
+    n = sums[c:].detach()
+    mean = sums[:c] / n
+    centred = rows - mean
+    var = all_reduce_sum((centred * centred).sum(0), comm, "SyncBatchNorm variance") / n
+    scale = (var + eps) ** -0.5
+    if weight is not None:
+        scale = scale * weight
+    y = centred * scale
+    if bias is not None:
+        y = y + bias
+    total = n.data
+    if (total <= 1).any():
+        raise ValueError(
+            f"SyncBatchNorm needs more than one value per channel over all ranks; got "
+            f"{int(total.reshape(()).item())} (input shape on this rank {x.shape})"
+        )
+    with no_grad():
+        for r, stat in ((running_mean, mean.data), (running_var, var.data * (total / (total - 1)))):
+            if r is not None:
+                r.data[...] = momentum * stat + (1 - momentum) * r.data
+    return _unrows(y, x.shape)
+
+
+class SyncBatchNorm(_BatchNorm):
+    """``torch.nn.SyncBatchNorm``: batch norm over (N, C), (N, C, L) or (N, C, H, W) inputs
+    whose batch statistics in training mode cover every rank's part of the batch.
+
+    Evaluation mode (running statistics) and a world of one process use the fused
+    ``F.batch_norm``, with no communication. In training mode every rank must call it, in the
+    same order (it is a collective).
+
+    Parameters
+    ----------
+    num_features, eps, momentum, affine, track_running_stats, dtype
+        As ``nn.BatchNorm2d``.
+    comm : Communicator, optional
+        Default: ``tinygan.distributed.world()`` at the time of the call.
+    """
+
+    _dims = (2, 3, 4)
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        dtype: Any = np.float32,
+        comm: Communicator | None = None,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype=dtype)
+        self.comm = comm
+
+    def forward(self, x: Tensor) -> Tensor:
+        comm = world() if self.comm is None else self.comm
+        if not self.training or comm.size == 1:
+            return super().forward(x)
+        if x.ndim not in self._dims or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"SyncBatchNorm({self.num_features}): expected (N, {self.num_features}, ...) with "
+                f"2 to 4 dims; got shape {x.shape}"
+            )
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats:
+            self.num_batches_tracked.data[...] += 1
+            if self.momentum is None:  # cumulative moving average, as PyTorch
+                momentum = 1.0 / float(self.num_batches_tracked.item())
+        return sync_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                               momentum, self.eps, comm)  # fmt: skip
+
+
+def convert_sync_batchnorm(module: Module, comm: Communicator | None = None) -> Module:
+    """Replace every ``BatchNorm1d``/``BatchNorm2d`` in ``module`` by a ``SyncBatchNorm`` that
+    holds the same Parameter and buffer objects (optimizers built on the old layers keep
+    working; ``state_dict`` keys do not change), as PyTorch's
+    ``SyncBatchNorm.convert_sync_batchnorm``.
+
+    Children are replaced in place; the return value is ``module`` itself, or its replacement if
+    ``module`` is itself a batch-norm layer. A layer shared by several parents stays shared.
+    """
+    if not isinstance(module, Module):
+        raise TypeError(f"convert_sync_batchnorm expects a Module; got {type(module).__name__}")
+    return _convert(module, comm, {})
+
+
+def _convert(module: Module, comm: Communicator | None, done: dict[int, Module]) -> Module:
+    if id(module) in done:
+        return done[id(module)]
+    if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
+        ref = module.weight if module.weight is not None else module.running_mean
+        dtype = np.float32 if ref is None else ref.dtype
+        new = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                            module.track_running_stats, dtype=dtype, comm=comm)  # fmt: skip
+        for name in ("weight", "bias"):
+            new.register_parameter(name, module._parameters[name])
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            new.register_buffer(name, module._buffers[name])
+        new.train(module.training)
+        done[id(module)] = new
+        return new
+    done[id(module)] = module
+    for name, child in module._modules.items():
+        module._modules[name] = _convert(child, comm, done)  # in place: keeps Sequential's order
+    return module
