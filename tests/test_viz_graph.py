@@ -1,0 +1,208 @@
+"""tinygan.viz.draw_graph (DOT text, both renderers, errors) and BackwardTrace."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import tinygan as tg
+from tinygan import viz
+from tinygan.viz import BackwardTrace, draw_graph
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def reuse_graph():
+    """y = a * a + a at a = 3, every tensor named."""
+    a = tg.tensor(3.0, requires_grad=True)
+    aa = a * a
+    y = aa + a
+    return y, {"a": a, "aa": aa, "y": y}
+
+
+def mlp_graph():
+    """A two-layer network's loss with a constant input and target (float32)."""
+    rng = np.random.default_rng(0)
+    x = tg.tensor(rng.standard_normal((4, 3)), dtype=np.float32)
+    t = tg.tensor(rng.standard_normal((4, 1)), dtype=np.float32)
+    w1 = tg.tensor(rng.standard_normal((5, 3)), requires_grad=True, dtype=np.float32)
+    b1 = tg.tensor(np.zeros(5), requires_grad=True, dtype=np.float32)
+    w2 = tg.tensor(rng.standard_normal((1, 5)), requires_grad=True, dtype=np.float32)
+    loss = (((x @ w1.T + b1).relu() @ w2.T - t) ** 2).mean()
+    return loss, {"x": x, "t": t, "w1": w1, "b1": b1, "w2": w2, "loss": loss}
+
+
+def test_dot_text_of_a_known_graph():
+    y, names = reuse_graph()
+    assert draw_graph(y, names=names) == (
+        "digraph autograd {\n"
+        "  rankdir=LR;\n"
+        '  node [fontname="Helvetica", fontsize=10];\n'
+        "  edge [fontsize=8];\n"
+        '  t0 [shape=box, style="rounded,bold", label="y\\n() float64\\ndata 12"];\n'
+        '  t1 [shape=box, style="rounded", label="aa\\n() float64\\ndata 9"];\n'
+        '  t2 [shape=box, style="rounded,filled", fillcolor="#d6e6f5", '
+        'label="a\\n() float64\\ndata 3"];\n'
+        '  f0 [shape=ellipse, style=filled, fillcolor="#eeeeee", label="Add"];\n'
+        '  f1 [shape=ellipse, style=filled, fillcolor="#eeeeee", label="Mul"];\n'
+        "  f0 -> t0;\n"
+        '  t1 -> f0 [label="0"];\n'
+        '  t2 -> f0 [label="1"];\n'
+        "  f1 -> t1;\n"
+        '  t2 -> f1 [label="0"];\n'
+        '  t2 -> f1 [label="1"];\n'
+        "}\n"
+    )
+
+
+def test_dot_text_shows_gradients_constants_and_large_tensors():
+    loss, names = mlp_graph()
+    loss.backward(retain_graph=True)
+    dot = draw_graph(loss, names={"w1": names["w1"], "t": names["t"]}, rankdir="TB")
+    assert "rankdir=TB;" in dot
+    w1_grad = np.abs(names["w1"].grad).max()
+    assert f'label="w1\\n(5, 3) float32\\nmax|.| {w1_grad:.4g}"' not in dot  # values: 15 > 6
+    assert f"(5, 3) float32\\ngrad max|.| {w1_grad:.4g}" in dot  # the leaf's .grad, summarised
+    assert 'style="rounded,dashed", label="t\\n(4, 1) float32\\ndata [[' in dot  # a constant
+    for op in ("Mean", "Pow", "Sub", "MatMul", "ReLU", "Add", "Permute"):
+        assert f'label="{op}"' in dot
+    assert 'label="t5\\n' in dot  # unnamed tensors: their node id
+    small = draw_graph(loss, max_values=20)
+    assert "data [[" in small and "grad [[" in small  # now every value is shown
+
+
+def test_trace_follows_the_engine_and_changes_nothing():
+    """Every op once, each after all the ops that consumed its output; same gradients."""
+    loss, names = mlp_graph()
+    graph = viz._Graph(loss, names)
+    with BackwardTrace(loss, names) as trace:
+        loss.backward(retain_graph=True)
+    ran = [s.output for s in trace.steps]
+    made = [graph.label(t) for t in graph.tensors if t.creator is not None]
+    assert sorted(ran) == sorted(made)
+    for step in trace.steps:
+        for x in step.inputs:
+            if x in ran:
+                assert ran.index(x) > ran.index(step.output), (x, step.output)
+    traced = {k: names[k].grad.copy() for k in ("w1", "b1", "w2")}
+    for k in traced:
+        names[k].grad = None
+    loss.backward()
+    for k, g in traced.items():
+        np.testing.assert_array_equal(g, names[k].grad)  # bit for bit
+    assert not any("backward" in vars(fn) for fn in graph.functions)
+
+
+def test_trace_steps_hold_the_gradients():
+    y, names = reuse_graph()
+    with BackwardTrace(y, names) as trace:
+        y.backward(retain_graph=True)
+    assert [str(s) for s in trace.steps] == [
+        "Add y: grad 1 -> aa: 1, a: 1",
+        "Mul aa: grad 1 -> a: 3, a: 3",
+    ]
+    assert trace.grad_of(names["aa"]) == 1 and trace.grad_of(names["a"]) is None
+    assert "backward" not in vars(y.creator)  # the wrappers are gone after the block
+    dot = draw_graph(y, names=names, trace=trace)
+    assert "data 12\\ngrad 1" in dot and "data 9\\ngrad 1" in dot and "data 3\\ngrad 7" in dot
+
+
+def test_trace_under_create_graph_records_tensors_as_arrays():
+    y, names = reuse_graph()
+    with BackwardTrace(y, names) as trace:
+        (g,) = tg.grad(y, names["a"], create_graph=True)
+    assert g.item() == 7 and [s.op for s in trace.steps] == ["Add", "Mul"]
+    assert all(isinstance(s.grad, np.ndarray) for s in trace.steps)
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_dot_renderer_writes_png_and_svg(tmp_path):
+    y, names = reuse_graph()
+    draw_graph(y, tmp_path / "g.png", names=names, renderer="dot")
+    draw_graph(y, tmp_path / "sub" / "g.svg", names=names, renderer="dot")
+    assert (tmp_path / "g.png").read_bytes().startswith(PNG)
+    svg = (tmp_path / "sub" / "g.svg").read_text()
+    assert "<svg" in svg and ">Mul<" in svg and ">aa<" in svg
+
+
+def test_matplotlib_renderer_writes_png_and_svg(tmp_path):
+    loss, names = mlp_graph()
+    loss.backward(retain_graph=True)
+    draw_graph(loss, tmp_path / "g.png", names=names, renderer="matplotlib")
+    draw_graph(loss, tmp_path / "g.svg", names=names, renderer="matplotlib", rankdir="TB")
+    assert (tmp_path / "g.png").read_bytes().startswith(PNG)
+    assert "<svg" in (tmp_path / "g.svg").read_text()
+
+
+def test_layout_puts_every_input_in_an_earlier_rank():
+    loss, names = mlp_graph()
+    graph = viz._Graph(loss, names)
+    place = viz._layout(graph)
+    assert all(place[src][0] < place[dst][0] for src, dst, _ in graph.edges)
+    assert place["t0"][0] == max(r for r, _ in place.values())  # the loss is last
+
+
+def test_auto_renderer_falls_back_to_matplotlib(tmp_path, monkeypatch):
+    y, names = reuse_graph()
+    monkeypatch.setattr(viz.shutil, "which", lambda name: None)
+    drawn = []
+    monkeypatch.setattr(viz, "_render_matplotlib", lambda *args: drawn.append(args[2]))
+    draw_graph(y, tmp_path / "g.png", names=names)
+    assert drawn == [tmp_path / "g.png"]
+    with pytest.raises(RuntimeError, match="apt-get install graphviz"):
+        draw_graph(y, tmp_path / "h.png", renderer="dot")
+
+
+def test_dot_program_failure_is_reported(tmp_path, monkeypatch):
+    false = shutil.which("false")
+    if false is None:
+        pytest.skip("no 'false' program to stand in for a failing dot")
+    monkeypatch.setattr(viz.shutil, "which", lambda name: false)
+    y, _ = reuse_graph()
+    with pytest.raises(RuntimeError, match=r"dot failed \(exit 1\)"):
+        draw_graph(y, tmp_path / "g.png", renderer="dot")
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_dot_file_is_the_returned_text(tmp_path):
+    y, names = reuse_graph()
+    assert (tmp_path / "g.dot").exists() is False
+    text = draw_graph(y, tmp_path / "g.dot", names=names)
+    assert (tmp_path / "g.dot").read_text() == text
+
+
+def test_deep_chain_without_recursion():
+    x = tg.tensor(1.0, requires_grad=True)
+    y = x
+    for _ in range(3000):
+        y = y * 1.0
+    graph = viz._Graph(y, None)
+    assert len(graph.functions) == 3000
+    assert max(r for r, _ in viz._layout(graph).values()) == 6000
+    assert draw_graph(y).count("->") == 6000 + 3000  # output edges, tensor and constant inputs
+
+
+def test_bad_input_errors(tmp_path):
+    y, _ = reuse_graph()
+    with pytest.raises(TypeError, match="expected a Tensor; got ndarray"):
+        draw_graph(np.ones(3))
+    with pytest.raises(TypeError, match=r"names\['a'\] is a float, not a Tensor"):
+        draw_graph(y, names={"a": 3.0})
+    with pytest.raises(ValueError, match=r"renderer must be one of .* got 'graphviz'"):
+        draw_graph(y, tmp_path / "g.png", renderer="graphviz")
+    with pytest.raises(ValueError, match=r"path must end in one of .*g\.jpg"):
+        draw_graph(y, tmp_path / "g.jpg")
+    with pytest.raises(ValueError, match="rankdir must be 'LR' or 'TB'; got 'BT'"):
+        draw_graph(y, rankdir="BT")
+    with pytest.raises(ValueError, match="max_values must be an integer >= 0; got -1"):
+        draw_graph(y, max_values=-1)
+    with pytest.raises(TypeError, match="trace must be a BackwardTrace; got dict"):
+        draw_graph(y, trace={})
+    assert not list(tmp_path.iterdir())  # nothing written by a call that raised
+    y.backward()
+    with pytest.raises(RuntimeError, match=r"freed by a backward.*retain_graph=True"):
+        draw_graph(y)
+    with pytest.raises(RuntimeError, match="freed by a backward"):
+        BackwardTrace(y)
