@@ -111,6 +111,21 @@ def test_sync_batch_norm_passes_gradcheck():
                         [x, w, b])  # fmt: skip
 
 
+def test_sync_batch_norm_has_the_fused_batch_norms_second_derivatives():
+    rng = np.random.default_rng(4)
+    x = tg.tensor(rng.standard_normal((5, 3, 2, 2)), requires_grad=True)
+    w, b = (tg.tensor(rng.standard_normal(3), requires_grad=True) for _ in range(2))
+    v = tg.tensor(rng.standard_normal((5, 3, 2, 2)))
+    comm, results = dist.SingleProcess(), []
+    for bn in (lambda: dist.sync_batch_norm(x, None, None, w, b, 0.1, 1e-5, comm),
+               lambda: F.batch_norm(x, None, None, w, b, True, 0.1, 1e-5)):  # fmt: skip
+        y = bn()
+        gx, gw = tg.grad((y * y * y).sum(), [x, w], create_graph=True)
+        results.append((gx.data, *(h.data for h in tg.grad((gx * v).sum() + gw.sum(), [x, w]))))
+    for ours, fused in zip(*results):
+        np.testing.assert_allclose(ours, fused, rtol=1e-10, atol=1e-12)
+
+
 def test_all_reduce_sum_is_the_identity_in_one_process():
     x = tg.tensor(np.arange(3.0), requires_grad=True)
     y = dist.all_reduce_sum(x, dist.SingleProcess())

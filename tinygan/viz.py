@@ -1,8 +1,9 @@
 """Figures written to files with matplotlib's Agg canvas (no pyplot, no window, no global state).
 
 Every figure function writes one PNG atomically (a temporary file renamed into place) and returns
-its path. ``draw_graph`` and ``BackwardTrace`` show the autograd graph: what the ops recorded, and
-what backward passed along it (see docs/autograd.md).
+its path (under ``mpiexec`` every rank may call them; rank 0 writes). ``draw_graph`` and
+``BackwardTrace`` show the autograd graph: what the ops recorded, and what backward passed along
+it (see docs/autograd.md).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from . import backend
+from . import backend, distributed
 from .function import Function
 from .serialization import atomic_path
 from .tensor import Tensor
@@ -28,6 +29,8 @@ from .tensor import Tensor
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
+    if not distributed.is_main():  # under mpiexec every rank draws, rank 0 writes
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     with atomic_path(path) as tmp:
