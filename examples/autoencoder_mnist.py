@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from tinygan import viz
+from tinygan import cli, viz
 from tinygan.experiments import (
     add_common_flags,
+    check_batch,
     fit,
     load_splits,
     pick_device,
@@ -81,33 +82,43 @@ def autoencoder(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.parser(__doc__)
     add_common_flags(parser, out="runs/autoencoder")
     add = parser.add_argument
     add("--kind", choices=list(MNIST_SETTINGS), default="sparse")
     add("--arch", choices=["mlp", "conv"], default="mlp")
-    add("--hidden", type=int, nargs="+", help="hidden widths (mlp) or channels (conv)")
+    add("--hidden", type=cli.integer(1), nargs="+", help="hidden widths (mlp) or channels (conv)")
     add("--activation", choices=["sigmoid", "relu", "tanh"])
     add("--loss", choices=["bce", "mse"])
-    add("--lr", type=float)
-    add("--rho", type=float, help="target mean activation of the sparsity penalty")
-    add("--beta", type=float, help="weight of the sparsity penalty (0: none)")
-    add("--weight-decay", type=float, help="lambda of lambda/2 ||W||^2")
-    add("--corruption", type=float, help="masking-noise rate mu (0: not denoising)")
+    add("--lr", type=cli.real(0.0, low_open=True))
+    add("--rho", type=cli.real(0.0, 1.0, low_open=True, high_open=True),
+        help="target mean activation of the sparsity penalty")  # fmt: skip
+    add("--beta", type=cli.real(0.0), help="weight of the sparsity penalty (0: none)")
+    add("--weight-decay", type=cli.real(0.0), help="lambda of lambda/2 ||W||^2")
+    add("--corruption", type=cli.real(0.0, 1.0, high_open=True),
+        help="masking-noise rate mu (0: not denoising)")  # fmt: skip
     parser.set_defaults(steps=None, batch_size=64)
-    args = settings(parser.parse_args(argv))
+    args = settings(cli.parse(parser, argv))
     args.device = pick_device(args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # MNIST and Fashion-MNIST images are 1 x 28 x 28: the models are built (and the flags that
+    # shape them checked) before any data is read
+    sizes = [784 if args.arch == "mlp" else 1, *args.hidden]
+    rng = np.random.default_rng(args.seed)
+    with cli.flag_errors():
+        if args.kind == "stacked":
+            layers = [
+                autoencoder(sizes[i : i + 2], args, rng, image_size=28 // 2**i)
+                for i in range(len(sizes) - 1)
+            ]
+        else:
+            model = autoencoder(sizes, args, rng)
 
     splits = load_splits(args.dataset, args.split, args.data_dir)
     x, x_test = splits.train[0], splits.test[0]
     if args.arch == "mlp":
         x, x_test = x.reshape(len(x), -1), x_test.reshape(len(x_test), -1)
-    sizes = [x.shape[1], *args.hidden]
-    rng = np.random.default_rng(args.seed)
+    check_batch(args.batch_size, x)
+    out = cli.make_out(args)
     tune_allocator()
     print(
         f"{args.kind} {args.arch} autoencoder {sizes}: {len(x)} training images, writing to {out}"
@@ -115,10 +126,6 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict[str, Any] = {}
     if args.kind == "stacked":
-        layers = [
-            autoencoder(sizes[i : i + 2], args, rng, image_size=x.shape[-1] // 2**i)
-            for i in range(len(sizes) - 1)
-        ]
         histories = pretrain_stack(
             layers,
             x,
@@ -132,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         model = stack_autoencoders(layers, lr=args.lr)
         report["greedy_test_reconstruction_error"] = model.reconstruction_error(x_test)
     else:
-        model, histories = autoencoder(sizes, args, rng), []
-    history = fit(model, x, args, args.batch_size)
+        histories = []
+    history = fit(model, x, args, args.batch_size, splits.train_name)
     if isinstance(history, int):
         return history
     histories.append(history)
@@ -210,4 +217,4 @@ def write_figures(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -9,21 +9,19 @@ beta1 0.5), batch 64.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from tinygan import cli
 from tinygan.experiments import add_common_flags, bigan_report, pick_device, run_generative
 from tinygan.models import BiGAN
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.parser(__doc__)
     add_common_flags(parser, out="runs/bigan")
-    parser.add_argument("--latent-dim", type=int, default=50)
+    parser.add_argument("--latent-dim", type=cli.integer(1), default=50)
     parser.set_defaults(steps=3000, batch_size=64)
-    args = parser.parse_args(argv)
+    args = cli.parse(parser, argv)
     model = BiGAN(latent_dim=args.latent_dim, seed=args.seed, device=pick_device(args.device))
     return run_generative(
         model, args, name="BiGAN", curves={"losses": ("d_loss", "ge_loss")}, extra=bigan_report
@@ -31,4 +29,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

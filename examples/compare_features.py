@@ -30,7 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from tinygan.experiments import feature_scores, load_splits, pick_device, tune_allocator, write_json
+from tinygan import cli
+from tinygan.experiments import (
+    add_data_flags,
+    feature_scores,
+    load_splits,
+    pick_device,
+    tune_allocator,
+    write_json,
+)
 from tinygan.models import VAE, BiGAN, InfoGAN
 from tinygan.models.autoencoder import (
     MNIST_SETTINGS,
@@ -41,7 +49,7 @@ from tinygan.models.autoencoder import (
     stack_autoencoders,
 )
 from tinygan.models.sparse_coding import SparseCoding
-from tinygan.serialization import load
+from tinygan.serialization import CheckpointError, load
 from tinygan.train import train
 
 Encoder = Callable[[np.ndarray], np.ndarray]  # images (N, 1, 28, 28) -> features (N, D)
@@ -89,16 +97,19 @@ def restore(name: str, run: Path, device: str, splits: str) -> tuple[Encoder, di
     """The model of a finished run (default constructor arguments, but the run's --latent-dim),
     its encoder, and what the run's metrics.json says about it; warns if the run is not
     finished or was trained on other images than ``splits`` says."""
-    if not (run / "checkpoint.npz").is_file():
-        raise ValueError(f"--{name} {run}: no checkpoint.npz there")
     done = (run / "metrics.json").is_file()  # a run writes it when training is over
-    info = json.loads((run / "metrics.json").read_text()) if done else {}
-    kwargs = {k: v for k, v in info.get("flags", {}).items() if k == "latent_dim"}
-    model = LOADED[name](device=device, **kwargs)
-    state = load(run / "checkpoint.npz")
-    model.load_state_dict(
-        {k.removeprefix("model/"): v for k, v in state.items() if k.startswith("model/")}
-    )
+    try:
+        info = json.loads((run / "metrics.json").read_text()) if done else {}
+        kwargs = {k: v for k, v in info.get("flags", {}).items() if k == "latent_dim"}
+        model = LOADED[name](device=device, **kwargs)
+        state = load(run / "checkpoint.npz")
+        model.load_state_dict(
+            {k.removeprefix("model/"): v for k, v in state.items() if k.startswith("model/")}
+        )
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as e:
+        raise CheckpointError(
+            f"--{name} {run}: not a usable {name} run ({' '.join(str(e).split())})"
+        ) from None
     details = {
         "run": str(run),
         "checkpoint_step": int(state["train/step"]),
@@ -135,30 +146,28 @@ def table(results: dict[str, dict[str, Any]], n_labelled: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.parser(__doc__)
+    add_data_flags(parser)
     add = parser.add_argument
-    add("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
-    add("--split", choices=["train", "test"], default="train",
-        help="offline only MNIST's test split exists here: use test")  # fmt: skip
-    add("--data-dir", default=None, help="folder with the IDX files (default: $TINYGAN_DATA)")
-    add("--labels", type=int, default=1000, help="size of the probe's labelled subset")
-    add("--ae-steps", type=int, default=4000,
+    add("--labels", type=cli.integer(10), default=1000,
+        help="size of the probe's labelled subset (at least one per class)")  # fmt: skip
+    add("--ae-steps", type=cli.integer(1), default=4000,
         help="steps of the plain and denoising autoencoders and of each stacked stage")  # fmt: skip
-    add("--sparse-ae-steps", type=int, default=12000)
-    add("--sc-atoms", type=int, default=200, help="sparse coding: dictionary atoms")
-    add("--sc-eta", type=float, default=1.0, help="sparse coding: weight of the l1 penalty")
-    add("--sc-iters", type=int, default=15, help="sparse coding: code/dictionary alternations")
+    add("--sparse-ae-steps", type=cli.integer(1), default=12000)
+    add("--sc-atoms", type=cli.integer(1), default=200, help="sparse coding: dictionary atoms")
+    add("--sc-eta", type=cli.real(0.0), default=1.0,
+        help="sparse coding: weight of the l1 penalty")  # fmt: skip
+    add("--sc-iters", type=cli.integer(1), default=15,
+        help="sparse coding: code/dictionary alternations")  # fmt: skip
     for name in LOADED:
-        add(f"--{name}", type=Path, metavar="RUN_DIR", help=f"a finished {name} run's folder")
+        add(f"--{name}", type=cli.run_folder("checkpoint.npz"), metavar="RUN_DIR",
+            help=f"a finished {name} run's folder")  # fmt: skip
     add("--only", default=None, help=f"comma-separated names among {', '.join(LEARNED)} "
         f"and the loaded runs' {', '.join(LOADED)}")  # fmt: skip
-    add("--seed", type=int, default=0)
+    add("--seed", type=cli.integer(0), default=0)
     add("--device", choices=["cpu", "cuda", "auto"], default="auto")
-    add("--out", default="runs/compare")
+    cli.add_out_flags(parser, "runs/compare", resume=False)
     args = parser.parse_args(argv)
-    args.device = pick_device(args.device)
     names = [*LEARNED, *(n for n in LOADED if getattr(args, n) is not None)]
     if args.only is not None:
         only = args.only.split(",")
@@ -166,18 +175,27 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"--only {unknown}: not among {names} (loaded runs need their flag)")
         names = [n for n in names if n in only]
+    cli.check_out(args)
+    args.device = pick_device(args.device)
 
     splits = load_splits(args.dataset, args.split, args.data_dir)
     (x, y), (x_test, y_test) = splits.train, splits.test
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.labels > len(x):
+        raise cli.UsageError(f"--labels {args.labels}: there are {len(x)} training images")
+    # the finished runs first: a damaged one is reported before any learner trains
+    restored = {
+        name: restore(name, Path(getattr(args, name)), args.device, splits.description)
+        for name in names
+        if name in LOADED
+    }
+    out = cli.make_out(args)
     tune_allocator()
     print(f"{splits.description}; probe on {args.labels} labels (class-balanced), writing to {out}")
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         start = time.perf_counter()
         if name in LOADED:
-            encode, details = restore(name, getattr(args, name), args.device, splits.description)
+            encode, details = restored[name]
         else:
             encode = learn(name, x, args)
             details = {"train_seconds": time.perf_counter() - start}
@@ -202,4 +220,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

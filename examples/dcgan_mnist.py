@@ -9,27 +9,27 @@ in D; Adam (lr 2e-4, beta1 0.5), batch 64, N(0, 1) noise of 100 dims.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from tinygan import cli
 from tinygan.experiments import add_common_flags, pick_device, run_generative
 from tinygan.models import DCGAN
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.parser(__doc__)
     add_common_flags(parser, out="runs/dcgan")
     parser.add_argument("--generator-loss", choices=["non_saturating", "minimax"],
                         default="non_saturating")  # fmt: skip
-    parser.add_argument("--width", type=int, default=64, help="channels of the first D layer")
+    parser.add_argument(
+        "--width", type=cli.integer(1), default=64, help="channels of the first D layer"
+    )
     parser.set_defaults(steps=2000, batch_size=64)
-    args = parser.parse_args(argv)
+    args = cli.parse(parser, argv)
     model = DCGAN(width=args.width, generator_loss=args.generator_loss, seed=args.seed,
                   device=pick_device(args.device))  # fmt: skip
     return run_generative(model, args, name="DCGAN", curves={"losses": ("d_loss", "g_loss")})
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

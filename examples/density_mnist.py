@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygan import viz
+from tinygan import cli, viz
 from tinygan.density import (
     Histogram,
     gaussian_kde_log_density,
@@ -34,11 +34,12 @@ from tinygan.density import (
     knn_log_density,
     select_bandwidth,
 )
-from tinygan.experiments import load_splits, tune_allocator, write_json
+from tinygan.experiments import Splits, add_data_flags, load_splits, tune_allocator, write_json
 from tinygan.metrics import mean_sem, parzen_log_likelihood
 
 BOX = ((-3.0, 3.0), (-3.0, 3.0))  # the 2-D figure's window, also the histogram's range
 RING_SD = 0.2
+K_GRID = 2 ** np.arange(9)  # k-NN's k in 2-D: 1 to 256
 
 
 def ring(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -70,7 +71,7 @@ def part_2d(args: argparse.Namespace, out: Path) -> dict:
         "histogram": (histogram_log_density, "bins", np.arange(2, 41)),
         "Gaussian KDE": (gaussian_kde_log_density, "sigma", np.geomspace(0.01, 1, 21)),
         "hypercube KDE": (hypercube_kde_log_density, "h", np.geomspace(0.02, 2, 21)),
-        "k-NN": (knn_log_density, "k", 2 ** np.arange(9)),
+        "k-NN": (knn_log_density, "k", K_GRID),
     }
     centres = [np.linspace(lo, hi, 2 * args.grid + 1)[1::2] for lo, hi in BOX]  # of the cells
     grid = np.stack(np.meshgrid(*centres), -1).reshape(-1, 2)  # row-major, y varying slowest
@@ -109,9 +110,22 @@ def part_2d(args: argparse.Namespace, out: Path) -> dict:
     return results
 
 
-def part_mnist(args: argparse.Namespace, out: Path) -> dict:
+def check_sizes(args: argparse.Namespace, splits: Splits) -> None:
+    """The flags that count MNIST images must fit the splits (``cli.UsageError`` if not)."""
+    n, n_val = len(splits.train[0]), len(splits.validation[0])
+    if args.samples > n:
+        raise cli.UsageError(f"--samples {args.samples}: there are {n} training images")
+    centres = args.samples or n
+    if max(args.knn) > centres:
+        raise cli.UsageError(f"--knn {max(args.knn)}: k-NN has {centres} kernel centres")
+    if args.hypercube_queries > n_val:
+        raise cli.UsageError(
+            f"--hypercube-queries {args.hypercube_queries}: there are {n_val} validation images"
+        )
+
+
+def part_mnist(args: argparse.Namespace, splits: Splits, out: Path) -> dict:
     """Gaussian and hypercube windows and k-NN on flattened MNIST images."""
-    splits = load_splits(args.dataset, args.split, args.data_dir)
     train, val, test = (
         s[0].reshape(len(s[0]), -1).astype(np.float64)
         for s in (splits.train, splits.validation, splits.test)
@@ -187,29 +201,32 @@ def part_mnist(args: argparse.Namespace, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.parser(__doc__)
+    add_data_flags(parser)
     add = parser.add_argument
-    add("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
-    add("--split", choices=["train", "test"], default="train")
-    add("--data-dir", default=None, help="folder with the IDX files (default: $TINYGAN_DATA)")
-    add("--seed", type=int, default=0, help="seed of the 2-D data")
-    add("--points", type=int, default=2000, help="2-D training points")
-    add("--held-out", type=int, default=1000, help="2-D held-out points")
-    add("--grid", type=int, default=200, help="2-D figure resolution (cells per axis)")
-    add("--samples", type=int, default=0, help="MNIST kernel centres (default 0: every one)")
-    add("--widths", type=int, default=17, help="MNIST widths, log-spaced from 0.05 to 2")
-    add("--hypercube-queries", type=int, default=100, help="validation images scoring h")
-    add("--knn", type=int, nargs="+", default=[1, 5, 25, 100], help="k for MNIST k-NN")
-    add("--out", default="runs/density")
-    args = parser.parse_args(argv)
+    add("--seed", type=cli.integer(0), default=0, help="seed of the 2-D data")
+    add("--points", type=cli.integer(int(K_GRID[-1])), default=2000,
+        help=f"2-D training points (at least {K_GRID[-1]}, k-NN's largest k)")  # fmt: skip
+    add("--held-out", type=cli.integer(1), default=1000, help="2-D held-out points")
+    add("--grid", type=cli.integer(1), default=200,
+        help="2-D figure resolution (cells per axis)")  # fmt: skip
+    add("--samples", type=cli.integer(0), default=0,
+        help="MNIST kernel centres (default 0: every one)")  # fmt: skip
+    add("--widths", type=cli.integer(2), default=17,
+        help="MNIST widths, log-spaced from 0.05 to 2")  # fmt: skip
+    add("--hypercube-queries", type=cli.integer(1), default=100,
+        help="validation images scoring h")  # fmt: skip
+    add("--knn", type=cli.integer(1), nargs="+", default=[1, 5, 25, 100],
+        help="k for MNIST k-NN")  # fmt: skip
+    cli.add_out_flags(parser, "runs/density", resume=False)
+    args = cli.parse(parser, argv)
 
     tune_allocator()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    splits = load_splits(args.dataset, args.split, args.data_dir)
+    check_sizes(args, splits)
+    out = cli.make_out(args)
     start = time.perf_counter()
-    metrics = {"two_d": part_2d(args, out), "mnist": part_mnist(args, out)}
+    metrics = {"two_d": part_2d(args, out), "mnist": part_mnist(args, splits, out)}
     metrics.update(seconds=time.perf_counter() - start, flags=vars(args))
     write_json(out / "metrics.json", metrics)
     for name, r in metrics["two_d"].items():
@@ -226,4 +243,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

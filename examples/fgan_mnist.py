@@ -12,24 +12,23 @@ of the divergence's row of the paper's table; G takes the "alternative" (non-sat
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from tinygan import cli
 from tinygan.experiments import add_common_flags, pick_device, run_generative
 from tinygan.models import DIVERGENCES, FGAN
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.parser(__doc__)
     add_common_flags(parser, out="")
     parser.add_argument("--divergence", choices=list(DIVERGENCES), default="gan")
     parser.add_argument("--generator-loss", choices=["non_saturating", "minimax"],
                         default="non_saturating")  # fmt: skip
     parser.set_defaults(steps=3000, batch_size=64)
     args = parser.parse_args(argv)
-    args.out = args.out or f"runs/fgan_{args.divergence}"
+    args.out = args.out or f"runs/fgan_{args.divergence}"  # the default depends on a flag
+    cli.check_out(args)
     model = FGAN(args.divergence, generator_loss=args.generator_loss, seed=args.seed,
                  device=pick_device(args.device))  # fmt: skip
     return run_generative(
@@ -39,4 +38,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

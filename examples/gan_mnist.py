@@ -11,5 +11,7 @@ import sys
 
 from infogan_mnist import main
 
+from tinygan import cli
+
 if __name__ == "__main__":
-    sys.exit(main(["--baseline", "--out", "runs/gan", *sys.argv[1:]]))
+    sys.exit(cli.run(main, ["--baseline", "--out", "runs/gan", *sys.argv[1:]]))

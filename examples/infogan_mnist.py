@@ -9,31 +9,33 @@ Defaults are the paper's: Adam (beta1 0.5), lr 2e-4 for D/Q and 1e-3 for G, lamb
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from tinygan import cli
 from tinygan.experiments import add_common_flags, run_infogan
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.parser(__doc__)
     add_common_flags(parser, out="runs/infogan")
+    weight = cli.real(0.0)
     parser.add_argument(
-        "--lambda-cat", type=float, default=1.0, help="weight of L_I's categorical part"
+        "--lambda-cat", type=weight, default=1.0, help="weight of L_I's categorical part"
     )
     parser.add_argument(
-        "--lambda-cont", type=float, default=0.1, help="weight of L_I's continuous part"
+        "--lambda-cont", type=weight, default=0.1, help="weight of L_I's continuous part"
     )
     parser.add_argument(
         "--baseline", action="store_true", help="do not reward G with L_I (plain GAN + Q)"
     )
     parser.add_argument(
-        "--compare", metavar="RUN_DIR", help="a baseline run to draw in Figure 1 too"
+        "--compare",
+        metavar="RUN_DIR",
+        type=cli.run_folder("history.json"),
+        help="a baseline run to draw in Figure 1 too",
     )
-    return run_infogan(parser.parse_args(argv))
+    return run_infogan(cli.parse(parser, argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -12,15 +12,13 @@ after each half-step) and metrics.json.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from tinygan import viz
-from tinygan.experiments import load_splits, write_json
+from tinygan import cli, viz
+from tinygan.experiments import add_data_flags, load_splits, write_json
 from tinygan.models.sparse_coding import SparseCoding
 
 
@@ -38,26 +36,26 @@ def patches(images: np.ndarray, n: int, size: int, rng: np.random.Generator) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = cli.parser(__doc__.split("\n")[0])
+    add_data_flags(parser)
     add = parser.add_argument
-    add("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
-    add("--split", choices=["train", "test"], default="train")
-    add("--data-dir", default=None, help="folder with the IDX files (default: $TINYGAN_DATA)")
     add("--whole", action="store_true", help="atoms of whole 28x28 digits instead of patches")
-    add("--patch", type=int, default=8, help="patch side in pixels")
-    add("--examples", type=int, default=10000, help="training patches (or digits)")
-    add("--atoms", type=int, default=128)
+    add("--patch", type=cli.integer(1, 28), default=8, help="patch side in pixels")
+    add("--examples", type=cli.integer(1), default=10000, help="training patches (or digits)")
+    add("--atoms", type=cli.integer(1), default=128)
     add("--penalty", choices=["l1", "log", "exp"], default="l1")
-    add("--eta", type=float, default=0.5)
-    add("--iters", type=int, default=20, help="alternations of code and dictionary steps")
-    add("--code-iter", type=int, default=100, help="solver iterations per code step")
-    add("--seed", type=int, default=0)
-    add("--out", default="runs/sparse_coding")
-    args = parser.parse_args(argv)
+    add("--eta", type=cli.real(0.0), default=0.5)
+    add("--iters", type=cli.integer(1), default=20,
+        help="alternations of code and dictionary steps")  # fmt: skip
+    add("--code-iter", type=cli.integer(1), default=100, help="solver iterations per code step")
+    add("--seed", type=cli.integer(0), default=0)
+    cli.add_out_flags(parser, "runs/sparse_coding", resume=False)
+    args = cli.parse(parser, argv)
+    with cli.flag_errors():  # checks the settings before any data is read
+        SparseCoding(args.atoms, penalty=args.penalty, eta=args.eta, code_iter=args.code_iter)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     splits = load_splits(args.dataset, args.split, args.data_dir)  # the protocol of every example
+    out = cli.make_out(args)
     train, held_out = (images.astype(np.float64) for images, _ in (splits.train, splits.test))
     rng = np.random.default_rng(args.seed)
     if args.whole:
@@ -124,4 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

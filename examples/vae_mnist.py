@@ -10,21 +10,19 @@ closed-form KL, Adam (lr 1e-3), batch 100; images binarised afresh each step.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from tinygan import cli
 from tinygan.experiments import add_common_flags, pick_device, run_generative, vae_report
 from tinygan.models import VAE
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.parser(__doc__)
     add_common_flags(parser, out="runs/vae")
-    parser.add_argument("--latent-dim", type=int, default=20)
+    parser.add_argument("--latent-dim", type=cli.integer(1), default=20)
     parser.set_defaults(steps=8000, batch_size=100)
-    args = parser.parse_args(argv)
+    args = cli.parse(parser, argv)
     model = VAE(latent_dim=args.latent_dim, seed=args.seed, device=pick_device(args.device))
     return run_generative(
         model, args, name="VAE", curves={"elbo": ("elbo",), "terms": ("reconstruction", "kl")},
@@ -33,4 +31,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -10,24 +10,22 @@ generator steps.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from tinygan import cli
 from tinygan.experiments import add_common_flags, pick_device, run_generative
 from tinygan.models import WGAN
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.parser(__doc__)
     add_common_flags(parser, out="runs/wgan")
-    parser.add_argument("--clip-value", type=float, default=0.01)
-    parser.add_argument("--n-critic", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--clip-value", type=cli.real(0.0, low_open=True), default=0.01)
+    parser.add_argument("--n-critic", type=cli.integer(1), default=5)
+    parser.add_argument("--lr", type=cli.real(0.0, low_open=True), default=5e-5)
+    parser.add_argument("--width", type=cli.integer(1), default=64)
     parser.set_defaults(steps=1000, batch_size=64)
-    args = parser.parse_args(argv)
+    args = cli.parse(parser, argv)
     model = WGAN(width=args.width, clip_value=args.clip_value, n_critic=args.n_critic,
                  lr=args.lr, seed=args.seed, device=pick_device(args.device))  # fmt: skip
     return run_generative(
@@ -38,4 +36,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from tinygan.cli import UsageError
 from tinygan.experiments import feature_scores, load_splits, write_json
 from tinygan.models import VAE
 from tinygan.train import train
@@ -128,7 +129,7 @@ def test_example_script_end_to_end(tmp_path, capsys, mnist_dir, example):
     assert compare_features.main([*argv, "--only", "pixels", "--out", str(tmp_path / "o")]) == 0
     only = json.loads((tmp_path / "o" / "metrics.json").read_text())["representations"]
     assert only == {"pixels": reps["pixels"] | {"train_seconds": only["pixels"]["train_seconds"]}}
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match=r"--only \['infogan'\]: not among"):
         compare_features.main([*argv, "--only", "pixels,infogan"])  # no --infogan given
-    with pytest.raises(ValueError, match=r"no checkpoint\.npz"):
+    with pytest.raises(UsageError, match=rf"argument --bigan: no checkpoint\.npz in {tmp_path}"):
         compare_features.main([*argv, "--only", "bigan", "--bigan", str(tmp_path)])

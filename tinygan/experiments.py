@@ -3,7 +3,8 @@ every generative model (Parzen log-likelihood, classifier score) and InfoGAN's f
 
 The scripts in ``examples/`` only parse flags and call into here, so every piece lives in the
 library once: models in ``tinygan.models``, the loop in ``tinygan.train``, metrics in
-``tinygan.metrics``, figures in ``tinygan.viz``.
+``tinygan.metrics``, figures in ``tinygan.viz``, the command line's rules in ``tinygan.cli``.
+Every flag is checked before data is read or a folder created.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import ctypes
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -19,16 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from . import backend, data, metrics, viz
+from . import backend, cli, data, metrics, viz
 from .models.classifier import Classifier, linear_probe, mnist_cnn
 from .models.infogan import InfoGAN, LatentSpec, sweep_latents
 from .models.vae import binarize
-from .serialization import atomic_path, load, save
-from .train import NonFiniteLossError, train
+from .serialization import CheckpointError, atomic_path, load, save
+from .train import train
 
 
-def add_common_flags(parser: argparse.ArgumentParser, *, out: str) -> None:
-    """Flags every MNIST example takes (the paper's defaults)."""
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """``--dataset``, ``--split`` and ``--data-dir``: which images, from where."""
     add = parser.add_argument
     add("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
     add(
@@ -38,19 +40,27 @@ def add_common_flags(parser: argparse.ArgumentParser, *, out: str) -> None:
         help="which split to train on (offline here only MNIST's test split exists: use test)",
     )
     add(
-        "--data-dir", default=None, help="folder with the IDX files (default: $TINYGAN_DATA, cache)"
+        "--data-dir",
+        type=cli.folder,
+        default=None,
+        help="folder with the IDX files (default: $TINYGAN_DATA, cache)",
     )
-    add("--steps", type=int, default=5000)
-    add("--batch-size", type=int, default=128)
-    add("--seed", type=int, default=0)
+
+
+def add_common_flags(parser: argparse.ArgumentParser, *, out: str) -> None:
+    """Flags every MNIST example that trains with ``fit`` takes (the paper's defaults)."""
+    add_data_flags(parser)
+    add = parser.add_argument
+    add("--steps", type=cli.integer(1), default=5000)
+    add("--batch-size", type=cli.integer(1), default=128)
+    add("--seed", type=cli.integer(0), default=0)
     add("--device", choices=["cpu", "cuda", "auto"], default="auto")
-    add("--out", default=out, help="folder for figures, checkpoint and metrics.json")
-    add("--checkpoint-every", type=int, default=500)
-    add("--resume", action="store_true", help="continue from the checkpoint in --out")
+    cli.add_out_flags(parser, out)
+    add("--checkpoint-every", type=cli.integer(1), default=500)
     add("--no-progress", action="store_true", help="no progress bar")
     add(
         "--eval-samples",
-        type=int,
+        type=cli.integer(1),
         default=10000,
         help="samples drawn for the Parzen log-likelihood and the classifier score",
     )
@@ -61,7 +71,12 @@ def add_common_flags(parser: argparse.ArgumentParser, *, out: str) -> None:
         "runs/<dataset>_<split>_classifier_<steps>.npz; trained on the training images and "
         "saved there if missing)",
     )
-    add("--classifier-steps", type=int, default=3000, help="training steps of that classifier")
+    add(
+        "--classifier-steps",
+        type=cli.integer(1),
+        default=3000,
+        help="training steps of that classifier",
+    )
 
 
 def tune_allocator() -> bool:
@@ -84,13 +99,19 @@ def tune_allocator() -> bool:
 
 
 def pick_device(name: str) -> str:
-    """``auto`` is cuda where CuPy sees a GPU, else cpu."""
+    """``auto`` is cuda where CuPy sees a GPU, else cpu; ``cuda`` without one is a
+    ``cli.CommandError`` that says why."""
     if name == "auto":
         return "cuda" if backend.cuda_available() else "cpu"
-    return backend.check_device(name)
+    try:
+        return backend.check_device(name)
+    except RuntimeError as e:
+        raise cli.CommandError(f"{e}; run with --device cpu (or auto)") from e
 
 
-def load_images(dataset: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+def load_images(
+    dataset: str, split: str, data_dir: str | os.PathLike | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Images as float32 (N, 1, 28, 28) in [0, 1], and int64 labels (N,)."""
     loader = data.load_mnist if dataset == "mnist" else data.load_fashion_mnist
     images, labels = loader(split, root=data_dir)
@@ -105,9 +126,12 @@ class Splits:
     validation: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
     description: str
+    train_name: str = ""  # the training images alone, e.g. "mnist test[:8000]"
 
 
-def load_splits(dataset: str, split: str, data_dir: str | None, validation: int = 1000) -> Splits:
+def load_splits(
+    dataset: str, split: str, data_dir: str | os.PathLike | None, validation: int = 1000
+) -> Splits:
     """The evaluation protocol every example shares: models train on ``train`` only.
 
     ``split="train"``: the train split without its last ``validation`` images (those are the
@@ -134,6 +158,7 @@ def load_splits(dataset: str, split: str, data_dir: str | None, validation: int 
         validation=(images[val], labels[val]),
         test=test,
         description=f"train / validation / test = {where}",
+        train_name=f"{dataset} {split}[:{cut}]",
     )
 
 
@@ -155,9 +180,17 @@ def evaluate(model: InfoGAN, images: np.ndarray, labels: np.ndarray) -> dict[str
     }
 
 
-def fit(model: Any, images: np.ndarray, args: argparse.Namespace, batch_size: int) -> list | int:
+def fit(
+    model: Any,
+    images: np.ndarray,
+    args: argparse.Namespace,
+    batch_size: int,
+    data_name: str | None = None,
+) -> list | int:
     """Train with the shared loop as the flags say (checkpoint in ``--out``); the history, or
-    an exit code if training stopped (1: a non-finite loss, 130: Ctrl-C)."""
+    130 if Ctrl-C stopped it (after saving). ``data_name`` goes into the checkpoint beside the
+    data's hash. A run that diverges raises ``train.NonFiniteError`` (the last good checkpoint
+    kept); ``cli.run`` reports it."""
     try:
         return train(
             model,
@@ -169,12 +202,37 @@ def fit(model: Any, images: np.ndarray, args: argparse.Namespace, batch_size: in
             checkpoint_every=args.checkpoint_every,
             resume=args.resume,
             progress=not args.no_progress,
+            data_name=data_name,
         )
-    except NonFiniteLossError as e:
-        print(f"error: {e}")
-        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def check_batch(batch_size: int, images: np.ndarray) -> None:
+    """A batch must fit in the training images (``cli.UsageError`` if not)."""
+    if batch_size > len(images):
+        raise cli.UsageError(
+            f"a batch of {batch_size} images does not fit in the {len(images)} training "
+            "images; lower --batch-size"
+        )
+
+
+def check_classifier(args: argparse.Namespace) -> None:
+    """Before any training: the scoring classifier's file (``classifier_path``) loads into the
+    classifier if it exists (else ``CheckpointError``), or its folder can be written."""
+    path = Path(classifier_path(args))
+    if path.is_dir():
+        raise cli.UsageError(f"--classifier {path} is a folder; name a .npz file")
+    if not path.exists():
+        cli.writable(path.parent, "--classifier's folder")
+        return
+    try:
+        Classifier(mnist_cnn(np.random.default_rng(0))).load_state_dict(load(path))
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(
+            f"the scoring classifier {path} cannot be used ({' '.join(str(e).split())}); "
+            "remove it to train a new one there, or pass another --classifier"
+        ) from None
 
 
 def scoring_classifier(
@@ -311,17 +369,19 @@ def run_generative(
     returns further metrics (and may write figures). ``batch_size`` overrides the flag (WGAN
     takes ``n_critic`` batches per step).
     """
+    check_classifier(args)
     splits = load_splits(args.dataset, args.split, args.data_dir)
     device = model.device
     tune_allocator()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     images = splits.train[0]
+    batch_size = batch_size or args.batch_size
+    check_batch(batch_size, images)
+    out = cli.make_out(args)
     print(
         f"{name}: {args.dataset} {args.split} ({len(images)} training images), device {device}, "
         f"{args.steps} steps, seed {args.seed}, writing to {out}"
     )
-    history = fit(model, images, args, batch_size or args.batch_size)
+    history = fit(model, images, args, batch_size, splits.train_name)
     if isinstance(history, int):
         return history
     write_json(out / "history.json", history)
@@ -398,14 +458,32 @@ def vae_report(model: Any, splits: Splits, out: Path) -> dict[str, Any]:
     return report
 
 
+def baseline_history(run: Path) -> list[dict[str, float]]:
+    """The history of a finished baseline run (``--compare``): its ``history.json``, which must
+    be a list of steps with ``info_cat`` (``cli.UsageError`` if it is not)."""
+    path = Path(run) / "history.json"
+    try:
+        history = json.loads(path.read_text())
+        if not history or not all({"step", "info_cat"} <= set(h) for h in history):
+            raise ValueError("not a list of steps with 'step' and 'info_cat'")
+    except (OSError, ValueError, TypeError) as e:
+        raise cli.UsageError(
+            f"--compare {run}: {path} is not an InfoGAN or baseline history ({e})"
+        ) from None
+    return history
+
+
 def run_infogan(args: argparse.Namespace) -> int:
     """Train InfoGAN (or the baseline) as the flags say; write figures, checkpoint, metrics."""
     device = pick_device(args.device)
+    if args.compare is not None:
+        baseline_history(args.compare)
+    check_classifier(args)
     tune_allocator()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     splits = load_splits(args.dataset, args.split, args.data_dir)
     images, labels = splits.train
+    check_batch(args.batch_size, images)
+    out = cli.make_out(args)
     name = "GAN baseline (Q trained, G not rewarded)" if args.baseline else "InfoGAN"
     print(
         f"{name}: {args.dataset} {args.split} ({len(images)} images), device {device}, "
@@ -420,7 +498,7 @@ def run_infogan(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=device,
     )
-    history = fit(model, images, args, args.batch_size)
+    history = fit(model, images, args, args.batch_size, splits.train_name)
     if isinstance(history, int):
         return history
     seconds = history[-1].get("seconds", math.nan) if history else 0.0
@@ -481,7 +559,7 @@ def write_figures(model: InfoGAN, history: list[dict], result: dict, out: Path, 
     steps = [h["step"] for h in history]
     series = {"InfoGAN" if model.info_in_g else "GAN": (steps, [h["info_cat"] for h in history])}
     if getattr(args, "compare", None):
-        other = json.loads((Path(args.compare) / "history.json").read_text())
+        other = baseline_history(args.compare)
         series["GAN baseline"] = ([h["step"] for h in other], [h["info_cat"] for h in other])
     paths.append(
         viz.curves(

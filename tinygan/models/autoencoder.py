@@ -33,6 +33,7 @@ from .. import checks, nn
 from ..nn import functional as F
 from ..ops import log
 from ..optim import Adam
+from ..serialization import load
 from ..tensor import Tensor
 from ..train import train
 from .base import Model, activation_layer
@@ -412,7 +413,8 @@ def pretrain_stack(
     checkpoint_dir : path, optional
         Checkpoints ``layer1.npz``, ``layer2.npz``, ... (see ``train``).
     resume : bool
-        Continue each layer from its checkpoint (a finished layer is not trained again).
+        Continue each layer from its checkpoint (a finished layer is not trained again). The
+        layers above one that trains further start over: their inputs, the codes below, changed.
 
     Returns
     -------
@@ -420,23 +422,25 @@ def pretrain_stack(
     """
     if not layers or not all(isinstance(layer, Autoencoder) for layer in layers):
         raise TypeError(f"layers must be a non-empty sequence of Autoencoder; got {layers!r}")
-    histories, inputs = [], data
+    histories, inputs, changed = [], data, False
     for i, layer in enumerate(layers):
         if i:
             inputs = layers[i - 1].encode(inputs)
         checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / f"layer{i + 1}.npz"
-        histories.append(
-            train(
-                layer,
-                inputs,
-                steps=steps,
-                batch_size=batch_size,
-                seed=seed + i,
-                checkpoint=checkpoint,
-                resume=resume,
-                progress=progress,
-            )
+        again = resume and not changed and checkpoint is not None and checkpoint.exists()
+        done = int(load(checkpoint)["train/step"]) if again else 0
+        history = train(
+            layer,
+            inputs,
+            steps=steps,
+            batch_size=batch_size,
+            seed=seed + i,
+            checkpoint=checkpoint,
+            resume=again,
+            progress=progress,
         )
+        histories.append(history)
+        changed = changed or len(history) > done  # this layer trained: the codes above change
     return histories
 
 
