@@ -1,0 +1,302 @@
+"""Property tests for ops, yours and tinygan's: hypothesis strategies and a one-call op test.
+
+Needs hypothesis (``pip install hypothesis``, or ``pip install tinygan[test]``); ``import tinygan``
+never imports it. One call turns an op into a property test that pytest collects::
+
+    from tinygan.testing import Domain, op_test
+
+    test_my_log = op_test(my_log, np.log, inputs=[Domain(low=0.0)])
+
+Each example draws the shapes, the values (from a drawn seed, inside each input's ``Domain``) and
+a memory layout per input, checks the forward against the NumPy reference in float64 and
+float32, and runs ``tinygan.gradcheck`` in both modes (every structural check, layouts and a
+float32 run included). Hypothesis shrinks a failure to the smallest shapes and seeds.
+
+Strategies: ``shapes``, ``broadcastable_shapes``, ``seeds``, ``layouts``, ``float_dtypes``,
+``arrays`` (values in a ``Domain``: positive, bounded, away from kinks; any layout and dtype).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+try:
+    from hypothesis import given
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+except ImportError:
+    raise ImportError(
+        "tinygan.testing needs hypothesis: pip install hypothesis (or pip install tinygan[test])"
+    ) from None
+
+from .gradcheck import LAYOUTS, as_layout, distinct_layouts, gradcheck
+from .tensor import Tensor
+
+Shape = tuple[int, ...]
+
+__all__ = [
+    "LAYOUTS", "Domain", "arrays", "broadcastable_shapes", "check_op", "float_dtypes", "layouts",
+    "op_test", "seeds", "shapes", "values",
+]  # fmt: skip
+
+seeds = st.integers(0, 2**32 - 1)
+"""Seeds for ``numpy.random.default_rng``: the contents of arrays are drawn from one of these, so
+hypothesis draws and shrinks one integer instead of every element."""
+
+
+def shapes(
+    min_dims: int = 0, max_dims: int = 3, min_side: int = 1, max_side: int = 4
+) -> st.SearchStrategy[Shape]:
+    """Array shapes, 0-d and size-1 axes included (``min_side=0`` allows empty arrays)."""
+    return hnp.array_shapes(
+        min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side
+    )
+
+
+def broadcastable_shapes(
+    n: int = 2, min_dims: int = 0, max_dims: int = 3, max_side: int = 4
+) -> st.SearchStrategy[tuple[Shape, ...]]:
+    """``n`` shapes that broadcast together (some with fewer dims, some with size-1 axes)."""
+    return hnp.mutually_broadcastable_shapes(
+        num_shapes=n, min_dims=min_dims, max_dims=max_dims, max_side=max_side
+    ).map(lambda s: s.input_shapes)
+
+
+_ANY_SHAPE = shapes()
+
+
+def layouts(ndim: int | None = None) -> st.SearchStrategy[str]:
+    """A memory layout name from ``LAYOUTS`` (C, Fortran order, transposed, strided, reversed).
+
+    With ``ndim``, only the layouts that differ at that number of dimensions (C always).
+    """
+    names = LAYOUTS if ndim is None else ("C", *distinct_layouts(ndim))
+    return st.sampled_from(names)
+
+
+def float_dtypes() -> st.SearchStrategy[np.dtype]:
+    """float64 or float32 (float64 first: it is what hypothesis shrinks to)."""
+    return st.sampled_from([np.dtype(np.float64), np.dtype(np.float32)])
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Where an op's input values may lie.
+
+    Parameters
+    ----------
+    low, high : float, optional
+        Bounds; values stay at least ``margin`` inside them (``low=0.0``: positive values, for
+        log or sqrt). With both, values are uniform in ``[low + margin, high - margin]``; with
+        one, ``margin`` plus the absolute value of a normal draw beyond it; with none, normal.
+    kinks : sequence of float
+        Points where the op is not differentiable (0 for relu): values are kept at least
+        ``margin`` away from each. Kinks must be more than ``4 * margin`` apart.
+    margin : float
+    scale : float
+        Standard deviation of the normal draws.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    kinks: tuple[float, ...] = ()
+    margin: float = 0.1
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kinks", tuple(float(k) for k in self.kinks))
+        lo, hi = self.low, self.high
+        if lo is not None and hi is not None and hi - lo <= 2 * self.margin:
+            raise ValueError(f"Domain: high - low must exceed 2 * margin; got {self}")
+
+    def sample(self, seed: int, shape: Shape, dtype: Any = np.float64) -> np.ndarray:
+        """Values in this domain, drawn from ``numpy.random.default_rng(seed)``."""
+        rng = np.random.default_rng(seed)
+        lo, hi, m = self.low, self.high, self.margin
+        if lo is not None and hi is not None:
+            x = rng.uniform(lo + m, hi - m, shape)
+        else:
+            x = self.scale * rng.standard_normal(shape)
+            if lo is not None:
+                x = lo + m + np.abs(x)
+            elif hi is not None:
+                x = hi - m - np.abs(x)
+        for k in self.kinks:
+            d = x - k
+            x = np.where(np.abs(d) < m, k + np.where(d >= 0, 1, -1) * (np.abs(d) + m), x)
+        return np.asarray(x, dtype=dtype)
+
+
+def values(
+    seed: int,
+    shape: Shape,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    kinks: Sequence[float] = (),
+    margin: float = 0.1,
+    scale: float = 1.0,
+    dtype: Any = np.float64,
+) -> np.ndarray:
+    """``Domain(low, high, kinks, margin, scale).sample(seed, shape, dtype)``, in one call."""
+    return Domain(low, high, tuple(kinks), margin, scale).sample(seed, shape, dtype)
+
+
+def arrays(
+    shape: Shape | st.SearchStrategy[Shape],
+    domain: Domain = Domain(),
+    *,
+    dtype: Any = np.float64,
+    layout: str | st.SearchStrategy[str] | None = None,
+) -> st.SearchStrategy[np.ndarray]:
+    """Arrays of ``shape`` with values in ``domain`` (drawn from a seed), in a memory layout.
+
+    Parameters
+    ----------
+    shape : tuple of int, or a strategy of them
+    domain : Domain
+    dtype : dtype, or a strategy of them (``float_dtypes()``)
+    layout : str, or a strategy of them; default any of ``LAYOUTS``
+    """
+
+    def build(draw: Callable) -> np.ndarray:
+        s = draw(shape) if isinstance(shape, st.SearchStrategy) else tuple(shape)
+        dt = draw(dtype) if isinstance(dtype, st.SearchStrategy) else dtype
+        if layout is None:
+            lay = draw(layouts())
+        else:
+            lay = draw(layout) if isinstance(layout, st.SearchStrategy) else layout
+        return as_layout(domain.sample(draw(seeds), s, dt), lay)
+
+    return st.composite(build)()
+
+
+# ---- the one-call op test -------------------------------------------------------------------
+FORWARD_TOL = {np.dtype(np.float64): (1e-12, 1e-10), np.dtype(np.float32): (1e-5, 1e-4)}
+"""(atol, rtol) of the forward against the reference, by dtype."""
+
+
+def check_op(
+    fn: Callable[..., Tensor],
+    arrays: Sequence[np.ndarray],
+    reference: Callable[..., Any] | None = None,
+    params: dict[str, Any] | None = None,
+    *,
+    modes: Sequence[str] = ("full", "vjp"),
+    **gradcheck_options: Any,
+) -> None:
+    """Check an op on given inputs: forward against ``reference``, then ``gradcheck``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(*tensors, **params) -> Tensor``.
+    arrays : sequence of numpy.ndarray
+        The op's differentiable inputs (float64; any memory layout).
+    reference : callable, optional
+        ``reference(*arrays, **params) -> array``, in NumPy. Compared in float64 (``FORWARD_TOL``)
+        and, on the inputs rounded to float32, with the op run in float32 (unless
+        ``gradcheck_options`` has ``dtypes`` without float32).
+    params : dict, optional
+        Keyword arguments for ``fn`` and ``reference`` (options, constants, integer targets).
+    modes : sequence of {"full", "vjp"}
+        ``gradcheck`` runs once in each (the second without repeating the layout runs).
+    **gradcheck_options
+        Passed to ``gradcheck`` (``eps``, ``atol``, ``rtol``, ``dtypes``, ...).
+
+    Raises
+    ------
+    AssertionError
+        From the forward comparison, or ``GradcheckError``.
+    """
+    __tracebackhide__ = True  # pytest: show the failure, not this function's source
+    params = params or {}
+    dtypes = [np.dtype(d) for d in gradcheck_options.get("dtypes", ("float64", "float32"))]
+    if reference is not None:
+        for dtype in dtypes:
+            xs = [np.asarray(a, dtype) for a in arrays]
+            out = fn(*(Tensor(x) for x in xs), **params)
+            want = np.asarray(reference(*(x.astype(np.float64) for x in xs), **params))
+            assert out.dtype == dtype, f"forward: {dtype} inputs gave a {out.dtype} output"
+            atol, rtol = FORWARD_TOL[dtype]
+            np.testing.assert_allclose(
+                out.numpy(), want, rtol=rtol, atol=atol, err_msg=f"forward ({dtype})"
+            )
+    for k, mode in enumerate(modes):
+        tensors = [Tensor(np.asarray(a, np.float64), requires_grad=True) for a in arrays]
+        options = dict(gradcheck_options)
+        if k:
+            options.setdefault("layouts", False)
+        gradcheck(lambda *ts: fn(*ts, **params), tensors, mode=mode, **options)
+
+
+def op_test(
+    fn: Callable[..., Tensor],
+    reference: Callable[..., Any] | None = None,
+    *,
+    inputs: int | Sequence[Domain] = 1,
+    shapes: st.SearchStrategy | None = None,
+    params: Callable[[tuple[Shape, ...]], st.SearchStrategy[dict]] | None = None,
+    layouts: Sequence[str] = LAYOUTS,
+    modes: Sequence[str] = ("full", "vjp"),
+    **gradcheck_options: Any,
+) -> Callable[[], None]:
+    """Turn an op into a hypothesis property test (assign it to a ``test_...`` name).
+
+    Each example draws one shape per input, then per input a seed and a memory layout, and runs
+    ``check_op``: the forward against ``reference`` (float64 and float32) and ``gradcheck`` in
+    each of ``modes``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(*tensors, **params) -> Tensor``.
+    reference : callable, optional
+        NumPy version of ``fn``: ``reference(*arrays, **params)``.
+    inputs : int or sequence of Domain
+        How many differentiable inputs ``fn`` takes (values from ``Domain()``), or each one's
+        ``Domain``.
+    shapes : strategy, optional
+        Draws a tuple with one shape per input (``broadcastable_shapes(2)`` for a binary op); for
+        one input it may draw a shape. Default: one shape from ``shapes()`` for every input.
+    params : callable, optional
+        ``params(shapes) -> strategy of dict``: the keyword arguments of ``fn`` and
+        ``reference`` for the drawn shapes (a dim that exists, integer targets, ...).
+    layouts : sequence of str
+        The memory layouts drawn for the inputs.
+    modes : sequence of {"full", "vjp"}
+    **gradcheck_options
+        Passed to ``gradcheck``.
+
+    Returns
+    -------
+    callable
+        A test function taking no arguments, run by pytest (or by calling it).
+    """
+    domains = [Domain()] * inputs if isinstance(inputs, int) else list(inputs)
+    n = len(domains)
+    shape_strategy = shapes if shapes is not None else _ANY_SHAPE.map(lambda s: (s,) * n)
+    layout_strategy = st.sampled_from(list(layouts))
+
+    def test(data: st.DataObject) -> None:
+        __tracebackhide__ = True
+        drawn = data.draw(shape_strategy, label="shapes")
+        if n == 1 and all(isinstance(k, int) for k in drawn):
+            drawn = (tuple(drawn),)
+        if len(drawn) != n:
+            raise ValueError(f"op_test: the shapes strategy drew {drawn!r} for {n} inputs")
+        kwargs = data.draw(params(drawn), label="params") if params is not None else {}
+        arrays = []
+        for k, (domain, shape) in enumerate(zip(domains, drawn)):
+            seed = data.draw(seeds, label=f"seed of input {k}")
+            layout = data.draw(layout_strategy, label=f"layout of input {k}")
+            arrays.append(as_layout(domain.sample(seed, shape), layout))
+        check_op(fn, arrays, reference, kwargs, modes=modes, **gradcheck_options)
+
+    name = getattr(fn, "__name__", "")
+    test.__name__ = test.__qualname__ = f"test_{name if name.isidentifier() else 'op'}"
+    return given(data=st.data())(test)
