@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 import tinygan as tg
 from tests import reference
 from tests.reference import ConvCase, conv_cases, conv_dim, conv_transpose_dim
-from tests.strategies import seeds
 from tinygan.kernels.shapes import conv2d_geometry
 from tinygan.ops.conv import Conv2d, conv2d, conv_transpose2d
+from tinygan.testing import seeds
 
 # Gradient-check tolerances (guide §6, float64). Conv is linear in each input, so central
 # differences are exact up to rounding.

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.strategies import seeds
 from tinygan import data
 from tinygan.data import DataError, batches, load_fashion_mnist, load_mnist, read_idx
+from tinygan.testing import seeds
 
 from .conftest import SHARED_DATA
 

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 
 import tinygan as tg
-from tests.strategies import seeds
 from tinygan.models.divergences import (
     DIVERGENCES,
     Divergence,
@@ -19,6 +18,7 @@ from tinygan.models.divergences import (
     wright_omega,
 )
 from tinygan.nn import functional as F
+from tinygan.testing import seeds
 
 NAMES = list(DIVERGENCES)
 per_divergence = pytest.mark.parametrize("name", NAMES)

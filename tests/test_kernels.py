@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from tests import reference
 from tests.reference import Dim, conv_dim, conv_transpose_dim
-from tests.strategies import seeds
 from tinygan import kernels
 from tinygan.kernels import cpu, shapes
+from tinygan.testing import seeds
 
 
 # ---- shapes.py ----------------------------------------------------------------------------------

@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygan as tg
-from tests.strategies import randn, seeds
 from tinygan import nn
 from tinygan.nn import functional as F
 from tinygan.nn import init
+from tinygan.testing import seeds, values
 
 
 class Net(nn.Module):
@@ -69,7 +69,7 @@ def test_reassigning_and_deleting_attributes():
 
 def test_forward_backward_zero_grad_train_eval():
     net = Net()
-    x = tg.tensor(randn(0, (5, 3)).astype(np.float32))
+    x = tg.tensor(values(0, (5, 3)).astype(np.float32))
     net(x).sum().backward()
     assert all(p.grad is not None and p.grad.dtype == np.float32 for p in net.parameters())
     net.zero_grad()
@@ -145,7 +145,7 @@ def test_load_state_dict_not_strict_reports_keys_but_still_rejects_shapes():
 @given(n=st.integers(2, 4), c=st.integers(1, 3), h=st.integers(1, 3), seed=seeds)
 def test_batchnorm2d_running_stats_follow_pytorch(n, c, h, seed):
     bn = nn.BatchNorm2d(c, momentum=0.2, dtype=np.float64)
-    xs = [randn(seed + i, (n, c, h, h + 1)) for i in range(3)]
+    xs = [values(seed + i, (n, c, h, h + 1)) for i in range(3)]
     rm, rv = np.zeros(c), np.ones(c)
     for x in xs:
         bn(tg.tensor(x))
@@ -163,7 +163,7 @@ def test_batchnorm2d_running_stats_follow_pytorch(n, c, h, seed):
 
 def test_batchnorm_cumulative_average_without_tracking_and_input_ranks():
     bn = nn.BatchNorm1d(2, momentum=None, dtype=np.float64)
-    xs = [randn(i, (4, 2, 3)) for i in range(3)]
+    xs = [values(i, (4, 2, 3)) for i in range(3)]
     for x in xs:
         bn(tg.tensor(x))
     np.testing.assert_allclose(bn.running_mean.data, np.mean([x.mean((0, 2)) for x in xs], 0))
@@ -201,7 +201,7 @@ def test_sequential_indexing_and_type_check():
 @given(n=st.integers(1, 2), cin=st.integers(1, 3), cout=st.integers(1, 3), k=st.integers(1, 3),
        stride=st.integers(1, 2), bias=st.booleans(), seed=seeds)  # fmt: skip
 def test_conv_layers_match_the_functional_ops(n, cin, cout, k, stride, bias, seed):
-    x = tg.tensor(randn(seed, (n, cin, 5, 4)))
+    x = tg.tensor(values(seed, (n, cin, 5, 4)))
     conv = nn.Conv2d(cin, cout, k, stride, padding=1, bias=bias, dtype=np.float64, rng=seed)
     assert conv.weight.shape == (cout, cin, k, k)
     y = conv(x)
@@ -293,7 +293,7 @@ def test_save_load_round_trips_exactly(tmp_path):
     for k, v in net.state_dict().items():
         assert state[k].dtype == v.dtype
         np.testing.assert_array_equal(state[k], v)
-    mixed = {"G/body.0.weight": randn(0, (2, 3)), "x32": randn(1, 4).astype(np.float32),
+    mixed = {"G/body.0.weight": values(0, (2, 3)), "x32": values(1, 4).astype(np.float32),
              "step": 7, "lr": 1e-3, "names": np.array(["a", "bc"]), "t": tg.tensor(np.ones(2))}  # fmt: skip
     tg.save(mixed, path)
     back = tg.load(path)
@@ -358,7 +358,7 @@ def test_modules_on_gpu_match_cpu():
     ).to("cuda")  # fmt: skip
     for (k, a), b in zip(torch_like.state_dict().items(), gpu.state_dict().values()):
         np.testing.assert_array_equal(a, b.get(), err_msg=k)  # one seed, same weights
-    x = randn(0, (6, 1, 8, 8)).astype(np.float32)
+    x = values(0, (6, 1, 8, 8)).astype(np.float32)
     y_cpu = torch_like(tg.tensor(x))
     y_gpu = gpu(tg.tensor(x).to("cuda"))
     y_cpu.sum().backward()

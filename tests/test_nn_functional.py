@@ -1,8 +1,8 @@
 """tinygan.ops.nn through ``tinygan.nn.functional``: linear, batch norm, losses, dropout.
 
-Families: forward against the NumPy formula (float64, rtol 1e-10), full float64 gradcheck,
-PyTorch's special cases (running statistics, BCE at huge logits, the variance clamp), and
-validation errors that name the bad value.
+Families: forward against the NumPy formula (float64, rtol 1e-10), gradcheck (float64 numerics,
+a float32 run, other memory layouts), PyTorch's special cases (running statistics, BCE at huge
+logits, the variance clamp), and validation errors that name the bad value.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygan as tg
-from tests.strategies import randn, seeds
 from tinygan.nn import functional as F
+from tinygan.testing import check_op, seeds, values
 
 RTOL = 1e-10
 GRAD = dict(eps=1e-6, rtol=1e-5, atol=1e-7)  # smooth nonlinear ops (guide §6)
@@ -46,13 +46,9 @@ reductions = st.sampled_from(["mean", "sum", "none"])
     seed=seeds,
 )
 def test_linear_forward_and_gradcheck(lead, n_in, n_out, bias, seed):
-    x, w, b = randn(seed, (*lead, n_in)), randn(seed + 1, (n_out, n_in)), randn(seed + 2, n_out)
-    args = [leaf(x), leaf(w)] + ([leaf(b)] if bias else [])
-    y = F.linear(*args)
-    expected = x @ w.T + (b if bias else 0)
-    assert y.shape == (*lead, n_out)
-    np.testing.assert_allclose(y.data, expected, rtol=RTOL, atol=1e-14)
-    tg.gradcheck(F.linear, args, eps=1e-6, rtol=1e-5, atol=1e-8)
+    x, w, b = values(seed, (*lead, n_in)), values(seed + 1, (n_out, n_in)), values(seed + 2, n_out)
+    assert F.linear(tg.tensor(x), tg.tensor(w)).shape == (*lead, n_out)
+    check_op(F.linear, [x, w, b][: 2 + bias], lambda x, w, b=0: x @ w.T + b, atol=1e-8)
 
 
 def test_linear_only_weight_requires_grad_and_float32_stays_float32():
@@ -99,13 +95,13 @@ bn_shapes = st.one_of(
 @given(shape=bn_shapes, affine=st.sampled_from(["both", "weight", "none"]), nhwc=st.booleans(),
        seed=seeds)  # fmt: skip
 def test_batch_norm_training_forward_gradcheck_and_running_stats(shape, affine, nhwc, seed):
-    x = randn(seed, shape)
+    x = values(seed, shape)
     if nhwc and x.ndim == 4:
         x = nhwc_view(x)
     c = shape[1]
-    w, b = randn(seed + 1, c), randn(seed + 2, c)
+    w, b = values(seed + 1, c), values(seed + 2, c)
     axes = (0, *range(2, x.ndim))
-    rm, rv = randn(seed + 3, c), 1 + np.abs(randn(seed + 4, c))
+    rm, rv = values(seed + 3, c), 1 + np.abs(values(seed + 4, c))
     rm0, rv0 = rm.copy(), rv.copy()
     args = [leaf(x), *[leaf(w), leaf(b)][: {"both": 2, "weight": 1, "none": 0}[affine]]]
 
@@ -121,19 +117,26 @@ def test_batch_norm_training_forward_gradcheck_and_running_stats(shape, affine, 
     np.testing.assert_allclose(rv, 0.7 * rv0 + 0.3 * x.var(axes) * m / (m - 1), rtol=RTOL)
     if nhwc and x.ndim == 4:  # the layout survives: no copy to NCHW
         assert y.data.transpose(0, 2, 3, 1).flags.c_contiguous
-    tg.gradcheck(bn, args, **GRAD)
+
+    # For gradcheck, fresh running stats in each run's dtype (their update is checked above).
+    def bn_copies(x, *wb):
+        rm_, rv_ = rm.astype(x.dtype), rv.astype(x.dtype)
+        return F.batch_norm(x, rm_, rv_, *wb, training=True, momentum=0.3, eps=1e-5)
+
+    tg.gradcheck(bn_copies, args, **GRAD)
 
 
 @given(shape=bn_shapes, nhwc=st.booleans(), seed=seeds)
 def test_batch_norm_eval_uses_running_stats_and_leaves_them(shape, nhwc, seed):
-    x = nhwc_view(randn(seed, shape)) if nhwc and len(shape) == 4 else randn(seed, shape)
+    x = nhwc_view(values(seed, shape)) if nhwc and len(shape) == 4 else values(seed, shape)
     c = shape[1]
-    rm, rv = randn(seed + 3, c), 0.5 + np.abs(randn(seed + 4, c))
+    rm, rv = values(seed + 3, c), 0.5 + np.abs(values(seed + 4, c))
     rm0, rv0 = rm.copy(), rv.copy()
-    w, b = leaf(randn(seed + 1, c)), leaf(randn(seed + 2, c))
+    w, b = leaf(values(seed + 1, c)), leaf(values(seed + 2, c))
 
-    def bn(x, w, b):
-        return F.batch_norm(x, rm, rv, w, b, training=False, eps=1e-3)
+    def bn(x, w, b):  # the running stats in the input's dtype: float32 runs too
+        rm_, rv_ = rm.astype(x.dtype), rv.astype(x.dtype)
+        return F.batch_norm(x, rm_, rv_, w, b, training=False, eps=1e-3)
 
     y = bn(leaf(x), w, b)
     np.testing.assert_allclose(y.data, np_batch_norm(x, rm, rv, w.data, b.data, 1e-3), rtol=RTOL)
@@ -172,7 +175,7 @@ def test_batch_norm_errors(x_shape, kwargs, error, match):
 # ---- binary cross-entropy with logits -------------------------------------------------------
 @given(shape=st.tuples(st.integers(1, 4), st.integers(1, 3)), reduction=reductions, seed=seeds)
 def test_bce_with_logits_forward_and_gradcheck(shape, reduction, seed):
-    x, t = 3 * randn(seed, shape), np.random.default_rng(seed).uniform(0, 1, shape)
+    x, t = 3 * values(seed, shape), np.random.default_rng(seed).uniform(0, 1, shape)
     expected = -(t * np.log(np_sigmoid(x)) + (1 - t) * np.log(1 - np_sigmoid(x)))
     y = F.binary_cross_entropy_with_logits(leaf(x), t, reduction=reduction)
     np.testing.assert_allclose(y.data, np_reduce(expected, reduction), rtol=1e-9)
@@ -207,7 +210,7 @@ def test_bce_with_logits_errors():
 # ---- cross-entropy --------------------------------------------------------------------------
 @given(n=st.integers(1, 5), c=st.integers(1, 5), reduction=reductions, seed=seeds)
 def test_cross_entropy_forward_and_gradcheck(n, c, reduction, seed):
-    x = 3 * randn(seed, (n, c))
+    x = 3 * values(seed, (n, c))
     t = np.random.default_rng(seed).integers(0, c, n)
     shifted = x - x.max(1, keepdims=True)
     logp = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
@@ -243,7 +246,7 @@ def test_cross_entropy_errors(logits, target, error, match):
 # ---- mse ------------------------------------------------------------------------------------
 @given(shape=st.tuples(st.integers(1, 4), st.integers(1, 3)), reduction=reductions, seed=seeds)
 def test_mse_forward_and_gradcheck(shape, reduction, seed):
-    x, t = randn(seed, shape), randn(seed + 1, shape)
+    x, t = values(seed, shape), values(seed + 1, shape)
     y = F.mse_loss(leaf(x), t, reduction=reduction)
     np.testing.assert_allclose(y.data, np_reduce((x - t) ** 2, reduction), rtol=RTOL)
     tg.gradcheck(lambda x, t: F.mse_loss(x, t, reduction=reduction), [leaf(x), leaf(t)],
@@ -262,10 +265,10 @@ var_forms = st.sampled_from(["full", "per_sample", "per_sample_1", "float"])
 @given(n=st.integers(1, 4), d=st.integers(1, 3), form=var_forms, full=st.booleans(),
        reduction=reductions, seed=seeds)  # fmt: skip
 def test_gaussian_nll_loss_forward_and_gradcheck(n, d, form, full, reduction, seed):
-    x, t = randn(seed, (n, d)), randn(seed + 1, (n, d))
-    var = {"full": 0.2 + np.abs(randn(seed + 2, (n, d))),
-           "per_sample": 0.2 + np.abs(randn(seed + 2, n)),
-           "per_sample_1": 0.2 + np.abs(randn(seed + 2, (n, 1))),
+    x, t = values(seed, (n, d)), values(seed + 1, (n, d))
+    var = {"full": 0.2 + np.abs(values(seed + 2, (n, d))),
+           "per_sample": 0.2 + np.abs(values(seed + 2, n)),
+           "per_sample_1": 0.2 + np.abs(values(seed + 2, (n, 1))),
            "float": 0.7}[form]  # fmt: skip
     v = np.broadcast_to(var if form != "per_sample" else var[:, None], (n, d))
     expected = 0.5 * (np.log(v) + (x - t) ** 2 / v) + (0.5 * np.log(2 * np.pi) if full else 0)
@@ -304,11 +307,11 @@ def test_gaussian_nll_loss_errors(var, error, match):
 def test_gaussian_nll_is_the_normal_log_density_and_matches_the_torch_form(
     n, d, std_form, reduction, seed
 ):
-    x, mu = randn(seed, (n, d)), randn(seed + 1, (n, d))
+    x, mu = values(seed, (n, d)), values(seed + 1, (n, d))
     log_std = {
         "none": None,
-        "row": 0.3 * randn(seed + 2, d),
-        "full": 0.3 * randn(seed + 2, (n, d)),
+        "row": 0.3 * values(seed + 2, d),
+        "full": 0.3 * values(seed + 2, (n, d)),
     }[std_form]
     s = np.exp(0 if log_std is None else log_std)
     expected = -np.log(np.exp(-0.5 * ((x - mu) / s) ** 2) / (s * np.sqrt(2 * np.pi)))
@@ -348,6 +351,6 @@ def test_dropout_is_inverted_seeded_and_identity_in_eval():
 
 @given(seed=seeds)
 def test_dropout_gradient_is_the_mask(seed):
-    x = leaf(randn(seed, (3, 4)))
+    x = leaf(values(seed, (3, 4)))
     tg.gradcheck(lambda x: F.dropout(x, 0.5, True, np.random.default_rng(seed)), [x],
                  eps=1e-6, rtol=1e-5, atol=1e-8)  # fmt: skip

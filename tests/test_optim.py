@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygan as tg
-from tests.strategies import randn, seeds
 from tinygan import nn, optim
+from tinygan.testing import seeds, values
 
 STEPS = 6
 
@@ -89,8 +89,8 @@ sgd_configs = st.fixed_dictionaries({
 
 @given(config=sgd_configs, dtype=st.sampled_from([np.float32, np.float64]), seed=seeds)
 def test_sgd_matches_torch_formulas(config, dtype, seed):
-    p0 = randn(seed, (3, 2)).astype(dtype)
-    grads = [randn(seed + i + 1, (3, 2)).astype(dtype) for i in range(STEPS)]
+    p0 = values(seed, (3, 2)).astype(dtype)
+    grads = [values(seed + i + 1, (3, 2)).astype(dtype) for i in range(STEPS)]
     p, _ = run(optim.SGD, config, p0, grads)
     assert p.dtype == dtype
     np.testing.assert_allclose(p.data, torch_sgd(p0, grads, **config),
@@ -107,8 +107,8 @@ adam_configs = st.fixed_dictionaries({
 
 @given(config=adam_configs, dtype=st.sampled_from([np.float32, np.float64]), seed=seeds)
 def test_adam_matches_torch_formulas(config, dtype, seed):
-    p0 = randn(seed, (4,)).astype(dtype)
-    grads = [randn(seed + i + 1, (4,)).astype(dtype) for i in range(STEPS)]
+    p0 = values(seed, (4,)).astype(dtype)
+    grads = [values(seed + i + 1, (4,)).astype(dtype) for i in range(STEPS)]
     p, opt = run(optim.Adam, config, p0, grads)
     assert p.dtype == dtype and opt.state[0]["exp_avg"].dtype == dtype
     assert opt.state[0]["step"] == STEPS
@@ -128,8 +128,8 @@ rmsprop_configs = st.fixed_dictionaries({
 
 @given(config=rmsprop_configs, dtype=st.sampled_from([np.float32, np.float64]), seed=seeds)
 def test_rmsprop_matches_torch_formulas(config, dtype, seed):
-    p0 = randn(seed, (3, 4)).astype(dtype)
-    grads = [randn(seed + i + 1, (3, 4)).astype(dtype) for i in range(10)]
+    p0 = values(seed, (3, 4)).astype(dtype)
+    grads = [values(seed + i + 1, (3, 4)).astype(dtype) for i in range(10)]
     p, opt = run(optim.RMSprop, config, p0, grads)
     state = opt.state[0]
     assert p.dtype == dtype and state["step"] == 10
@@ -309,9 +309,9 @@ def test_load_state_dict_errors():
 
 @given(seed=seeds)
 def test_optimizer_state_is_copied_on_load(seed):
-    p = nn.Parameter(randn(seed, 3))
+    p = nn.Parameter(values(seed, 3))
     opt = optim.SGD([p], lr=0.1, momentum=0.9)
-    p.grad = randn(seed + 1, 3)
+    p.grad = values(seed + 1, 3)
     opt.step()
     sd = opt.state_dict()
     opt2 = optim.SGD([p], lr=0.1, momentum=0.9)
@@ -330,8 +330,8 @@ def test_optimizer_state_is_copied_on_load(seed):
 def test_gpu_steps_match_cpu(opt_cls, kwargs):
     import cupy
 
-    p0 = randn(0, (64, 33)).astype(np.float32)
-    grads = [randn(i + 1, (64, 33)).astype(np.float32) for i in range(STEPS)]
+    p0 = values(0, (64, 33)).astype(np.float32)
+    grads = [values(i + 1, (64, 33)).astype(np.float32) for i in range(STEPS)]
     cpu, _ = run(opt_cls, kwargs, p0, grads)
     p = nn.Parameter(cupy.asarray(p0))
     opt = opt_cls([p], **kwargs)
