@@ -2,7 +2,7 @@
 
 from . import backend, nn, optim
 from .function import Function, is_grad_enabled, no_grad, sum_to
-from .gradcheck import GradcheckError, GradcheckReport, gradcheck
+from .gradcheck import GradcheckError, GradcheckReport, gradcheck, gradgradcheck
 from .ops import (
     abs,
     amax,
@@ -40,8 +40,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Function", "GradcheckError", "GradcheckReport", "Tensor", "__version__", "abs", "amax",
     "backend", "broadcast_to", "cat", "clip", "concat", "exp", "flatten", "grad", "gradcheck",
-    "is_grad_enabled", "leaky_relu", "load", "log", "log_softmax", "logsumexp", "matmul", "max",
-    "maximum", "mean", "nn", "no_grad", "optim",
+    "gradgradcheck", "is_grad_enabled", "leaky_relu", "load", "log", "log_softmax", "logsumexp",
+    "matmul", "max", "maximum", "mean", "nn", "no_grad", "optim",
     "permute", "relu", "reshape", "save", "sigmoid", "softmax", "softplus", "sqrt", "stack", "sum",
     "sum_to", "tanh", "tensor", "transpose",
 ]  # fmt: skip

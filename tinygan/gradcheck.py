@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from .backend import get_array_module, is_cupy_array, to_device
-from .function import no_grad
-from .tensor import Tensor
+from .function import grad_mode, is_grad_enabled, no_grad
+from .ops import cat
+from .tensor import Tensor, grad
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 
@@ -560,6 +561,7 @@ class _Checker:
                 return
             for i in leaves:
                 g = main.args[i].grad
+                g = xp.zeros_like(main.args[i].data) if g is None else g  # no gradient flowed
                 added = g if before[i] is None else g - before[i]
                 if check == "zero upstream" and xp.any(added != 0):
                     zero_added[i] = float(xp.abs(added).max())
@@ -803,3 +805,64 @@ def gradcheck(
     if not report.ok:
         raise GradcheckError(report)
     return True
+
+
+def gradgradcheck(
+    fn: Callable[..., Tensor],
+    inputs: Sequence[Any],
+    *,
+    grad_outputs: Any = None,
+    seed: int = 0,
+    **options: Any,
+) -> bool | GradcheckReport:
+    """Check ``fn``'s second derivatives: ``gradcheck`` of its first derivative.
+
+    The first derivative ``g(x, u) = J_fn(x)^T u`` (every checked input's gradient, flattened and
+    joined) is computed by the engine with ``create_graph=True``; ``gradcheck`` then checks *its*
+    backward, the second-order vector-Jacobian product (what a Hessian-vector product or a
+    gradient penalty differentiates), against finite differences of ``g``, with every check it
+    makes of a first derivative. The upstream gradient ``u`` is one more input that requires
+    grad, so the derivative of ``g`` with respect to ``u`` (the backward's linearity) is checked
+    too.
+
+    Parameters
+    ----------
+    fn, inputs
+        As for ``gradcheck``.
+    grad_outputs : array, optional
+        The upstream gradient ``u`` (the output's shape); default: a random one from ``seed``.
+    seed : int
+        Seeds ``u`` and ``gradcheck``'s own draws.
+    **options
+        Passed to ``gradcheck`` (``eps``, ``atol``, ``rtol``, ``mode``, ``dtypes``, ...).
+
+    Returns, Raises
+        As ``gradcheck``; its messages name the inputs of ``fn`` by position, ``u`` last.
+    """
+    __tracebackhide__ = True
+    inputs = list(inputs)
+    checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    if not checked:
+        raise ValueError("gradgradcheck: no input is a Tensor with requires_grad=True")
+    if grad_outputs is None:
+        with no_grad():
+            out = fn(*inputs)
+        xp = get_array_module(out.data)
+        rng = np.random.default_rng((seed, _STREAM + 1))
+        grad_outputs = xp.asarray(rng.standard_normal(out.shape), dtype=out.dtype)
+    u = Tensor(grad_outputs, requires_grad=True)
+
+    def first_derivatives(*args: Any) -> Tensor:
+        *xs, u = args
+        record = is_grad_enabled()  # gradcheck's numerics run without a graph: values only
+        for i in checked:  # ... and pass plain Tensors there: differentiate them all the same
+            if not xs[i].requires_grad:
+                xs[i] = Tensor(xs[i].data, requires_grad=True)
+        with grad_mode(True):
+            gs = grad(fn(*xs), [xs[i] for i in checked], u, create_graph=record, allow_unused=True)
+        parts = [g.reshape(-1) for g in gs if g is not None]
+        if not parts:
+            raise ValueError("gradgradcheck: fn does not depend on any input that requires grad")
+        return cat(parts)
+
+    return gradcheck(first_derivatives, [*inputs, u], seed=seed, **options)
