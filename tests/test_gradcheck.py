@@ -156,6 +156,17 @@ def test_float32_inputs_are_checked_against_float64_numerics():
     assert x.grad is None and x.dtype == np.float32
 
 
+def test_float32_tolerance_follows_the_terms_summed_not_the_gradient():
+    """log_softmax ignores a constant added to a row, so q's gradient is 0, a cancellation of
+    terms of size 1 that float32 leaves at about 1e-6 (a tolerance relative to |grad| failed)."""
+
+    def f(p, q):
+        return tg.log_softmax(tg.leaky_relu(p * q, 0.2) @ q.reshape(4, 1) + p, 1).sum(0)
+
+    for mode in ("full", "vjp"):
+        assert _report(f, [values(0, (3, 4)), values(1, (4,))], mode=mode).ok
+
+
 def test_dtypes_float64_only_skips_the_float32_run():
     bug = PLANTED["right only in float64"]
     arrays = bug.inputs(6, np.random.default_rng(0))
