@@ -202,6 +202,22 @@ def test_a_folder_missing_the_labels_is_named(tmp_path, example, capsys, mnist_d
     assert err.count("\n") == 1 and not (tmp_path / "run").exists()
 
 
+def test_damaged_data_is_one_line_naming_the_file(tmp_path, example, capsys, mnist_dir):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    images = mine / "t10k-images-idx3-ubyte.gz"
+    source = os.path.join(mnist_dir, "mnist", "t10k-images-idx3-ubyte.gz")
+    with open(source, "rb") as f:
+        images.write_bytes(f.read()[:5000])  # a download cut short
+    labels = os.path.join(mnist_dir, "mnist", "t10k-labels-idx1-ubyte.gz")
+    (mine / "t10k-labels-idx1-ubyte.gz").symlink_to(labels)
+    argv = ["--split", "test", "--data-dir", str(mine), "--out", str(tmp_path / "run")]
+    assert cli.run(example("wgan_mnist").main, argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {images}: corrupt gzip stream")
+    assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
 def test_a_damaged_classifier_is_reported_before_the_data(tmp_path, example, no_data):
     """Regression (issue 14): --classifier was read only after training."""
     clf = tmp_path / "clf.npz"
