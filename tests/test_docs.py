@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ("autograd.md",)
+PAGES = ("autograd.md", "exercises.md")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
@@ -41,7 +41,9 @@ def test_every_python_block_is_an_example(page):
     for lang, body in FENCE.findall((DOCS / page).read_text()):
         if lang in ("python", "pycon"):
             first = body.lstrip().splitlines()[0] if body.strip() else ""
-            assert first.startswith(">>> "), f"docs/{page}: a python block not in >>> form: {body!r}"
+            assert first.startswith(">>> "), (
+                f"docs/{page}: a python block not in >>> form: {body!r}"
+            )
 
 
 def test_pictures_the_pages_show_exist():
