@@ -273,3 +273,13 @@ def test_a_mlp_hessian_vector_product_is_symmetric():
     vhu = sum(float((h.numpy() * d).sum()) for h, d in zip(hu, v))
     uhv = sum(float((h.numpy() * d).sum()) for h, d in zip(hv, u))
     assert vhu == pytest.approx(uhv, rel=1e-10)
+
+
+def test_a_scalar_leaf_keeps_an_array_grad_across_backwards():
+    """Regression: NumPy's sum of two 0-d arrays is a scalar; .grad must stay an array."""
+    a = tg.tensor(3.0, requires_grad=True)
+    y = a * a
+    y.backward(retain_graph=True)
+    y.backward()
+    assert isinstance(a.grad, np.ndarray) and a.grad.shape == () and a.grad == 12.0
+    a.grad[...] = 0  # writable in place, as optimizers need

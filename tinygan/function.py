@@ -20,7 +20,7 @@ Rules for a ``backward``:
   ``self.needs_input_grad``), each with exactly its input's shape and dtype: undo broadcasting
   with ``sum_to``.
 
-The example every other op follows, ``Mul``, is at the end of this file.
+The example every other op follows, ``Mul``, comes right after ``Function``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Function:
     ``forward``. ``release`` drops it all.
     """
 
-    inputs: tuple[Tensor, ...] | None = ()
+    inputs: tuple[Tensor, ...] | None = ()  # None once ``release`` has freed the graph here
     needs_input_grad: tuple[bool, ...] = ()
 
     def forward(self, *xs: Any) -> Any:

@@ -385,7 +385,7 @@ def _graph_order(roots: list[Tensor], stop: set[int]) -> list[Tensor]:
             if t.creator.inputs is None:
                 raise RuntimeError(
                     "backward through a part of the graph that an earlier backward already freed; "
-                    "pass retain_graph=True to the first backward() to run it twice"
+                    "pass retain_graph=True to the first backward() or grad() to run it twice"
                 )
             stack.extend((x, False) for x in t.creator.inputs if x.requires_grad)
     return order
@@ -427,7 +427,10 @@ def _accumulate(leaf: Tensor, grad: Tensor, memory: _LeafGrads, create_graph: bo
     if create_graph:
         leaf.grad = grad if leaf.grad is None else leaf.grad + grad
     else:
-        leaf.grad = memory.take(grad.data) if leaf.grad is None else leaf.grad + grad.data
+        if leaf.grad is None:
+            leaf.grad = memory.take(grad.data)
+        else:  # asarray: NumPy's 0-d sum is a scalar, not an array
+            leaf.grad = backend.get_array_module(grad.data).asarray(leaf.grad + grad.data)
 
 
 def _seed(t: Tensor, grad: Any) -> Tensor:
@@ -457,8 +460,9 @@ class _LeafGrads:
 
     Backward passes gradients along without copying: ``Add`` hands the same array to both of
     its inputs, ``Reshape`` a view of its upstream gradient, ``BroadcastTo``'s input may get a
-    stride-0 view. A leaf's ``.grad`` must be its own array (optimizers and the next backward
-    update it in place), yet copying every gradient would double the memory traffic of
+    stride-0 view. A leaf's ``.grad`` must be its own array (optimizers and users update it in
+    place: ``zero_grad``, clipping, SGD's weight decay), yet copying every gradient would double
+    the memory traffic of
     backward. So the engine counts the users of each block of memory (by the array that owns
     it): pending gradients, ``.grad`` arrays already filled, and the caller's ``grad``. A leaf
     takes a gradient's memory as its ``.grad`` only when nobody else uses it and it is not a
