@@ -224,3 +224,37 @@ def gaussian_kde(x, samples, sigma) -> np.ndarray:
         d = len(xi)
         out.append(lse - math.log(len(samples)) - 0.5 * d * math.log(2 * math.pi * sigma**2))
     return np.array(out)
+
+
+# ---- image augmentation ----------------------------------------------------------------------
+def affine_warp(images, angle, scale, shift) -> np.ndarray:
+    """images (N, C, H, W) moved by affine maps, float64, one output pixel at a time.
+
+    Map ``n`` rotates the content by ``angle[n]`` radians (counter-clockwise as displayed, rows
+    downwards) and scales it by ``scale[n]`` about the centre ((H-1)/2, (W-1)/2), then shifts it
+    by ``shift[n] = (rows, cols)``. Output pixel (i, j) undoes that: it takes its offset from the
+    shifted centre, rotates it back by -angle, divides it by the scale, and reads the input there
+    by bilinear interpolation over the four pixels around it, a pixel outside the image being 0.
+    """
+    n_, c_, h_, w_ = images.shape
+    cy, cx = (h_ - 1) / 2, (w_ - 1) / 2
+    out = np.zeros((n_, c_, h_, w_))
+    for n in range(n_):
+        a, s = float(angle[n]), float(scale[n])
+        for i in range(h_):
+            for j in range(w_):
+                dy, dx = i - cy - float(shift[n][0]), j - cx - float(shift[n][1])
+                # counter-clockwise as displayed, (dy, dx) -> (dy cos a - dx sin a,
+                # dy sin a + dx cos a) (a point right of the centre goes up); undone here
+                sy = cy + (math.cos(a) * dy + math.sin(a) * dx) / s
+                sx = cx + (-math.sin(a) * dy + math.cos(a) * dx) / s
+                y0, x0 = math.floor(sy), math.floor(sx)
+                for c in range(c_):
+                    acc = 0.0
+                    for y in (y0, y0 + 1):
+                        for x in (x0, x0 + 1):
+                            if 0 <= y < h_ and 0 <= x < w_:
+                                wy, wx = 1 - abs(sy - y), 1 - abs(sx - x)
+                                acc += wy * wx * float(images[n, c, y, x])
+                    out[n, c, i, j] = acc
+    return out
