@@ -1,6 +1,8 @@
-"""Gradient checking: false alarms by size (before/after issue 12), and full vs vjp timings.
+"""Gradient checking: false alarms by size (before/after issue 12), the planted-bug zoo, and
+full vs vjp timings.
 
     python bench/bench_gradcheck.py numerics [--sizes 10,30,50,70,100,150,200] [--seeds 2]
+    python bench/bench_gradcheck.py zoo [--sizes 6,100]
     python bench/bench_gradcheck.py timing [--size 100] [--repeats 3]
 
 ``numerics`` runs every correct op of tests/gradcheck_zoo.py on n x n float64 inputs and, from the
@@ -17,8 +19,10 @@ same evaluations ``y+- = fn(x +- h e_j)`` for every element ``j``, computes thre
 It prints, per size, how many (op, seed) runs each scheme fails although the op is correct (a
 false alarm), the worst |error| / tolerance, and for the schemes without false alarms the
 smallest relative error planted on one element that the check catches (median over elements)
-and the share of elements where a 1% error is caught. ``timing`` times ``gradcheck`` (defaults,
-and without the layout and float32 runs) in both modes, median over repeats, single-threaded BLAS.
+and the share of elements where a 1% error is caught. ``zoo`` runs gradcheck (full mode) on
+every planted bug of tests/gradcheck_zoo.py: caught or not, the inputs blamed, the first message.
+``timing`` times ``gradcheck`` (defaults, and without the layout and float32 runs) in both modes,
+median over repeats, single-threaded BLAS.
 """
 
 from __future__ import annotations
@@ -39,10 +43,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tinygan as tg  # noqa: E402
-from tests.gradcheck_zoo import CORRECT  # noqa: E402
+from tests.gradcheck_zoo import CORRECT, PLANTED  # noqa: E402
 from tinygan.gradcheck import _STREAM  # noqa: E402
 
 EPS, ATOL, RTOL = 1e-6, 1e-7, 1e-5
+DEFAULT_SIZES = "10,30,50,70,100,150,200"
 UNIT = 2.0**-52
 
 
@@ -143,6 +148,20 @@ def numerics(sizes, seeds, ops):
         )
 
 
+def zoo(sizes):
+    print("| bug | n | caught | blamed (expected) | s | first failure |")
+    print("|---|---|---|---|---|---|")
+    for name, bug in PLANTED.items():
+        for n in sizes:
+            xs = [tg.tensor(a, requires_grad=True) for a in bug.inputs(n, np.random.default_rng(0))]
+            t = time.perf_counter()
+            report = tg.gradcheck(lambda *a, op=bug.op: op()(*a), xs, raise_exception=False)
+            seconds = time.perf_counter() - t
+            first = str(report.failures[0]).replace("|", "\\|") if report.failures else ""
+            print(f"| {name} | {n} | {'yes' if not report.ok else 'NO'} | {report.blamed} "
+                  f"({bug.blamed}) | {seconds:.2f} | {first} |", flush=True)  # fmt: skip
+
+
 def timing(n, repeats, ops):
     print(f"gradcheck at {n} x {n}, median of {repeats} (s); 'bare': layouts=False, float64 only")
     print("| op | full | full, bare | vjp | vjp, bare |")
@@ -164,8 +183,8 @@ def timing(n, repeats, ops):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["numerics", "timing"])
-    p.add_argument("--sizes", default="10,30,50,70,100,150,200")
+    p.add_argument("what", choices=["numerics", "zoo", "timing"])
+    p.add_argument("--sizes", default=DEFAULT_SIZES)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--ops", default=",".join(CORRECT))
     p.add_argument("--size", type=int, default=100)
@@ -174,6 +193,8 @@ def main(argv=None):
     ops = a.ops.split(",")
     if a.what == "numerics":
         numerics([int(s) for s in a.sizes.split(",")], a.seeds, ops)
+    elif a.what == "zoo":
+        zoo([int(s) for s in (a.sizes if a.sizes != DEFAULT_SIZES else "6,100").split(",")])
     else:
         timing(a.size, a.repeats, ops)
 

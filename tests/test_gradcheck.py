@@ -200,6 +200,11 @@ def test_passes_through_constants_and_leaves_the_callers_tensors_alone():
     np.testing.assert_array_equal(x.data, before)
 
 
+def test_an_input_no_gradient_reaches_has_a_zero_gradient():
+    report = _report(lambda a, b: a * 2, [values(0, (2, 3)), values(1, (4,))])
+    assert report.ok, str(report)
+
+
 def test_check_vjp_checks_any_array_function():
     """The numerics alone, as a second-order check will use them (f: array -> array)."""
     x, u = values(0, (4, 3)), values(1, (4, 3))
