@@ -36,10 +36,12 @@ class Linear(Function):
 
     def backward(self, gy):
         x, w = self.inputs[:2]
-        g2 = gy.reshape(-1, gy.shape[-1])  # (M, out)
+        flat = x.ndim != 2  # (..., in) -> (M, in) and back
+        g2 = gy.reshape(-1, gy.shape[-1]) if flat else gy  # (M, out)
         need = self.needs_input_grad
-        gx = (g2 @ w).reshape(*x.shape) if need[0] else None
-        gw = g2.T @ x.reshape(-1, x.shape[-1]) if need[1] else None
+        gx = g2 @ w if need[0] else None
+        gx = gx.reshape(*x.shape) if flat and need[0] else gx
+        gw = g2.T @ (x.reshape(-1, x.shape[-1]) if flat else x) if need[1] else None
         return (gx, gw) if len(need) == 2 else (gx, gw, ChannelSum()(g2) if need[2] else None)
 
 
