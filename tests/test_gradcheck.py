@@ -70,13 +70,11 @@ def test_correct_op_passes(name, n, mode):
     assert report.ok, str(report)
 
 
-def test_the_issue_s_false_alarms_are_gone():
-    """Full mode at 100 x 100 failed tanh (element (39, 7), inputs from default_rng(0)) and
-    bias add (blaming its innocent input 0) before the fix."""
+def test_the_issue_s_false_alarm_is_gone():
+    """Full mode at 100 x 100 failed tanh at element (39, 7), inputs from default_rng(0), before
+    the fix (the innocent input of a bias add passes too: see the planted bias add above)."""
     x = tg.tensor(np.random.default_rng(0).standard_normal((100, 100)), requires_grad=True)
     assert tg.gradcheck(lambda t: tg.tanh(t), [x], layouts=False, dtypes=("float64",))
-    fn, arrays = CORRECT["bias_add"](100, np.random.default_rng(0))
-    assert _report(fn, arrays, layouts=False, dtypes=("float64",)).ok
 
 
 KINKS = [-1.5, 0.0, 0.7, 1.0, 0.0, 2.0]

@@ -201,15 +201,17 @@ class _Line:
     """``f`` along one line through ``x``: element ``j`` moved alone, or ``x + t v``."""
 
     def __init__(self, f: Callable[[Array], Array], x: Array, u: Array, base: Callable[[], Array]):
-        self.f, self.x, self.u, self.base = f, x, u, base
+        self.f, self.x, self.base = f, x, base
         self.xp = get_array_module(x)
+        self.u = self.xp.ascontiguousarray(u).ravel()
+        self.abs_u = self.xp.abs(self.u)
 
     def dot(self, d: Array) -> float:
-        return float(self.xp.vdot(d.ravel(), self.u.ravel()))
+        return float(self.xp.vdot(d.ravel(), self.u))
 
     def size(self, d: Array) -> float:
         """``sum_k |d_k| |u_k|``."""
-        return float(self.xp.vdot(self.xp.abs(d).ravel(), self.xp.abs(self.u).ravel()))
+        return float(self.xp.vdot(self.xp.abs(d).ravel(), self.abs_u))
 
     def outputs(self, where: Any, h: float) -> tuple[Array, Array, float, float]:
         """``f`` at ``x`` moved by +h and -h along ``where``, and the steps really taken."""

@@ -204,7 +204,8 @@ def check_op(
     params : dict, optional
         Keyword arguments for ``fn`` and ``reference`` (options, constants, integer targets).
     modes : sequence of {"full", "vjp"}
-        ``gradcheck`` runs once in each (the second without repeating the layout runs).
+        ``gradcheck`` runs once in each; after the first, without repeating the layout and
+        float32 runs (unless ``gradcheck_options`` sets them).
     **gradcheck_options
         Passed to ``gradcheck`` (``eps``, ``atol``, ``rtol``, ``dtypes``, ...).
 
@@ -231,6 +232,7 @@ def check_op(
         options = dict(gradcheck_options)
         if k:
             options.setdefault("layouts", False)
+            options.setdefault("dtypes", ("float64",))
         gradcheck(lambda *ts: fn(*ts, **params), tensors, mode=mode, **options)
 
 
