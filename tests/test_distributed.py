@@ -257,3 +257,41 @@ def test_every_optimizer_runs_its_pre_step_hooks_first():
         p.grad = np.ones(2, np.float32)
         opt.step()
     assert seen == [("SGD", 1.0), ("Adam", 1.0), ("RMSprop", 1.0)]
+
+
+# ---- the GPU (skipped without CuPy and a CUDA device) ----------------------------------------------
+
+
+@pytest.mark.gpu
+def test_sync_batch_norm_ops_on_the_gpu_equal_the_cpu():
+    rng = np.random.default_rng(5)
+    xs, g = rng.standard_normal((6, 4, 3, 3), dtype=np.float32), rng.standard_normal((6, 4, 3, 3))
+    results = []
+    for device in ("cpu", "cuda"):
+        x = tg.tensor(xs, requires_grad=True).to(device).detach().requires_grad_()
+        w = tg.tensor(np.linspace(0.5, 2, 4, dtype=np.float32)).to(device).requires_grad_()
+        running = tg.tensor(np.zeros(4, np.float32)).to(device)
+        y = dist.sync_batch_norm(x, running, None, w, None, 0.1, 1e-5, dist.SingleProcess())
+        y.backward(tg.tensor(g.astype(np.float32)).to(device))
+        results.append(
+            [tg.backend.to_device(a, "cpu") for a in (y.data, x.grad, w.grad, running.data)]
+        )
+    for cpu, gpu in zip(*results):
+        np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_nccl_in_a_world_of_one():
+    pytest.importorskip(
+        "mpi4py", reason="mpi4py is not installed (pip install -e '.[distributed]')"
+    )
+    import cupy
+
+    comm = dist.MPICommunicator(guard=False)  # MPI's singleton world: rank 0 of 1
+    a = cupy.arange(6, dtype=cupy.float32)
+    assert comm.allreduce_(a) is a and comm.bcast_(a) is a
+    comm.synchronize()
+    np.testing.assert_array_equal(cupy.asnumpy(a), np.arange(6))
+    assert comm.nccl.device == 0 and comm.nccl.calls == 2
+    with pytest.raises(TypeError, match="NCCL cannot reduce bool arrays"):
+        comm.allreduce_(cupy.zeros(3, bool))

@@ -228,13 +228,23 @@ def test_example_under_mpiexec_writes_once_and_resumes_on_one_rank(tmp_path, mni
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.gpu
+def test_two_gpus_sync_batchnorm_gradients_and_training(tmp_path):
+    import cupy
+
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs 2 GPUs (NCCL takes one rank per GPU)")
+    out = check(mpiexec("gpus", tmp_path))
+    assert out.count("gpus ok") == 2, out
+
+
 # ---- shared by the tests and the ranks -----------------------------------------------------------
 
 SMALL = dict(steps=6, batch_size=12, seed=3)
 SMALL_DATA = np.random.default_rng(1).standard_normal((60, 2)).astype(np.float32)
 
 
-def small_infogan(seed=0):
+def small_infogan(seed=0, device="cpu"):
     """A small MLP InfoGAN on 2-D data, with SGD (as ``with_sgd``)."""
     from tinygan.models import InfoGAN, LatentSpec, MLPDiscriminator, MLPGenerator
     from tinygan.optim import SGD
@@ -242,7 +252,8 @@ def small_infogan(seed=0):
     spec = LatentSpec(categorical=(3,), continuous=1, noise=2)
     rng = np.random.default_rng(seed)
     model = InfoGAN(spec, generator=MLPGenerator(spec.dim, 2, hidden=16, rng=rng),
-                    discriminator=MLPDiscriminator(2, spec.q_dim, hidden=16, rng=rng), seed=seed)  # fmt: skip
+                    discriminator=MLPDiscriminator(2, spec.q_dim, hidden=16, rng=rng), seed=seed,
+                    device=device)  # fmt: skip
     model.opt_d, model.opt_g = SGD(model.D.parameters(), 1e-3), SGD(model.G.parameters(), 1e-3)
     return model
 
@@ -465,6 +476,46 @@ def scenario_raises(folder: Path) -> None:
 
 def scenario_leaves(folder: Path) -> None:
     _train_until_step_3(lambda: sys.exit(0))  # a clean exit, in the middle of the run
+
+
+def scenario_gpus(folder: Path) -> None:
+    import hashlib
+
+    import cupy
+
+    import tinygan as tg
+    from tinygan import distributed as dist
+    from tinygan import nn
+    from tinygan.optim import SGD
+    from tinygan.train import train
+
+    comm = dist.init()
+    r = comm.rank
+    assert cupy.cuda.Device().id == r  # pinned: one GPU per rank
+    rng = np.random.default_rng(0)
+    xs, gs = rng.standard_normal((10, 3, 4, 4)), rng.standard_normal((10, 3, 4, 4))
+    mine = slice(4 * r, 4 + 6 * r)  # 4 rows and 6 rows
+    bn = dist.SyncBatchNorm(3, dtype=np.float64).to("cuda")
+    x = tg.tensor(xs[mine]).to("cuda").requires_grad_()
+    y = bn(x)
+    y.backward(tg.tensor(gs[mine]).to("cuda"))
+    full = tg.tensor(xs, requires_grad=True)
+    ref = nn.BatchNorm2d(3, dtype=np.float64)(full)
+    ref.backward(gs)
+    np.testing.assert_allclose(cupy.asnumpy(y.data), ref.data[mine], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cupy.asnumpy(x.grad), full.grad[mine], rtol=1e-9, atol=1e-12)
+    p = nn.Parameter(cupy.zeros(5, cupy.float32))
+    p.grad = cupy.full(5, r + 1.0, cupy.float32)
+    opt = SGD([p], lr=1.0)
+    dist.synchronize(opt).weight = 0.5
+    opt.step()
+    np.testing.assert_allclose(cupy.asnumpy(p.data), -1.5)
+    model = small_infogan(device="cuda")
+    train(model, SMALL_DATA, progress=False, **{**SMALL, "steps": 3})
+    state = b"".join(tg.backend.to_device(v, "cpu").tobytes() for v in model.state_dict().values()
+                     if hasattr(v, "shape"))  # fmt: skip
+    assert len(set(comm.allgather(hashlib.sha256(state).hexdigest()))) == 1
+    print(f"rank {r}: gpus ok", flush=True)
 
 
 def scenario_example(folder: Path) -> None:

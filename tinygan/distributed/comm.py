@@ -21,6 +21,7 @@ finish before MPI shuts down.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import time
@@ -107,6 +108,10 @@ class Communicator:
     def allgather(self, obj: Any, what: str = "allgather") -> list[Any]:
         """Every rank's ``obj`` (a small picklable value), in rank order."""
         raise NotImplementedError
+
+    def synchronize(self, what: str = "collectives") -> None:
+        """Wait for collectives that run asynchronously (NCCL's, on the GPU), with the deadline;
+        on the CPU every collective has finished when it returns."""
 
     def barrier(self, what: str = "barrier") -> None:
         """Return once every rank has called it."""
@@ -274,6 +279,10 @@ class MPICommunicator(Communicator):
         self.seconds += time.perf_counter() - start
         self.calls += 1
 
+    def synchronize(self, what: str = "collectives") -> None:
+        if self._nccl is not None:
+            self._nccl.synchronize(what)
+
     @property
     def nccl(self) -> NCCLCommunicator:
         """The NCCL communicator for CuPy arrays, made on first use (collectively)."""
@@ -427,8 +436,9 @@ def init(*, quiet: bool = False, timeout: float | None = None) -> Communicator:
     if _world is None:
         if launched_by_mpi():
             _world = MPICommunicator(timeout=timeout)
-            if backend.cuda_available():
-                pin_device(_world)
+            if backend.cuda_available():  # (more ranks than GPUs: CPU ranks, nothing pinned)
+                with contextlib.suppress(RuntimeError):
+                    pin_device(_world)
         else:
             _world = SingleProcess()
     if quiet and _world.rank != 0 and os.environ.get("TINYGAN_ALL_RANKS_PRINT", "") in ("", "0"):

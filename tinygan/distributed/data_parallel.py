@@ -36,7 +36,11 @@ __all__ = [
     "synchronize",
 ]
 
-DEFAULT_BUCKET_BYTES = 4 << 20  # measured in bench/bench_distributed.py (docs/scaling.md)
+# Few large messages: one network's gradients (26.6 MB, a 25.7 MB weight and 1 MB of others)
+# all-reduced in messages of at most 16-64 MB took 56-68 ms, of 1-4 MB 66-82 ms (2 ranks, a
+# busy machine, medians of 12; docs/scaling.md). With 32 MB, the weight goes alone, in place,
+# and the rest in one message.
+DEFAULT_BUCKET_BYTES = 32 << 20
 
 
 # ---- parameters and gradients ------------------------------------------------------------------
@@ -112,7 +116,7 @@ class GradientSync:
     ----------
     comm : Communicator, optional
     bucket_bytes : int
-        Largest message; also the size of the packing buffer.
+        Largest message (the packing buffer grows to the largest group of small gradients).
     """
 
     def __init__(
@@ -144,6 +148,7 @@ class GradientSync:
                 p.grad = backend.get_array_module(p.grad).ascontiguousarray(p.grad)
         for group in self._buckets([p.grad for p in params if p.grad is not None]):
             self._reduce(group)
+        comm.synchronize("the gradient all-reduce")  # (NCCL's run on the GPU's stream)
 
     def _buckets(self, grads: list[Any]) -> Iterator[list[Any]]:
         """Groups of gradients sent together: one large gradient alone, or small ones of one
@@ -171,8 +176,8 @@ class GradientSync:
             for i in range(0, flat.size, step):
                 comm.allreduce_(flat[i : i + step], "the gradient all-reduce")
             return
-        buf = self._buffer(group[0])
         offsets = np.cumsum([0] + [g.size for g in group])
+        buf = self._buffer(group[0], int(offsets[-1]))
         for g, a, b in zip(group, offsets[:-1], offsets[1:]):
             buf[a:b] = g.reshape(-1)
         part = buf[: offsets[-1]]
@@ -181,11 +186,12 @@ class GradientSync:
         for g, a, b in zip(group, offsets[:-1], offsets[1:]):
             g.reshape(-1)[...] = part[a:b]
 
-    def _buffer(self, like: Any) -> Any:
+    def _buffer(self, like: Any, size: int) -> Any:
+        """The packing buffer for ``like``'s dtype and device, at least ``size`` elements (it
+        grows to the largest group seen, at most a bucket)."""
         key = _kind(like)
-        if key not in self._buffers:
-            xp = backend.get_array_module(like)
-            self._buffers[key] = xp.empty(self.bucket_bytes // like.itemsize, like.dtype)
+        if key not in self._buffers or self._buffers[key].size < size:
+            self._buffers[key] = backend.get_array_module(like).empty(size, like.dtype)
         return self._buffers[key]
 
 
