@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from tinygan import cli
+from tinygan import cli, distributed
 from tinygan.experiments import (
     add_data_flags,
     feature_scores,
@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             "flags": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         }
         write_json(out / "metrics.json", summary)  # after each, so a long run keeps its part
-    (out / "table.md").write_text(table(results, args.labels))
+    if distributed.is_main():  # under mpiexec every rank computes, rank 0 writes
+        (out / "table.md").write_text(table(results, args.labels))
     print(table(results, args.labels), end="")
     print(f"wrote {out / 'metrics.json'} and {out / 'table.md'}")
     return 0
