@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygan as tg
-from tests.strategies import seeds
 from tinygan import nn
 from tinygan.models.autoencoder import (
     Autoencoder,
@@ -23,6 +22,7 @@ from tinygan.models.autoencoder import (
     stack_autoencoders,
     weight_decay_penalty,
 )
+from tinygan.testing import seeds
 from tinygan.train import train
 
 

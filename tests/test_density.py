@@ -21,9 +21,9 @@ from tinygan.density import (
     select_bandwidth,
     sq_distance_blocks,
 )
+from tinygan.testing import seeds
 
 from . import reference
-from .strategies import seeds
 
 EPS = np.finfo(np.float64).eps
 

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests import reference
-from tests.strategies import seeds
 from tinygan.metrics import (
     classifier_score,
     cluster_accuracy,
@@ -22,6 +21,7 @@ from tinygan.metrics import (
     mean_sem,
     parzen_log_likelihood,
 )
+from tinygan.testing import seeds
 
 
 def brute_force(cost: np.ndarray, maximize: bool) -> float:
