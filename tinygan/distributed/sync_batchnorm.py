@@ -50,9 +50,7 @@ class AllReduceSum(Function):
         return self.comm.allreduce_(x.copy(), self.what)
 
     def backward(self, gy):
-        if isinstance(gy, Tensor):  # Tensor-level engine: the same op, differentiable again
-            return AllReduceSum(self.comm, f"{self.what} (backward)")(gy)
-        return self.comm.allreduce_(gy.copy(), f"{self.what} (backward)")  # array-level engine
+        return AllReduceSum(self.comm, f"{self.what} (backward)")(gy)  # differentiable again
 
 
 def all_reduce_sum(x: Tensor, comm: Communicator | None = None, what: str = "all_reduce_sum"):
