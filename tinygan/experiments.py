@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from . import backend, cli, data, metrics, viz
+from . import backend, cli, data, distributed, metrics, viz
 from .models.classifier import Classifier, linear_probe, mnist_cnn
 from .models.infogan import InfoGAN, LatentSpec, sweep_latents
 from .models.vae import binarize
 from .serialization import CheckpointError, atomic_path, load, save
 from .train import train
+
+distributed.init(quiet=True)  # under mpiexec: one rank per process, rank 0 alone prints
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -163,6 +165,8 @@ def load_splits(
 
 
 def write_json(path: Path, obj: Any) -> Path:
+    if not distributed.is_main():  # under mpiexec every rank computes, rank 0 writes
+        return path
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2)
     return path
@@ -247,8 +251,9 @@ def scoring_classifier(
         return model
     print(f"training the scoring classifier into {path}")
     train(model, splits.train, steps=steps, batch_size=64, seed=seed, progress=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save(model.state_dict(), path)
+    if distributed.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save(model.state_dict(), path)
     return model
 
 
