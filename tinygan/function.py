@@ -128,6 +128,8 @@ class Mul(Function):
 
 def broadcast_shape(op: str, a: Any, b: Any) -> tuple[int, ...]:
     """The shape ``a`` and ``b`` broadcast to; a ``ValueError`` naming ``op`` if they do not."""
+    if a.shape == b.shape:  # the common case, without NumPy's general (and slower) rule
+        return a.shape
     try:
         return np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
