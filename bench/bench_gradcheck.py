@@ -186,11 +186,13 @@ def main(argv=None):
     p.add_argument("what", choices=["numerics", "zoo", "timing"])
     p.add_argument("--sizes", default=DEFAULT_SIZES)
     p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--ops", default=",".join(CORRECT))
+    p.add_argument("--ops", help="correct ops of the zoo (default: all; timing: a few)")
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args(argv)
-    ops = a.ops.split(",")
+    ops = a.ops.split(",") if a.ops else list(CORRECT)
+    if a.what == "timing" and not a.ops:
+        ops = ["tanh", "relu", "bias_add", "softmax", "matmul", "linear", "mse_loss"]
     if a.what == "numerics":
         numerics([int(s) for s in a.sizes.split(",")], a.seeds, ops)
     elif a.what == "zoo":
