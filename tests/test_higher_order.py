@@ -11,12 +11,13 @@ import weakref
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 import tinygan as tg
 import tinygan.nn.functional as F
 from tests.reference import conv_cases
-from tinygan.testing import seeds
+from tests.test_ops import BINARY, BINARY_DOMAINS, UNARY
+from tinygan.testing import broadcastable_shapes, op_test, seeds
 
 # ---- the API ------------------------------------------------------------------------------------
 
@@ -283,3 +284,22 @@ def test_a_scalar_leaf_keeps_an_array_grad_across_backwards():
     y.backward()
     assert isinstance(a.grad, np.ndarray) and a.grad.shape == () and a.grad == 12.0
     a.grad[...] = 0  # writable in place, as optimizers need
+
+
+# ---- property tests: tinygan.testing's one-call helper, second order -----------------------------
+@pytest.mark.parametrize("name", sorted(UNARY))
+def test_second_order_property_of_unary_ops(name):
+    op, ref, domain = UNARY[name]
+    test = op_test(op, ref, inputs=[domain], modes=("vjp",), second_order=True)
+    settings(max_examples=5)(test)()
+
+
+# maximum's gradient jumps where a == b, which equal drawn seeds make happen everywhere: its
+# second derivative is checked away from ties in OPS["maximum_clip"].
+@pytest.mark.parametrize("name", sorted(set(BINARY) - {"maximum"}))
+def test_second_order_property_of_binary_ops(name):
+    op, ref = BINARY[name]
+    domains = BINARY_DOMAINS.get(name, 2)
+    test = op_test(op, ref, inputs=domains, shapes=broadcastable_shapes(2), modes=("vjp",),
+                   second_order=True)  # fmt: skip
+    settings(max_examples=5)(test)()

@@ -33,7 +33,7 @@ except ImportError:
         "tinygan.testing needs hypothesis: pip install hypothesis (or pip install tinygan[test])"
     ) from None
 
-from .gradcheck import LAYOUTS, as_layout, distinct_layouts, gradcheck
+from .gradcheck import LAYOUTS, as_layout, distinct_layouts, gradcheck, gradgradcheck
 from .tensor import Tensor
 
 Shape = tuple[int, ...]
@@ -187,6 +187,7 @@ def check_op(
     params: dict[str, Any] | None = None,
     *,
     modes: Sequence[str] = ("full", "vjp"),
+    second_order: bool = False,
     **gradcheck_options: Any,
 ) -> None:
     """Check an op on given inputs: forward against ``reference``, then ``gradcheck``.
@@ -206,6 +207,9 @@ def check_op(
     modes : sequence of {"full", "vjp"}
         ``gradcheck`` runs once in each; after the first, without repeating the layout and
         float32 runs (unless ``gradcheck_options`` sets them).
+    second_order : bool
+        Also run ``gradgradcheck`` (the second derivatives, through ``create_graph``) in the
+        last of ``modes``, in float64.
     **gradcheck_options
         Passed to ``gradcheck`` (``eps``, ``atol``, ``rtol``, ``dtypes``, ...).
 
@@ -234,6 +238,10 @@ def check_op(
             options.setdefault("layouts", False)
             options.setdefault("dtypes", ("float64",))
         gradcheck(lambda *ts: fn(*ts, **params), tensors, mode=mode, **options)
+    if second_order:
+        tensors = [Tensor(np.asarray(a, np.float64), requires_grad=True) for a in arrays]
+        options = {"layouts": False, "dtypes": ("float64",), **gradcheck_options}
+        gradgradcheck(lambda *ts: fn(*ts, **params), tensors, mode=modes[-1], **options)
 
 
 def op_test(
@@ -245,6 +253,7 @@ def op_test(
     params: Callable[[tuple[Shape, ...]], st.SearchStrategy[dict]] | None = None,
     layouts: Sequence[str] = LAYOUTS,
     modes: Sequence[str] = ("full", "vjp"),
+    second_order: bool = False,
     **gradcheck_options: Any,
 ) -> Callable[[], None]:
     """Turn an op into a hypothesis property test (assign it to a ``test_...`` name).
@@ -271,6 +280,8 @@ def op_test(
     layouts : sequence of str
         The memory layouts drawn for the inputs.
     modes : sequence of {"full", "vjp"}
+    second_order : bool
+        Also check the second derivatives (``gradgradcheck``; see ``check_op``).
     **gradcheck_options
         Passed to ``gradcheck``.
 
@@ -297,7 +308,10 @@ def op_test(
             seed = data.draw(seeds, label=f"seed of input {k}")
             layout = data.draw(layout_strategy, label=f"layout of input {k}")
             arrays.append(as_layout(domain.sample(seed, shape), layout))
-        check_op(fn, arrays, reference, kwargs, modes=modes, **gradcheck_options)
+        check_op(
+            fn, arrays, reference, kwargs, modes=modes, second_order=second_order,
+            **gradcheck_options,
+        )  # fmt: skip
 
     name = getattr(fn, "__name__", "")
     test.__name__ = test.__qualname__ = f"test_{name if name.isidentifier() else 'op'}"
