@@ -40,7 +40,7 @@ from .data import DataError, DownloadError
 from .serialization import CheckpointError
 from .train import NonFiniteError
 
-RUN_FILES = ("checkpoint.npz", "history.json", "metrics.json", "layer*.npz")
+RUN_FILES = ("checkpoint.npz", "best.npz", "history.json", "metrics.json", "layer*.npz")
 
 
 class UsageError(Exception):

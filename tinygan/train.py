@@ -22,6 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +41,50 @@ class Trainable(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+@dataclass
+class BestCheckpoint:
+    """Model selection during training: keep the state with the best score so far.
+
+    ``train`` calls ``score()`` every ``every`` steps and at the last step; when the value beats
+    every earlier one (ties keep the earlier step), it checks the model's state for NaN and
+    infinity and writes it atomically to ``path`` with ``select/step`` and ``select/score``
+    (``tinygan.load`` reads it; ``model/...`` keys as in a training checkpoint). The scores so
+    far are saved in the training checkpoint too, so a resumed run continues the same selection
+    (a state saved after that checkpoint is either found again by the resumed run, which
+    repeats those steps exactly, or replaced by a better one).
+
+    Parameters
+    ----------
+    score : callable
+        ``score() -> float``, higher is better: the model as it is now, e.g. a loss on
+        validation data, negated. It must not change the model or use the training's random
+        generators (the run then trains exactly as without selection).
+    path : path
+        The ``.npz`` file of the selected state.
+    every : int
+        Positive.
+
+    Attributes
+    ----------
+    scores : list of (int, float)
+        (step, score) of every evaluation so far, in order.
+    """
+
+    score: Callable[[], float]
+    path: str | os.PathLike
+    every: int
+    scores: list[tuple[int, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.every = checks.integer(self.every, "every", 1)
+        self.path = Path(self.path)
+
+    @property
+    def best(self) -> tuple[int, float] | None:
+        """(step, score) of the selected state (the earliest of equal scores), or None."""
+        return max(self.scores, key=lambda s: s[1]) if self.scores else None
 
 
 class NonFiniteError(FloatingPointError):
@@ -114,6 +159,7 @@ def train(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool = True,
     data_name: str | None = None,
+    best: BestCheckpoint | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``steps`` steps of ``batch_size`` examples from ``data``.
 
@@ -140,6 +186,9 @@ def train(
     data_name : str, optional
         What the data is (e.g. ``"mnist test[:8000]"``), stored beside its SHA-256 and named in
         a refused resume.
+    best : BestCheckpoint, optional
+        Score the model every ``best.every`` steps and at the end, and keep the best state in
+        ``best.path``; its ``scores`` are restored on resume (from ``checkpoint``).
 
     Ctrl-C lets the current step finish, writes the checkpoint, then raises KeyboardInterrupt
     (press it twice to stop at once, without saving).
@@ -184,8 +233,12 @@ def train(
     start, history = 0, []
     if path is not None and distributed.is_main():  # (the writer's; pids are per machine)
         remove_stale_temporaries(path)
+    if best is not None and not isinstance(best, BestCheckpoint):
+        raise TypeError(f"best must be a BestCheckpoint; got {type(best).__name__}")
     if resume and path is not None and path.exists():
-        start, history = _restore(model, path, run)
+        start, history, scores = _restore(model, path, run)
+        if best is not None:
+            best.scores = scores
     parallel = distributed.DataParallel(model, batch_size, start)  # a no-op in one process
     saved = start if start else None  # the step of the last good checkpoint this run has
     show = progress and parallel.is_main
@@ -213,11 +266,13 @@ def train(
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
                 if on_step is not None:
                     on_step(step, metrics)
+                if best is not None and (step % best.every == 0 or step == steps):
+                    _select(model, best, step, parallel.is_main, path, saved)
                 stop = parallel.any(bool(interrupted))  # a Ctrl-C seen by any rank stops all
                 due = path is not None and (step % checkpoint_every == 0 or stop)
                 if due or step == steps:  # every rank checks the state, rank 0 writes it
                     _checkpoint(model, path if parallel.is_main else None, step, history, run,
-                                saved)  # fmt: skip
+                                saved, best)  # fmt: skip
                     saved = step if path is not None else None
                 if stop:
                     if path is not None and parallel.is_main:
@@ -259,15 +314,11 @@ def _kept(path: Path | None, saved: int | None) -> str:
     return f"; the last good checkpoint, step {saved}, is kept in {path}"
 
 
-def _checkpoint(
-    model: Trainable,
-    path: Path | None,
-    step: int,
-    history: list[dict[str, float]],
-    run: dict[str, Any],
-    saved: int | None,
-) -> None:
-    """Check the model's state; write it with the run's record to ``path`` (if not None)."""
+def _finite_state(
+    model: Trainable, step: int, path: Path | None, saved: int | None
+) -> dict[str, Any]:
+    """The model's state, checked to be finite (``NonFiniteStateError`` naming the first bad
+    array, the step and what ``path`` keeps, if not)."""
     model_state = model.state_dict()
     bad = non_finite(model_state)
     if bad:
@@ -276,6 +327,21 @@ def _checkpoint(
             f"step {step}: the model's state is not finite: {bad[0]}{more}; training stopped, "
             "nothing saved" + _kept(path, saved)
         )
+    return model_state
+
+
+def _checkpoint(
+    model: Trainable,
+    path: Path | None,
+    step: int,
+    history: list[dict[str, float]],
+    run: dict[str, Any],
+    saved: int | None,
+    best: BestCheckpoint | None = None,
+) -> None:
+    """Check the model's state; write it with the run's record (and the selection's scores so
+    far) to ``path`` (if not None)."""
+    model_state = _finite_state(model, step, path, saved)
     if path is None:
         return
     keys = sorted({k for h in history for k in h})
@@ -286,6 +352,8 @@ def _checkpoint(
     state["train/history"] = np.array(
         [[h.get(k, np.nan) for k in keys] for h in history], np.float64
     )
+    if best is not None:
+        state["train/selection"] = np.array(best.scores, np.float64).reshape(-1, 2)
     try:
         save(state, path)
     except OSError as e:
@@ -302,9 +370,10 @@ def _describe(run: Mapping[str, Any]) -> str:
 
 def _restore(
     model: Trainable, path: Path, run: dict[str, Any]
-) -> tuple[int, list[dict[str, float]]]:
+) -> tuple[int, list[dict[str, float]], list[tuple[int, float]]]:
     """Load the checkpoint at ``path`` into ``model`` after checking that it continues ``run``
-    (entries older checkpoints lack are not compared); its step and history."""
+    (entries older checkpoints lack are not compared); its step, history and the selection's
+    scores (``BestCheckpoint.scores``; empty if it has none)."""
     advice = "start a new run instead (in the examples: --overwrite, or another --out)"
     try:
         state = load(path)
@@ -343,4 +412,32 @@ def _restore(
         ) from None
     keys = [str(k) for k in state["train/history_keys"]]
     history = [dict(zip(keys, map(float, row))) for row in state["train/history"]]
-    return int(state["train/step"]), history
+    rows = state.get("train/selection", np.zeros((0, 2)))
+    return int(state["train/step"]), history, [(int(a), float(b)) for a, b in rows]
+
+
+def _select(
+    model: Trainable,
+    best: BestCheckpoint,
+    step: int,
+    write: bool,
+    path: Path | None,
+    saved: int | None,
+) -> None:
+    """Score the model at ``step``; if it beats every earlier score, check its state and (if
+    ``write``) save it to ``best.path``. ``path`` and ``saved`` (the training checkpoint and
+    its last good step) are named in the errors."""
+    value = float(best.score())
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"step {step}: the selection score is {value}, training stopped" + _kept(path, saved)
+        )
+    previous = best.best
+    best.scores.append((step, value))
+    if previous is not None and value <= previous[1]:
+        return
+    model_state = _finite_state(model, step, path, saved)
+    if write:
+        state = {f"model/{k}": v for k, v in model_state.items()}
+        state.update({"select/step": np.array(step), "select/score": np.array(value)})
+        save(state, best.path)

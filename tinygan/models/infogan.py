@@ -9,6 +9,13 @@ lower bound of the mutual information I(c; G(z, c)):
 Both players get ``-lambda * L_I`` in their loss (as in the authors' code): the discriminator's
 step trains Q's head *and the shared body* on it; the generator's step trains G to make codes
 recoverable. The baseline (``info_in_g=False``) trains Q just the same but does not reward G.
+
+Optionally (``consistency=W > 0``; off by default, the paper's recipe) the D/Q step also asks Q's
+categorical head to give the same answer for a real image x and a slightly moved copy T(x) (a
+small random rotation, scaling and shift, ``tinygan.augment``), the one thing the clustering
+methods that find MNIST's ten digits on every run (IIC, IMSAT) add to a recognition network:
+either IIC's mutual information between Q(c | x) and Q(c | T(x)) (Ji et al. 2019), or a
+symmetric KL between them minus IMSAT's marginal-minus-conditional entropy (``consistency_loss``).
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import nn
+from .. import checks, nn
+from ..augment import RandomAffine
+from ..function import no_grad
 from ..nn import functional as F
-from ..ops import sigmoid
+from ..ops import cat, log, log_softmax, sigmoid, softmax
 from ..optim import Adam
 from ..tensor import Tensor
 from .base import Model, frozen
@@ -217,6 +226,80 @@ def information_terms(q_out: Tensor, latent: Latent) -> tuple[Tensor, Tensor]:
     return cat_ce, cont_nll
 
 
+CONSISTENCY_OBJECTIVES = ("iic", "kl")
+TINY = float(np.finfo(np.float64).eps)
+"""Probabilities below this are clamped to it before a log (IIC's ``EPS``, 2.2e-16): an entry
+that small adds at most ~1e-14 nats, and no gradient, to the objectives."""
+
+
+def iic_mutual_information(p: Tensor, q: Tensor) -> Tensor:
+    """IIC's mutual information between two soft cluster assignments of the same examples.
+
+    With the symmetrised joint ``P = (J + J^T) / 2``, ``J = (1/N) sum_i p_i q_i^T`` (K x K) and its
+    marginals ``P_row``, ``P_col``: ``I = sum_ab P_ab log(P_ab / (P_row,a P_col,b))`` in nats
+    (Ji et al. 2019, with entries below ``TINY`` clamped to it, as their code does). ``0 <= I <=
+    ln K``; ``I = ln K`` when both views put each example in the same one cluster and the
+    clusters are equally full.
+
+    Parameters
+    ----------
+    p, q : Tensor, shape (N, K)
+        Each row a distribution over K clusters (e.g. softmax of logits): example i and its
+        transformed copy.
+
+    Returns
+    -------
+    Tensor, shape ()
+    """
+    if p.ndim != 2 or p.shape != q.shape:
+        raise ValueError(
+            f"p and q must both have shape (N, K), the same; got {p.shape} and {q.shape}"
+        )
+    joint = (p.T @ q) / p.shape[0]
+    joint = (joint + joint.T) / 2
+    row, col = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
+    joint, row, col = joint.clip(min=TINY), row.clip(min=TINY), col.clip(min=TINY)
+    return (joint * (log(joint) - log(row) - log(col))).sum()
+
+
+def consistency_loss(logits: Tensor, logits_moved: Tensor, objective: str = "iic") -> Tensor:
+    """How differently a categorical head answers for examples and their transformed copies.
+
+    Parameters
+    ----------
+    logits, logits_moved : Tensor, shape (N, K)
+        The head's logits for the examples and for their copies, row i for example i.
+    objective : {"iic", "kl"}
+        ``"iic"``: ``-iic_mutual_information(p, p')`` of the softmaxes ``p``, ``p'``.
+        ``"kl"``: the mean symmetric KL ``(KL(p_i || p'_i) + KL(p'_i || p_i)) / 2`` (consistency)
+        minus IMSAT's mutual information ``H(m) - mean_i H(p_i)`` over both views, ``m`` their
+        mean assignment: the marginal entropy ``H(m)`` keeps the clusters balanced (without it
+        every example could go to one cluster), the conditional entropy keeps each answer
+        confident (without it, uniform answers for every example would be optimal).
+
+    Returns
+    -------
+    Tensor, shape ()
+        A loss to minimise, in nats; both objectives are >= -ln K, with equality for confident,
+        consistent assignments that fill the K clusters equally.
+    """
+    checks.choice(objective, "objective", CONSISTENCY_OBJECTIVES)
+    if logits.ndim != 2 or logits.shape != logits_moved.shape:
+        raise ValueError(
+            f"logits and logits_moved must both have shape (N, K), the same; got "
+            f"{logits.shape} and {logits_moved.shape}"
+        )
+    if objective == "iic":
+        return -iic_mutual_information(softmax(logits, 1), softmax(logits_moved, 1))
+    log_p, log_q = log_softmax(logits, 1), log_softmax(logits_moved, 1)
+    p, q = log_p.exp(), log_q.exp()
+    symmetric_kl = ((p - q) * (log_p - log_q)).sum(1).mean() / 2
+    conditional_entropy = -(p * log_p + q * log_q).sum(1).mean() / 2
+    mean = (p.mean(0) + q.mean(0)) / 2
+    marginal_entropy = -(mean * log(mean.clip(min=TINY))).sum()
+    return symmetric_kl + conditional_entropy - marginal_entropy
+
+
 class InfoGAN(Model):
     """The paper's MNIST InfoGAN: networks, Adam optimisers and one training step.
 
@@ -240,6 +323,17 @@ class InfoGAN(Model):
         Other networks than the paper's MNIST ones (e.g. ``MLPGenerator``/``MLPDiscriminator``
         for low-dimensional data). The discriminator needs the modules ``body`` (shared
         features), ``d_head`` (to one logit per image) and ``q_head`` (to ``spec.q_dim``).
+    consistency : float
+        Weight of the augmentation-consistency term, >= 0; 0 (the default) is the paper's
+        recipe. Above 0 the D/Q step adds ``consistency * consistency_loss(Q(x), Q(T(x)))``
+        over each categorical code's logits, for the real batch x and a copy T(x) moved by
+        ``augment``; it trains Q's head and D's shared body.
+    consistency_objective : {"iic", "kl"}
+        See ``consistency_loss``.
+    augment : RandomAffine, optional
+        The random maps T (default: rotations up to 15 degrees, scale 0.9-1.1, shifts up to 2
+        pixels), drawn from the step's generator after the latents. Needs image batches
+        (N, C, H, W).
     """
 
     parts = ("G", "D", "opt_g", "opt_d")
@@ -258,9 +352,26 @@ class InfoGAN(Model):
         device: str = "cpu",
         generator: nn.Module | None = None,
         discriminator: nn.Module | None = None,
+        consistency: float = 0.0,
+        consistency_objective: str = "iic",
+        augment: RandomAffine | None = None,
     ) -> None:
         if spec.q_dim == 0:
             raise ValueError(f"InfoGAN needs at least one code to recover; got {spec}")
+        self.consistency = checks.real(consistency, "consistency", 0.0)
+        self.consistency_objective = checks.choice(
+            consistency_objective, "consistency_objective", CONSISTENCY_OBJECTIVES
+        )
+        if self.consistency and not spec.categorical:
+            raise ValueError(f"consistency={consistency} needs a categorical code; got {spec}")
+        if self.consistency and not info_in_g:
+            raise ValueError(
+                f"consistency={consistency} trains D's body on real images, which the baseline "
+                "(info_in_g=False) leaves to the GAN loss; use one or the other"
+            )
+        if augment is not None and not isinstance(augment, RandomAffine):
+            raise TypeError(f"augment must be a RandomAffine; got {type(augment).__name__}")
+        self.augment = RandomAffine() if augment is None else augment
         self.spec, self.device = spec, device
         self.lambda_cat, self.lambda_cont, self.info_in_g = lambda_cat, lambda_cont, info_in_g
         rng = np.random.default_rng(seed)
@@ -284,7 +395,8 @@ class InfoGAN(Model):
         -------
         dict
             ``d_loss``, ``g_loss`` (GAN parts), ``info_cat`` and ``info_cont`` (L_I in nats, from
-            the D step), ``d_real`` and ``d_fake`` (mean D probabilities).
+            the D step), ``d_real`` and ``d_fake`` (mean D probabilities); with ``consistency``
+            on, also ``consistency`` (the unweighted ``consistency_loss``, nats).
         """
         n = len(real)
         latent = self.spec.sample(n, rng)
@@ -293,15 +405,22 @@ class InfoGAN(Model):
         # D step: real -> 1, fake -> 0; Q learns to recover c. In InfoGAN Q's loss trains the
         # shared body too; in the baseline Q reads the body's features without shaping them.
         D = self.D
-        d_real = D.d_head(D.body(self.tensor(real))).reshape(-1)
+        x = self.tensor(real)
+        h_real = D.body(x)
+        d_real = D.d_head(h_real).reshape(-1)
         h_fake = D.body(fake.detach())
         d_fake = D.d_head(h_fake).reshape(-1)
         q = D.q_head(h_fake if self.info_in_g else h_fake.detach())
         d_loss = discriminator_loss("gan", d_real, d_fake)  # BCE: real -> 1, fake -> 0
         cat_ce, cont_nll = information_terms(q, latent)
-        info_loss = self.lambda_cat * cat_ce + self.lambda_cont * cont_nll
+        loss = d_loss + (self.lambda_cat * cat_ce + self.lambda_cont * cont_nll)
+        if self.consistency:  # Q's categories on real images, moved or not, must agree
+            moved = self.tensor(self.augment(x.data, rng))  # the maps drawn after the latents
+            q_both = D.q_head(cat([h_real, D.body(moved)], 0))  # one batch norm for both
+            consistency = self._consistency(q_both[:n], q_both[n:])
+            loss = loss + self.consistency * consistency
         self.opt_d.zero_grad()
-        (d_loss + info_loss).backward()
+        loss.backward()
         self.opt_d.step()
 
         # G step: fool the updated D (non-saturating loss) and, in InfoGAN, make c recoverable.
@@ -315,7 +434,7 @@ class InfoGAN(Model):
             self.opt_g.zero_grad()
             loss.backward()
             self.opt_g.step()
-        return {
+        metrics = {
             "d_loss": d_loss.item(),
             "g_loss": g_loss.item(),
             "info_cat": self.spec.categorical_entropy - cat_ce.item(),
@@ -323,6 +442,48 @@ class InfoGAN(Model):
             "d_real": sigmoid(d_real.detach()).mean().item(),
             "d_fake": sigmoid(d_fake.detach()).mean().item(),
         }
+        if self.consistency:
+            metrics["consistency"] = consistency.item()
+        return metrics
+
+    def _consistency(self, q: Tensor, q_moved: Tensor) -> Tensor:
+        """``consistency_loss`` summed over the categorical codes' logits of two Q outputs."""
+        total, start = None, 0
+        for k in self.spec.categorical:
+            term = consistency_loss(q[:, start : start + k], q_moved[:, start : start + k],
+                                    self.consistency_objective)  # fmt: skip
+            total = term if total is None else total + term
+            start += k
+        return total
+
+    def categorical_logits(self, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+        """Q's logits of the categorical codes for real images (eval mode, batched, no graph):
+        (N, sum(spec.categorical)) on the host."""
+        k = sum(self.spec.categorical)
+        return self.batched(lambda a: self.D.q_head(self.D.body(self.tensor(a)))[:, :k], images,
+                            (self.D,), batch_size)  # fmt: skip
+
+    def consistency_score(self, images: np.ndarray, moved: np.ndarray) -> float:
+        """IIC's mutual information between Q's categorical codes on ``images`` and on
+        ``moved`` (their transformed copies, row for row), summed over the codes, in nats:
+        a label-free score of the clustering (higher is better; at most sum ln K).
+
+        Q runs in eval mode; the joint distribution is taken over all the images at once, in
+        float64.
+        """
+        if np.shape(images) != np.shape(moved):
+            raise ValueError(
+                f"images and moved must have the same shape; got {np.shape(images)} and "
+                f"{np.shape(moved)}"
+            )
+        a, b = (self.categorical_logits(x).astype(np.float64) for x in (images, moved))
+        total, start = 0.0, 0
+        with no_grad():
+            for k in self.spec.categorical:
+                p, q = (softmax(Tensor(x[:, start : start + k]), 1) for x in (a, b))
+                total += iic_mutual_information(p, q).item()
+                start += k
+        return total
 
     def generate(self, latent: Latent) -> np.ndarray:
         """G's images for ``latent`` (eval mode, no graph): (N, 1, 28, 28) on the host."""
