@@ -26,7 +26,7 @@ from .models.classifier import Classifier, linear_probe, mnist_cnn
 from .models.infogan import InfoGAN, LatentSpec, sweep_latents
 from .models.vae import binarize
 from .serialization import CheckpointError, atomic_path, load, save
-from .train import train
+from .train import BestCheckpoint, train
 
 distributed.init(quiet=True)  # under mpiexec: one rank per process, rank 0 alone prints
 
@@ -190,11 +190,13 @@ def fit(
     args: argparse.Namespace,
     batch_size: int,
     data_name: str | None = None,
+    best: BestCheckpoint | None = None,
 ) -> list | int:
     """Train with the shared loop as the flags say (checkpoint in ``--out``); the history, or
     130 if Ctrl-C stopped it (after saving). ``data_name`` goes into the checkpoint beside the
-    data's hash. A run that diverges raises ``train.NonFiniteError`` (the last good checkpoint
-    kept); ``cli.run`` reports it."""
+    data's hash; ``best`` selects a state during training (``train.BestCheckpoint``). A run that
+    diverges raises ``train.NonFiniteError`` (the last good checkpoint kept); ``cli.run``
+    reports it."""
     try:
         return train(
             model,
@@ -207,6 +209,7 @@ def fit(
             resume=args.resume,
             progress=not args.no_progress,
             data_name=data_name,
+            best=best,
         )
     except KeyboardInterrupt:
         return 130
@@ -479,8 +482,24 @@ def baseline_history(run: Path) -> list[dict[str, float]]:
 
 
 def run_infogan(args: argparse.Namespace) -> int:
-    """Train InfoGAN (or the baseline) as the flags say; write figures, checkpoint, metrics."""
+    """Train InfoGAN (or the baseline) as the flags say; write figures, checkpoint, metrics.
+
+    With ``--select-every K`` (K > 0) the state to report is also chosen without labels
+    (``infogan_selection``): ``metrics.json`` then holds the final state's numbers at its top
+    level and the selected state's under ``"selected"``, and ``selected/`` its figures."""
     device = pick_device(args.device)
+    spec = LatentSpec()
+    with cli.flag_errors():  # the model checks its options (e.g. --consistency) before any data
+        model = InfoGAN(
+            spec,
+            lambda_cat=args.lambda_cat,
+            lambda_cont=args.lambda_cont,
+            info_in_g=not args.baseline,
+            seed=args.seed,
+            device=device,
+            consistency=getattr(args, "consistency", 0.0),
+            consistency_objective=getattr(args, "consistency_objective", "iic"),
+        )
     if args.compare is not None:
         baseline_history(args.compare)
     check_classifier(args)
@@ -490,20 +509,14 @@ def run_infogan(args: argparse.Namespace) -> int:
     check_batch(args.batch_size, images)
     out = cli.make_out(args)
     name = "GAN baseline (Q trained, G not rewarded)" if args.baseline else "InfoGAN"
+    if model.consistency:
+        name += f" + consistency {model.consistency:g} ({model.consistency_objective})"
     print(
         f"{name}: {args.dataset} {args.split} ({len(images)} images), device {device}, "
         f"{args.steps} steps of batch {args.batch_size}, seed {args.seed}, writing to {out}"
     )
-    spec = LatentSpec()
-    model = InfoGAN(
-        spec,
-        lambda_cat=args.lambda_cat,
-        lambda_cont=args.lambda_cont,
-        info_in_g=not args.baseline,
-        seed=args.seed,
-        device=device,
-    )
-    history = fit(model, images, args, args.batch_size, splits.train_name)
+    best = infogan_selection(model, splits, getattr(args, "select_every", 0), args.seed, out)
+    history = fit(model, images, args, args.batch_size, splits.train_name, best)
     if isinstance(history, int):
         return history
     seconds = history[-1].get("seconds", math.nan) if history else 0.0
@@ -525,17 +538,88 @@ def run_infogan(args: argparse.Namespace) -> int:
         "device": device,  # what "auto" resolved to
         **result,
     }
-    write_json(out / "metrics.json", summary)
     paths = write_figures(model, history, result, out, args)
     print(
         f"accuracy {result['accuracy']:.4f}, L_I {summary['info_cat_final']:.3f} of "
         f"{spec.categorical_entropy:.3f} nats, Parzen {summary['parzen']['mean']:.1f} nats, "
         f"{seconds:.0f} s"
     )
+    if best is not None:  # last: it loads the selected state into the model
+        summary.update(evaluate_selected(model, best, history, splits, args, out, summary))
+        selected = summary["selected"]
+        print(
+            f"selected (label-free, step {selected['step']} of {args.steps}): accuracy "
+            f"{selected['accuracy']:.4f}, Parzen {selected['parzen']['mean']:.1f} nats"
+        )
+        paths += [best.path, out / "selected"]
+    write_json(out / "metrics.json", summary)
     print(
         "wrote", ", ".join(str(p) for p in [out / "metrics.json", out / "checkpoint.npz", *paths])
     )
     return 0
+
+
+def infogan_selection(
+    model: InfoGAN, splits: Splits, every: int, seed: int, out: Path
+) -> BestCheckpoint | None:
+    """Label-free model selection for InfoGAN (None if ``every`` is 0): every ``every`` steps,
+    IIC's mutual information between Q's categorical code on the validation images and on
+    copies of them moved by the model's random affine maps (``model.augment``, drawn once from
+    ``[seed, 4]``: every evaluation scores the same pairs). The labels are never read; the best
+    state goes to ``out/best.npz``."""
+    if not every:
+        return None
+    images = splits.validation[0]
+    moved = model.augment(images, np.random.default_rng([seed, 4]))
+    return BestCheckpoint(lambda: model.consistency_score(images, moved), out / "best.npz", every)
+
+
+def evaluate_selected(
+    model: InfoGAN,
+    best: BestCheckpoint,
+    history: list[dict],
+    splits: Splits,
+    args: argparse.Namespace,
+    out: Path,
+    final: dict[str, Any],
+) -> dict[str, Any]:
+    """Load the selected state (``best.path``) into ``model`` and score it as the final one
+    (test and training accuracy, L_I, Parzen, classifier score; figures in ``out/selected``):
+    ``{"selection": how it was chosen, "selected": its numbers}``. Where the final state is the
+    selected one, ``final``'s numbers (the run's summary) are reused."""
+    step, score = best.best
+    try:
+        state = load(best.path)
+        saved = int(state["select/step"])
+    except (OSError, KeyError) as e:
+        raise CheckpointError(f"the selected state {best.path} cannot be read ({e})") from None
+    if saved != step:
+        raise CheckpointError(
+            f"{best.path} holds step {saved}, but the selection's scores chose step {step}; "
+            "rerun with --overwrite"
+        )
+    model.load_state_dict({k[len("model/") :]: v for k, v in state.items()
+                           if k.startswith("model/")})  # fmt: skip
+    result = evaluate(model, *splits.test)
+    info = [h["info_cat"] for h in history[:step]]
+    selected = {"step": step, "score": score, "info_cat": float(np.mean(info[-10:])), **result}
+    same = ("accuracy_on_training_images", "parzen", "classifier_score",
+            "classifier_test_accuracy", "sample_class_counts")  # fmt: skip
+    if step == len(history):  # the final state: its numbers are already known
+        selected.update({k: final[k] for k in same})
+    else:
+        selected["accuracy_on_training_images"] = evaluate(model, *splits.train)["accuracy"]
+        selected.update(evaluate_samples(model, splits, args))
+    write_figures(model, history, result, out / "selected", args)
+    return {
+        "selection": {
+            "criterion": "IIC mutual information (nats) of Q's categorical code between the "
+            "validation images and randomly moved copies; labels unused",
+            "every": best.every,
+            "scores": [list(s) for s in best.scores],
+        },
+        "selected": selected,
+    }
 
 
 def write_figures(model: InfoGAN, history: list[dict], result: dict, out: Path, args) -> list[Path]:
