@@ -1,5 +1,5 @@
-"""Models built on tinygan: the GAN family (GAN, f-GAN, WGAN, DCGAN, BiGAN), InfoGAN, the VAE,
-autoencoders, sparse coding, and the supervised models used to evaluate them."""
+"""Models built on tinygan: the GAN family (GAN, f-GAN, WGAN, WGAN-GP, DCGAN, BiGAN), InfoGAN,
+the VAE, autoencoders, sparse coding, and the supervised models used to evaluate them."""
 
 from .autoencoder import (
     MNIST_SETTINGS,
@@ -29,10 +29,12 @@ from .gan import (
     FGAN,
     GAN,
     WGAN,
+    WGANGP,
     DCGANDiscriminator,
     DCGANGenerator,
     discriminator_loss,
     generator_loss,
+    gradient_penalty,
 )
 from .infogan import (
     Discriminator,
@@ -56,6 +58,7 @@ __all__ = [
     "MNIST_SETTINGS",
     "VAE",
     "WGAN",
+    "WGANGP",
     "Autoencoder",
     "BiGAN",
     "Classifier",
@@ -83,6 +86,7 @@ __all__ = [
     "gaussian_kl",
     "generator_loss",
     "get_divergence",
+    "gradient_penalty",
     "information_terms",
     "linear_probe",
     "mask_noise",

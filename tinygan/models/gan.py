@@ -10,26 +10,34 @@ and the original GAN objective is the row ``"gan"`` of its table (g_f(v) = log s
 f*(g_f(v)) = softplus(v)), so the discriminator's loss is -F for both. The generator minimises F
 (``"minimax"``) or, as the GAN and f-GAN papers do in practice, maximises E_G[g_f(v)]
 (``"non_saturating"``: for ``"gan"`` this is -log D(G(z))). WGAN's critic instead maximises
-E_data[v] - E_G[v] with its weights clipped to [-c, c] after every step.
+E_data[v] - E_G[v], kept (roughly) 1-Lipschitz either by clipping its weights to [-c, c] after
+every step or, as in WGAN-GP (Gulrajani et al. 2017), by the gradient penalty
+
+    lambda * E[(||grad_x D(x_hat)||_2 - 1)^2],  x_hat = eps x_real + (1 - eps) x_fake,
+    eps ~ U(0, 1) per example,
+
+added to its loss (``gradient_penalty``), which needs the gradient of a gradient.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .. import backend, nn
-from ..function import no_grad
+from .. import backend, checks, nn
+from ..function import grad_mode, is_grad_enabled, no_grad
 from ..nn import init
 from ..optim import Adam, Optimizer, RMSprop
-from ..tensor import Tensor
+from ..tensor import Tensor, grad
 from .base import Model, frozen, mlp
 from .divergences import DIVERGENCES, get_divergence, variational_bound
 
 __all__ = [
-    "DCGAN", "FGAN", "GAN", "GENERATOR_LOSSES", "OBJECTIVES", "WGAN", "DCGANDiscriminator",
-    "DCGANGenerator", "discriminator_loss", "generator_loss",
+    "DCGAN", "FGAN", "GAN", "GENERATOR_LOSSES", "OBJECTIVES", "WGAN", "WGANGP",
+    "DCGANDiscriminator", "DCGANGenerator", "discriminator_loss", "generator_loss",
+    "gradient_penalty",
 ]  # fmt: skip
 
 GENERATOR_LOSSES = ("non_saturating", "minimax")
@@ -61,6 +69,45 @@ def generator_loss(objective: str, v_fake: Tensor, kind: str = "non_saturating")
     return -div.activation(v_fake).mean()
 
 
+def gradient_penalty(
+    critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, eps: Tensor
+) -> tuple[Tensor, Tensor]:
+    """WGAN-GP's penalty (Gulrajani et al. 2017, eq. 3, without its coefficient lambda):
+    mean((||grad_x critic(x_hat)||_2 - 1)^2) on the interpolates x_hat = eps real + (1 - eps) fake.
+
+    The gradient is taken with ``create_graph=True``, so the penalty is differentiable with
+    respect to the critic's parameters (a second-order derivative). Neither ``real`` nor ``fake``
+    receives gradients. Under ``no_grad()`` the value is computed all the same, without a graph
+    (as ``gradcheck``'s finite differences need). Each example's gradient must depend on that
+    example alone, so the critic should not use batch norm in training mode (the paper's advice).
+
+    Parameters
+    ----------
+    critic : callable
+        Samples (N, ...) -> raw outputs, one per example: (N,) or (N, 1).
+    real, fake : Tensor, shape (N, ...)
+    eps : Tensor, shape (N, 1, ..., 1) (or broadcastable to the samples)
+        The interpolation weights, eps ~ U(0, 1) per example.
+
+    Returns
+    -------
+    penalty : Tensor, shape ()
+    norms : Tensor, shape (N,)
+        ||grad_x critic(x_hat)||_2 per interpolate, detached (for the step's metrics).
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"real and fake samples differ in shape: {real.shape} != {fake.shape}")
+    record = is_grad_enabled()
+    with no_grad():
+        x_hat = fake + eps * (real - fake)
+    x_hat.requires_grad_()
+    with grad_mode(True):  # grad_x needs critic(x_hat)'s graph, even under no_grad()
+        (g,) = grad(critic(x_hat).sum(), x_hat, create_graph=record)
+    # 1e-12 under the root keeps the norm's derivative finite (0) where a gradient is exactly 0
+    norms = ((g * g).reshape(len(g), -1).sum(dim=1) + 1e-12).sqrt()
+    return ((norms - 1) ** 2).mean(), norms.detach()
+
+
 class GAN(Model):
     """A generator and a discriminator (or critic) trained against each other.
 
@@ -82,6 +129,10 @@ class GAN(Model):
         examples: one chunk of m per discriminator step; the generator's step uses m samples.
     clip_value : float, optional
         Clip every discriminator parameter to [-clip_value, clip_value] after each of its steps.
+    gradient_penalty : float, optional
+        WGAN-GP's coefficient lambda (>= 0; None or 0: off): ``lambda * gradient_penalty(...)``
+        on fresh interpolates of each step's real and fake chunks is added to the
+        discriminator's loss. An alternative to ``clip_value``, which must then be None.
     noise : {"uniform", "normal"}
         U(-1, 1) or N(0, 1) noise.
     output_range : (float, float)
@@ -106,6 +157,7 @@ class GAN(Model):
         betas: tuple[float, float] = (0.5, 0.999),
         n_critic: int = 1,
         clip_value: float | None = None,
+        gradient_penalty: float | None = None,
         noise: str = "uniform",
         output_range: tuple[float, float] = (0.0, 1.0),
         device: str = "cpu",
@@ -122,10 +174,18 @@ class GAN(Model):
             raise ValueError(f"n_critic must be a positive int; got {n_critic!r}")
         if clip_value is not None and not clip_value > 0:
             raise ValueError(f"clip_value must be positive or None; got {clip_value!r}")
+        if gradient_penalty is not None:
+            gradient_penalty = checks.real(gradient_penalty, "gradient_penalty", 0.0)
+            if gradient_penalty and clip_value is not None:
+                raise ValueError(
+                    f"gradient_penalty={gradient_penalty!r} and clip_value={clip_value!r}: the "
+                    "penalty replaces weight clipping; pass clip_value=None"
+                )
         if not output_range[0] < output_range[1]:
             raise ValueError(f"output_range must be (low, high), low < high; got {output_range}")
         self.objective, self.generator_loss, self.noise = objective, generator_loss, noise
         self.noise_dim, self.n_critic, self.clip_value = noise_dim, n_critic, clip_value
+        self.gradient_penalty = gradient_penalty or None  # 0 is off
         self.output_range, self.device = output_range, device
         self.G, self.D = generator.to(device), discriminator.to(device)
         self.opt_g = _optimizer(optimizer, self.G, lr_g, betas)
@@ -153,8 +213,11 @@ class GAN(Model):
         Returns
         -------
         dict
-            ``d_loss`` and ``estimate`` (= -d_loss: the bound on the divergence, or the critic's
-            estimate of the Wasserstein distance) of the last discriminator step, ``g_loss``.
+            Of the last discriminator step: ``d_loss`` (penalty included) and ``estimate`` (minus
+            the loss without the penalty: the bound on the divergence, or the critic's estimate of
+            the Wasserstein distance); with a gradient penalty also ``penalty`` (before its
+            coefficient) and ``grad_norm`` (the mean ||grad_x D|| on the interpolates). And
+            ``g_loss``.
         """
         if len(real) % self.n_critic:
             raise ValueError(
@@ -170,11 +233,17 @@ class GAN(Model):
                     fake = self.G(z)
             else:  # the last fake batch keeps its graph: the generator's step reuses it
                 fake = self.G(z)
-            d_loss = discriminator_loss(
-                self.objective,
-                self.discriminate(self.tensor(real[k * m : (k + 1) * m])),
-                self.discriminate(fake.detach()),
+            chunk = self.tensor(real[k * m : (k + 1) * m])
+            objective = discriminator_loss(
+                self.objective, self.discriminate(chunk), self.discriminate(fake.detach())
             )
+            d_loss = objective
+            if self.gradient_penalty:
+                eps = rng.uniform(size=(m,) + (1,) * (real.ndim - 1)).astype(real.dtype)
+                penalty, norms = gradient_penalty(
+                    self.discriminate, chunk, fake.detach(), self.tensor(eps)
+                )
+                d_loss = objective + self.gradient_penalty * penalty
             self.opt_d.zero_grad()
             d_loss.backward()
             self.opt_d.step()
@@ -188,7 +257,10 @@ class GAN(Model):
             self.opt_g.zero_grad()
             g_loss.backward()
             self.opt_g.step()
-        return {"d_loss": d_loss.item(), "estimate": -d_loss.item(), "g_loss": g_loss.item()}
+        metrics = {"d_loss": d_loss.item(), "estimate": -objective.item(), "g_loss": g_loss.item()}
+        if self.gradient_penalty:
+            metrics.update(penalty=penalty.item(), grad_norm=norms.mean().item())
+        return metrics
 
     def sample(self, n: int, rng: np.random.Generator, batch_size: int = 500) -> np.ndarray:
         """``n`` samples of G in eval mode, mapped to [0, 1], on the host: (n, ...) float32."""
@@ -252,7 +324,8 @@ class DCGANGenerator(nn.Module):
 
 class DCGANDiscriminator(nn.Module):
     """DCGAN's discriminator for 28x28 images: strided convolutions, batch norm (not on the
-    input layer), LeakyReLU(0.2); (N, channels, 28, 28) -> (N,) raw outputs."""
+    input layer), LeakyReLU(0.2); (N, channels, 28, 28) -> (N,) raw outputs. With
+    ``batch_norm=False`` (WGAN-GP's critic) the convolutions have biases instead."""
 
     def __init__(
         self,
@@ -264,10 +337,11 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         rng = np.random.default_rng() if rng is None else rng
         norm = [nn.BatchNorm2d(2 * width)] if batch_norm else []
+        bias = not batch_norm
         self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 4, 2, 1, bias=False, rng=rng), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False, rng=rng), *norm, nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * width, 1, 7, 1, 0, bias=False, rng=rng), nn.Flatten(0),
+            nn.Conv2d(channels, width, 4, 2, 1, bias=bias, rng=rng), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=bias, rng=rng), *norm, nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 1, 7, 1, 0, bias=bias, rng=rng), nn.Flatten(0),
         )  # fmt: skip
         _dcgan_init_(self.net, rng)
 
@@ -280,7 +354,8 @@ class DCGANDiscriminator(nn.Module):
 
 class DCGAN(GAN):
     """Radford et al.: DCGAN networks, Adam (lr 2e-4, beta1 0.5), N(0, 1) noise of 100 dims, the
-    GAN objective with the non-saturating (default) or minimax generator loss."""
+    GAN objective with the non-saturating (default) or minimax generator loss.
+    ``discriminator_batch_norm=False`` builds D without batch norm (``DCGANDiscriminator``)."""
 
     def __init__(
         self,
@@ -288,6 +363,7 @@ class DCGAN(GAN):
         noise_dim: int = 100,
         width: int = 64,
         generator_loss: str = "non_saturating",
+        discriminator_batch_norm: bool = True,
         seed: int = 0,
         device: str = "cpu",
         **kwargs: Any,
@@ -295,7 +371,7 @@ class DCGAN(GAN):
         rng = np.random.default_rng(seed)
         super().__init__(
             DCGANGenerator(noise_dim, width, rng=rng),
-            DCGANDiscriminator(width, rng=rng),
+            DCGANDiscriminator(width, batch_norm=discriminator_batch_norm, rng=rng),
             noise_dim=noise_dim,
             generator_loss=generator_loss,
             noise="normal",
@@ -325,6 +401,37 @@ class WGAN(DCGAN):
             lr_d=lr,
             n_critic=n_critic,
             clip_value=clip_value,
+            **kwargs,
+        )
+
+
+class WGANGP(DCGAN):
+    """Gulrajani et al.'s WGAN-GP with their MNIST settings: WGAN's critic objective, the
+    gradient penalty with lambda 10 in place of weight clipping, 5 critic steps per generator
+    step, Adam (lr 1e-4, betas (0.5, 0.9)) for both players. Networks: DCGAN's, as ``WGAN``
+    uses, but the critic has no batch norm (the penalty is per example; the paper suggests layer
+    norm in its place, which tinygan does not have, so there is none) and has biases instead.
+    ``estimate`` in the step's metrics is the critic's estimate of the Wasserstein distance,
+    ``grad_norm`` the mean ||grad_x D|| on the interpolates (the penalty pulls it to 1)."""
+
+    def __init__(
+        self,
+        *,
+        gradient_penalty: float = 10.0,
+        n_critic: int = 5,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.5, 0.9),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            objective="wasserstein",
+            optimizer="adam",
+            lr_g=lr,
+            lr_d=lr,
+            betas=betas,
+            n_critic=n_critic,
+            gradient_penalty=gradient_penalty,
+            discriminator_batch_norm=False,
             **kwargs,
         )
 
