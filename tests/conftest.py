@@ -1,12 +1,20 @@
-"""Shared test set-up: hypothesis profiles and the ``xp`` backend fixture.
+"""Shared test set-up: hypothesis profiles, the ``xp`` backend fixture, and outcome tests.
 
 HYPOTHESIS_PROFILE=dev|ci|thorough picks how many examples each property test draws
 (default: ci, or dev when running one file by hand is what you want).
+
+Tests marked ``outcome`` assert what training (or estimation from samples) achieves: a
+statistical claim that must hold for any seed and BLAS kernel. Each adds ``seed_offset``
+(``--seed-offset N``, default 0) to every seed it uses and states its claims through the
+``outcome`` fixture, which also appends them to the JSON-lines file named by
+``TINYGAN_OUTCOME_LOG`` (``bench/outcome_matrix.py`` reads it). ``-m outcome`` runs only these.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import operator
 import os
 from pathlib import Path
 
@@ -42,11 +50,27 @@ def example(monkeypatch):
     return importlib.import_module
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="added to every seed of the tests marked outcome (run them under other seeds)",
+    )
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs CuPy and a CUDA GPU (skipped without one)")
+    config.addinivalue_line(
+        "markers", "outcome: asserts a training outcome; its seeds move with --seed-offset"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:  # the marker and the fixture go together, so -m outcome misses none
+        marked = "outcome" in item.keywords
+        if marked != ("seed_offset" in getattr(item, "fixturenames", ())):
+            raise pytest.UsageError(f"{item.nodeid}: mark it outcome iff it uses seed_offset")
     if backend.cuda_available():
         return
     skip = pytest.mark.skip(reason="no CUDA GPU / CuPy on this machine")
@@ -63,3 +87,38 @@ def xp(request):
     import cupy
 
     return cupy
+
+
+@pytest.fixture
+def seed_offset(request) -> int:
+    """``--seed-offset``: an outcome test adds it to each of its seeds."""
+    return request.config.getoption("--seed-offset")
+
+
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+class Outcome:
+    """Asserts ``value op bound`` for a named metric of an outcome test, and appends
+    ``{"test", "seed_offset", "metric", "value", "op", "bound"}`` as one JSON line to the file
+    named by ``TINYGAN_OUTCOME_LOG``, if set (written before the assertion, so failures show)."""
+
+    def __init__(self, test: str, seed_offset: int):
+        self.test, self.seed_offset = test, seed_offset
+
+    def check(self, metric: str, value, op: str, bound) -> None:
+        value, bound = float(value), float(bound)
+        log = os.environ.get("TINYGAN_OUTCOME_LOG")
+        if log:
+            record = dict(test=self.test, seed_offset=self.seed_offset, metric=metric,
+                          value=value, op=op, bound=bound)  # fmt: skip
+            with open(log, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        assert _OPS[op](value, bound), (
+            f"{metric}: {value:.6g} is not {op} {bound:.6g} (seed offset {self.seed_offset})"
+        )
+
+
+@pytest.fixture
+def outcome(request, seed_offset) -> Outcome:
+    return Outcome(request.node.nodeid, seed_offset)

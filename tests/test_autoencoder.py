@@ -26,16 +26,21 @@ from tinygan.testing import seeds
 from tinygan.train import train
 
 
-def subspace_data(n=1200, dim=20, rank=3):
+def subspace_data(n=1200, dim=20, rank=3, seed=0):
     """Points near 0.5 on a random rank-3 subspace of R^20: every component is predictable from
     the others, so masked components can be filled in."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     mixing = rng.standard_normal((rank, dim)) / np.sqrt(rank)
     return (0.5 + 0.25 * rng.standard_normal((n, rank)) @ mixing).astype(np.float32)
 
 
-DATA = subspace_data()
-TRAIN, HELD_OUT = DATA[:1000], DATA[1000:]
+def split(seed=0):
+    """The first 1,000 points to train on, the last 200 held out."""
+    data = subspace_data(seed=seed)
+    return data[:1000], data[1000:]
+
+
+TRAIN, HELD_OUT = split()
 
 
 def mlp(sizes, seed=0, activation="sigmoid", **options):
@@ -118,25 +123,31 @@ def test_mask_noise_zeroes_a_fraction_mu_and_nothing_else(mu, seed):
 
 
 # ---- what the variants learn ------------------------------------------------------------------
-def test_sparse_autoencoder_mean_activations_approach_rho():
-    plain, sparse = mlp([20, 12]), mlp([20, 12], sparsity=(0.1, 3.0))
+@pytest.mark.outcome
+def test_sparse_autoencoder_mean_activations_approach_rho(seed_offset, outcome):
+    s = seed_offset
+    data, held_out = split(s)
+    plain, sparse = mlp([20, 12], seed=s), mlp([20, 12], seed=s, sparsity=(0.1, 3.0))
     for model in (plain, sparse):
-        train(model, TRAIN, steps=600, batch_size=50, progress=False)
-    gap = {m: np.abs(m.encode(HELD_OUT).mean(0) - 0.1) for m in (plain, sparse)}
-    assert gap[sparse].max() < 0.05  # every unit, not just on average
-    assert gap[sparse].mean() < 0.1 * gap[plain].mean()
+        train(model, data, steps=600, batch_size=50, seed=s, progress=False)
+    gap = {m: np.abs(m.encode(held_out).mean(0) - 0.1) for m in (plain, sparse)}
+    outcome.check("max |mean activation - rho|", gap[sparse].max(), "<", 0.05)  # every unit
+    outcome.check("mean gap sparse / plain", gap[sparse].mean() / gap[plain].mean(), "<", 0.1)
 
 
-def test_denoising_reconstructs_masked_inputs_better_than_plain():
+@pytest.mark.outcome
+def test_denoising_reconstructs_masked_inputs_better_than_plain(seed_offset, outcome):
     """Same architecture (over-complete: 40 ReLU units for 20 inputs), seed, data and steps; the
     plain autoencoder copies zeros through, the denoising one fills them in from the others."""
-    masked = mask_noise(HELD_OUT, 0.3, np.random.default_rng(5))
+    s = seed_offset
+    data, held_out = split(s)
+    masked = mask_noise(held_out, 0.3, np.random.default_rng([5, s]))
     errors = {}
     for mu in (0.0, 0.3):
-        model = mlp([20, 40], activation="relu", loss="mse", lr=3e-3, corruption=mu)
-        train(model, TRAIN, steps=600, batch_size=50, progress=False)
-        errors[mu] = model.reconstruction_error(masked, target=HELD_OUT)
-    assert errors[0.3] < 0.5 * errors[0.0]
+        model = mlp([20, 40], seed=s, activation="relu", loss="mse", lr=3e-3, corruption=mu)
+        train(model, data, steps=600, batch_size=50, seed=s, progress=False)
+        errors[mu] = model.reconstruction_error(masked, target=held_out)
+    outcome.check("masked error denoising / plain", errors[0.3] / errors[0.0], "<", 0.5)
 
 
 def record_batches(model):
@@ -151,43 +162,53 @@ def record_batches(model):
     return batches
 
 
-def test_stacked_layers_train_on_codes_below_and_fine_tuning_helps():
+@pytest.mark.outcome
+def test_stacked_layers_train_on_codes_below_and_fine_tuning_helps(seed_offset, outcome):
+    """Greedy pretraining feeds each layer the codes below; fine-tuning then lowers the stack's
+    held-out error steadily: over seeds 0-19 it is 0.32-0.82 of the greedy stack's after 300
+    steps (where the test used to stop: seed 8 was above the bound 0.8), 0.18-0.58 after 600
+    and 0.03-0.26 after 1,000, 3x below the bound."""
+    s = seed_offset
+    data, held_out = split(s)
     layers = [
-        mlp([20, 12], seed=1, loss="mse"),
-        mlp([12, 4], seed=2, loss="mse", corruption=0.2),  # stacked layers may be denoising
+        mlp([20, 12], seed=[1, s], loss="mse"),
+        mlp([12, 4], seed=[2, s], loss="mse", corruption=0.2),  # stacked layers may be denoising
     ]
     seen = [record_batches(layer) for layer in layers]
-    histories = pretrain_stack(layers, TRAIN, steps=300, batch_size=50, progress=False)
+    histories = pretrain_stack(layers, data, steps=300, batch_size=50, seed=s, progress=False)
     assert [len(h) for h in histories] == [300, 300] and len(seen[1]) == 300
 
     def rows(a):
         return {r.tobytes() for r in a}
 
-    codes = layers[0].encode(TRAIN)  # layer 1 is fixed while layer 2 trains
-    assert rows(np.concatenate(seen[0])) <= rows(TRAIN)
+    codes = layers[0].encode(data)  # layer 1 is fixed while layer 2 trains
+    assert rows(np.concatenate(seen[0])) <= rows(data)
     assert rows(np.concatenate(seen[1])) <= rows(codes)
     assert codes.shape == (1000, 12)
 
     deep = stack_autoencoders(layers)
     np.testing.assert_allclose(
-        deep.encode(HELD_OUT), layers[1].encode(layers[0].encode(HELD_OUT)), rtol=1e-6
+        deep.encode(held_out), layers[1].encode(layers[0].encode(held_out)), rtol=1e-6
     )
-    greedy = deep.reconstruction_error(HELD_OUT)
-    train(deep, TRAIN, steps=300, batch_size=50, progress=False)
-    assert deep.reconstruction_error(HELD_OUT) < 0.8 * greedy  # 0.39-0.65 over seeds 0-3
+    greedy = deep.reconstruction_error(held_out)
+    train(deep, data, steps=1000, batch_size=50, seed=s, progress=False)
+    tuned = deep.reconstruction_error(held_out)
+    outcome.check("held-out error fine-tuned / greedy", tuned / greedy, "<", 0.8)
     assert deep.encoder[0] is layers[0].encoder  # fine-tuning trained the layers' own modules
 
 
-def test_conv_autoencoder_shapes_and_learning():
-    model = Autoencoder(*conv_autoencoder(rng=np.random.default_rng(0)), lr=3e-3)
-    x = np.random.default_rng(0).random((6, 1, 28, 28)).astype(np.float32) ** 4
+@pytest.mark.outcome
+def test_conv_autoencoder_shapes_and_learning(seed_offset, outcome):
+    s = seed_offset
+    model = Autoencoder(*conv_autoencoder(rng=np.random.default_rng(s)), lr=3e-3)
+    x = np.random.default_rng([1, s]).random((6, 1, 28, 28)).astype(np.float32) ** 4
     assert model.encode(x).shape == (6, 8, 7, 7)
     rec = model.reconstruct(x)
     assert rec.shape == x.shape and rec.dtype == np.float32 and rec.min() > 0 and rec.max() < 1
     before = model.reconstruction_error(x)
-    for _ in range(20):
-        model.train_step(x, np.random.default_rng(0))
-    assert model.reconstruction_error(x) < 0.9 * before
+    for _ in range(20):  # the ratio below: 0.70-0.83 over seeds 0-19 (mean 0.77, sd about 0.03)
+        model.train_step(x, np.random.default_rng(s))
+    outcome.check("error after 20 steps / before", model.reconstruction_error(x) / before, "<", 0.9)
     deeper = conv_autoencoder((4, 6, 8), in_channels=2, image_size=16, rng=np.random.default_rng(0))
     code = deeper[0](tg.tensor(np.zeros((1, 2, 16, 16), np.float32)))
     assert code.shape == (1, 8, 2, 2) and deeper[1](code).shape == (1, 2, 16, 16)

@@ -199,12 +199,13 @@ def test_histogram_with_a_range_counts_only_inside():
 
 
 # ---- bandwidth selection ------------------------------------------------------------------------
-def test_select_bandwidth_recovers_a_known_sigma():
+@pytest.mark.outcome
+def test_select_bandwidth_recovers_a_known_sigma(seed_offset, outcome):
     # With a single sample at the true mean, the Gaussian KDE is exactly N(mu, sigma^2 I), whose
     # held-out log-likelihood -D/2 log(2 pi sigma^2) - S / (2 sigma^2) peaks at
     # sigma^2 = S / D (S the mean squared deviation): the grid point with the best closed-form
     # score must win, and it lies next to the true 0.3.
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(5 + seed_offset)
     d, mu = 10, rng.standard_normal(10)
     held_out = mu + 0.3 * rng.standard_normal((2000, d))
     grid = np.logspace(-2, 1, 31)
@@ -212,19 +213,24 @@ def test_select_bandwidth_recovers_a_known_sigma():
     s = ((held_out - mu) ** 2).sum(1).mean()
     closed = -d / 2 * np.log(2 * np.pi * grid**2) - s / (2 * grid**2)
     np.testing.assert_allclose(scores, closed, rtol=1e-12)
-    assert best == grid[np.argmax(closed)] and abs(math.log10(best / 0.3)) <= 0.05
+    assert best == grid[np.argmax(closed)]
+    outcome.check("|log10(best / 0.3)|", abs(math.log10(best / 0.3)), "<=", 0.05)
 
 
-def test_select_bandwidth_is_interior_on_gaussian_data():
+@pytest.mark.outcome
+def test_select_bandwidth_is_interior_on_gaussian_data(seed_offset, outcome):
     # 200 samples of N(0, 1): the likelihood-optimal bandwidth is of the order of Silverman's
     # 1.06 n^(-1/5) = 0.37, far inside the grid 0.01 .. 10, whose ends must both score worse.
-    rng = np.random.default_rng(6)
+    rng = np.random.default_rng(6 + seed_offset)
     samples, held_out = rng.standard_normal((200, 1)), rng.standard_normal((2000, 1))
     grid = np.logspace(-2, 1, 31)
     fn = functools.partial(gaussian_kde_log_density, batch_size=500)
     best, scores = select_bandwidth(fn, samples, held_out, grid)
-    assert 0.15 < best < 0.8 and 3 < np.argmax(scores) < len(grid) - 4
-    assert scores[0] < scores.max() - 1 and scores[-1] < scores.max() - 0.5
+    outcome.check("best bandwidth", best, ">", 0.15)
+    outcome.check("best bandwidth", best, "<", 0.8)
+    assert 3 < np.argmax(scores) < len(grid) - 4
+    outcome.check("best score - score at 0.01", scores.max() - scores[0], ">", 1)
+    outcome.check("best score - score at 10", scores.max() - scores[-1], ">", 0.5)
 
 
 def test_select_bandwidth_handles_minus_inf_and_ties():

@@ -59,29 +59,74 @@ def toy_gan(seed=0, **kw):
 def learns(model, data, steps, batch_size=64, seed=0):
     """Energy distance of 1,000 samples to the data before and after training."""
     to_unit = (data + 4) / 8  # the models take data in [0, 1]
-    before = energy_distance(model.sample(1000, np.random.default_rng(1)) * 8 - 4, data[:1000])
+    before = energy_distance(
+        model.sample(1000, np.random.default_rng([1, seed])) * 8 - 4, data[:1000]
+    )
     train(model, to_unit, steps=steps, batch_size=batch_size, seed=seed, progress=False)
-    after = energy_distance(model.sample(1000, np.random.default_rng(1)) * 8 - 4, data[:1000])
+    after = energy_distance(
+        model.sample(1000, np.random.default_rng([1, seed])) * 8 - 4, data[:1000]
+    )
     return before, after
 
 
+class Average:
+    """An exponential moving average of modules' parameters and buffers, updated as
+    ``train``'s ``on_step``; ``load_into()`` puts it into the modules."""
+
+    def __init__(self, modules, decay):
+        self.modules, self.decay = modules, decay
+        self.states = [{k: np.copy(v) for k, v in m.state_dict().items()} for m in modules]
+
+    def __call__(self, step, metrics):
+        for module, state in zip(self.modules, self.states):
+            for k, v in module.state_dict().items():
+                if v.dtype.kind == "f":
+                    state[k] += (1 - self.decay) * (v - state[k])
+                else:  # counters
+                    state[k] = np.copy(v)
+
+    def load_into(self):
+        for module, state in zip(self.modules, self.states):
+            module.load_state_dict(state)
+
+
+@pytest.mark.outcome
 @pytest.mark.parametrize("loss", ["non_saturating", "minimax"])
-def test_gan_moves_samples_to_the_data(loss):
-    before, after = learns(toy_gan(generator_loss=loss), ring(), steps=600)
-    assert after < 0.25 * before, (before, after)
+def test_gan_moves_samples_to_the_data(loss, seed_offset, outcome):
+    s = seed_offset
+    before, after = learns(toy_gan(s, generator_loss=loss), ring(seed=s), steps=600, seed=s)
+    outcome.check("energy distance after / before", after / before, "<", 0.25)
 
 
+@pytest.mark.outcome
 @pytest.mark.parametrize("divergence", sorted(DIVERGENCES))
-def test_every_fgan_divergence_moves_samples_to_the_data(divergence):
-    before, after = learns(toy_gan(objective=divergence), ring(), steps=600)
-    assert after < 0.3 * before, (before, after)
+def test_every_fgan_divergence_moves_samples_to_the_data(divergence, seed_offset, outcome):
+    """Total variation is the one row whose generator's gradient vanishes where the critic is
+    sure: its optimal critic, f'(p/q) = sign(p/q - 1) / 2, is reached only as v -> +-inf, and the
+    slope of its activation 0.5 tanh(v) goes to 0 there, while every other row's slope tends to
+    1 or more where D rejects the samples (v -> -inf). Trained like the others (Adam, a free
+    critic), TV's samples stopped wherever D had become sure of them (ratio 0.25-0.41 on seeds
+    3 and 4; at seed 3, 80% of the samples stayed off the ring). TV trains with WGAN's critic
+    regime instead (weights clipped to 0.05, RMSprop, 5 critic steps per G step): |v| stays
+    small, where 0.5 tanh(v) ~ v / 2 and f*(t) = t make the TV bound half of WGAN's objective,
+    whose gradients do not vanish: 0.014-0.029 on seeds 0-7, against the bound 0.3."""
+    s = seed_offset
+    if divergence == "total_variation":
+        model = toy_gan(s, objective=divergence, optimizer="rmsprop", n_critic=5, clip_value=0.05)
+        model.opt_g.lr = model.opt_d.lr = 2e-3
+        before, after = learns(model, ring(seed=s), steps=300, batch_size=5 * 64, seed=s)
+    else:
+        before, after = learns(toy_gan(s, objective=divergence), ring(seed=s), steps=600, seed=s)
+    outcome.check("energy distance after / before", after / before, "<", 0.3)
 
 
-def test_wgan_learns_and_keeps_its_critic_clipped():
-    model = toy_gan(objective="wasserstein", optimizer="rmsprop", n_critic=5, clip_value=0.05)
+@pytest.mark.outcome
+def test_wgan_learns_and_keeps_its_critic_clipped(seed_offset, outcome):
+    s = seed_offset
+    model = toy_gan(s, objective="wasserstein", optimizer="rmsprop", n_critic=5, clip_value=0.05)
     model.opt_g.lr = model.opt_d.lr = 2e-3
-    before, after = learns(model, ring(), steps=300, batch_size=5 * 64)
-    assert after < 0.3 * before, (before, after)
+    before, after = learns(model, ring(seed=s), steps=300, batch_size=5 * 64, seed=s)
+    outcome.check("energy distance after / before", after / before, "<", 0.3)
     for p in model.D.parameters():
         assert np.abs(p.numpy()).max() <= 0.05
     assert any(np.abs(p.numpy()).max() == 0.05 for p in model.D.parameters())  # clipping acted
@@ -95,19 +140,29 @@ def test_wgan_defaults_are_the_papers():
         model.train_step(np.zeros((12, 1, 28, 28), np.float32), np.random.default_rng(0))
 
 
-def test_dcgan_learns_digits(mnist_dir):
-    """On 2,000 real MNIST digits (a narrow DCGAN, 150 steps) the samples' energy distance to the
+@pytest.mark.outcome
+def test_dcgan_learns_digits(mnist_dir, seed_offset, outcome):
+    """On 2,000 real MNIST digits (a narrow DCGAN, 300 steps) the samples' energy distance to the
     data falls below 30% of its start. (On synthetic squares with no variation within a batch
-    DCGAN's batch-normalised D cannot see the background's level: real digits are the test.)"""
+    DCGAN's batch-normalised D cannot see the background's level: real digits are the test.)
+
+    The ratio falls slowly for about 100 steps, steeply until about 250, then stays near
+    0.04-0.07 (seeds 0 and 2, measured every 25 steps): at 300 steps it is on that plateau,
+    4x below the bound. The test this replaces stopped at 150 steps, mid-descent, where the
+    ratio was 0.12-0.32 over seeds 0-4 and the two kernels: a draw on when the descent began."""
+    s = seed_offset
     data = load_images("mnist", "test", mnist_dir)[0][:2000]
-    model = DCGAN(width=8, noise_dim=16, seed=0, lr_g=1e-3, lr_d=1e-3)
+    model = DCGAN(width=8, noise_dim=16, seed=s, lr_g=1e-3, lr_d=1e-3)
     flat = data.reshape(len(data), -1)[:256]
-    before = energy_distance(model.sample(256, np.random.default_rng(1)).reshape(256, -1), flat)
-    train(model, data, steps=150, batch_size=32, progress=False)
-    samples = model.sample(256, np.random.default_rng(1))
+    sample_rng = [1, s]
+    before = energy_distance(
+        model.sample(256, np.random.default_rng(sample_rng)).reshape(256, -1), flat
+    )
+    train(model, data, steps=300, batch_size=32, seed=s, progress=False)
+    samples = model.sample(256, np.random.default_rng(sample_rng))
     assert samples.shape == (256, 1, 28, 28) and samples.min() >= 0 and samples.max() <= 1
     after = energy_distance(samples.reshape(256, -1), flat)
-    assert after < 0.3 * before, (before, after)
+    outcome.check("energy distance after / before", after / before, "<", 0.3)
 
 
 def test_dcgan_networks_shapes_and_init():
@@ -170,24 +225,49 @@ def test_gan_checkpoint_round_trip_resumes_identically(tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=k)
 
 
-def test_bigan_generates_the_data_and_its_encoder_inverts_the_generator():
-    """A correlated 2-D Gaussian: G's samples approach it, and G(E(x)) lands nearer x than a
-    random other data point does (BiGAN's inversion is approximate: E only inverts G at the
-    optimum)."""
-    rng = np.random.default_rng(0)
-    data = (rng.standard_normal((2000, 2)) @ [[1, 0.8], [0, 0.6]] + [1.5, -1]).astype(np.float32)
+@pytest.mark.outcome
+def test_bigan_generates_the_data_and_its_encoder_inverts_the_generator(seed_offset, outcome):
+    """1-D data, an affine image of the latent's U(-1, 1): G's samples approach it, and G(E(x))
+    lands much nearer x than another data point does (a G(E(x)) that ignored x would be a random
+    sample: the ratio below would be about 1).
+
+    Why it holds: the optimum (G affine, E its inverse) is representable, unique up to a
+    reflection, and data and latent share a scale; and it scores the average of the last ~100
+    iterates (an EMA), because simultaneous gradient steps cycle around a GAN's equilibrium
+    rather than settle on it (the average is what approaches it; Yazici et al. 2019). Over
+    seeds 0-9 on both BLAS kernels the averaged G, E give energy-distance ratios <= 0.021 and
+    inversion ratios <= 0.17 (bounds 0.1 and 0.5); the last iterate itself ranges to 0.13 and
+    0.6. The test this replaces, a 2-D Gaussian mapped to std 0.125 against the latent's 0.58
+    and scored at the last iterate, saw its inversion ratio wander between 0.4 and 4 during
+    training (tails the bounded latent cannot reach, and rearrangements of the square that
+    keep G's samples and break E's inverse): of seeds 0 and 1 on the two kernels it passed
+    once."""
+    s = seed_offset
+    rng = np.random.default_rng(s)
+    data = (0.3 + 0.8 * rng.uniform(-1, 1, (2000, 1))).astype(np.float32)
     model = BiGAN(
-        latent_dim=2, data_shape=(2,), lr=1e-3, seed=0,
-        generator=mlp([2, 64, 64, 2], batch_norm=True, rng=rng),
-        encoder=mlp([2, 64, 64, 2], activation="leaky_relu", rng=rng),
-        discriminator=PairDiscriminator(mlp([4, 64, 64, 1], activation="leaky_relu", rng=rng)),
+        latent_dim=1, data_shape=(1,), lr=1e-3, seed=s,
+        generator=mlp([1, 64, 64, 1], batch_norm=True, rng=rng),
+        encoder=mlp([1, 64, 64, 1], activation="leaky_relu", rng=rng),
+        discriminator=PairDiscriminator(mlp([2, 64, 64, 1], activation="leaky_relu", rng=rng)),
     )  # fmt: skip
-    before, after = learns(model, data, steps=2000)
-    assert after < 0.1 * before, (before, after)
-    unit = (data[:500] + 4) / 8
-    error = np.linalg.norm(model.reconstruct(unit) - unit, axis=1).mean()
-    assert error < 0.75 * np.linalg.norm(unit[::-1] - unit, axis=1).mean()
-    assert model.encode(unit).shape == (500, 2)
+
+    def samples():
+        return model.sample(1000, np.random.default_rng([1, s]))
+
+    before = energy_distance(samples(), data[:1000])
+    average = Average([model.G, model.E], decay=0.99)
+    train(model, data, steps=1500, batch_size=64, seed=s, on_step=average, progress=False)
+    average.load_into()
+    outcome.check(
+        "energy distance after / before", energy_distance(samples(), data[:1000]) / before, "<", 0.1
+    )
+    x = data[:500]
+    error = np.abs(model.reconstruct(x) - x).mean()
+    outcome.check(
+        "G(E(x)) error / other point's distance", error / np.abs(x[::-1] - x).mean(), "<", 0.5
+    )
+    assert model.encode(x).shape == (500, 1)
 
 
 def test_gaussian_kl_matches_monte_carlo():
@@ -203,23 +283,26 @@ def test_gaussian_kl_matches_monte_carlo():
                                       tg.tensor(logvar, requires_grad=True)])  # fmt: skip
 
 
-def test_vae_elbo_improves_and_bounds_the_likelihood():
+@pytest.mark.outcome
+def test_vae_elbo_improves_and_bounds_the_likelihood(seed_offset, outcome):
     """Binary 12-pixel patterns from 3 prototypes with flipped bits: the held-out ELBO rises,
     the importance-sampled bound is above it, and both are below 0 nats."""
-    rng = np.random.default_rng(0)
+    s = seed_offset
+    rng = np.random.default_rng(s)
     protos = rng.random((3, 12)) < 0.5
     data = (protos[rng.integers(0, 3, 3000)] ^ (rng.random((3000, 12)) < 0.05)).astype(np.float32)
-    model = VAE(latent_dim=2, data_shape=(12,), hidden=32, lr=3e-3, binarize_data=False)
+    model = VAE(latent_dim=2, data_shape=(12,), hidden=32, lr=3e-3, binarize_data=False, seed=s)
     held = data[2500:]
-    before = model.elbo(held, np.random.default_rng(1))["elbo"].mean()
-    train(model, data[:2500], steps=800, batch_size=50, progress=False)
-    terms = model.elbo(held, np.random.default_rng(1))
+    before = model.elbo(held, np.random.default_rng([1, s]))["elbo"].mean()
+    train(model, data[:2500], steps=800, batch_size=50, seed=s, progress=False)
+    terms = model.elbo(held, np.random.default_rng([1, s]))
     after = terms["elbo"].mean()
-    assert after > before + 2, (before, after)
+    outcome.check("held-out ELBO gain (nats)", after - before, ">", 2)
     # the data's entropy, 12 H(0.05) + ln 3 = 3.5 nats, is the best -log p can do on average
-    assert after > -3.5 - 2.0, after
-    ll = model.log_likelihood(held[:200], np.random.default_rng(2), k=50)
-    assert ll.mean() > terms["elbo"][:200].mean() and ll.max() < 0
+    outcome.check("held-out ELBO (nats)", after, ">", -3.5 - 2.0)
+    ll = model.log_likelihood(held[:200], np.random.default_rng([2, s]), k=50)
+    outcome.check("IWAE bound - ELBO (nats)", ll.mean() - terms["elbo"][:200].mean(), ">", 0)
+    assert ll.max() < 0
     np.testing.assert_allclose(-terms["elbo"], terms["reconstruction"] + terms["kl"], rtol=1e-5)
 
 
@@ -254,11 +337,14 @@ def test_example_scripts_end_to_end(name, tmp_path, mnist_dir, example):
         assert m["test_elbo"]["mean"] < 0 and m["test_log_likelihood_k100"]["mean"] < 0
 
 
-def test_trained_discriminator_approaches_the_optimal_one_and_the_jensen_shannon_bound():
+@pytest.mark.outcome
+def test_trained_discriminator_approaches_the_optimal_one_and_the_jensen_shannon_bound(
+    seed_offset, outcome
+):
     """GAN theory (Goodfellow et al., Prop. 1 and Thm. 1): for fixed P = N(0, 1), Q = N(1.5, 1)
     the best discriminator is D*(x) = p(x) / (p(x) + q(x)), and at D* the discriminator's
     objective -d_loss equals 2 JS(P || Q) - log 4 (the "gan" row of f-GAN's table)."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed_offset)
     D = mlp([1, 32, 32, 1], activation="tanh", rng=rng)
     opt = tg.optim.Adam(D.parameters(), lr=3e-3)
     for _ in range(1500):
@@ -272,7 +358,8 @@ def test_trained_discriminator_approaches_the_optimal_one_and_the_jensen_shannon
     p, q = np.exp(-0.5 * x**2), np.exp(-0.5 * (x - 1.5) ** 2)
     with tg.no_grad():
         d = tg.sigmoid(D(tg.tensor(x))).numpy()
-    np.testing.assert_allclose(d, p / (p + q), atol=0.05)
+    # over seeds 0-19: 0.007-0.037, mean 0.018, sd 0.008 (the bound is 4 sd above the mean)
+    outcome.check("max |D - D*|", np.abs(d - p / (p + q)).max(), "<=", 0.05)
     # JS(P || Q) by quadrature, and the objective at the trained D on fresh samples
     grid = np.linspace(-10, 12, 20001)
     pg, qg = (np.exp(-0.5 * (grid - m) ** 2) / np.sqrt(2 * np.pi) for m in (0, 1.5))
@@ -284,8 +371,9 @@ def test_trained_discriminator_approaches_the_optimal_one_and_the_jensen_shannon
         bound = -discriminator_loss(
             "gan", D(tg.tensor(real)).reshape(-1), D(tg.tensor(fake)).reshape(-1)
         ).item()
-    assert bound <= 2 * js - np.log(4) + 0.02  # a lower bound (up to sampling noise)
-    assert bound == pytest.approx(2 * js - np.log(4), abs=0.03)  # and nearly tight at D ~ D*
+    gap = 2 * js - np.log(4) - bound
+    outcome.check("2 JS - log 4 - objective", gap, ">=", -0.02)  # a lower bound (up to noise)
+    outcome.check("|2 JS - log 4 - objective|", abs(gap), "<=", 0.03)  # nearly tight at D ~ D*
 
 
 def test_vae_report_scores_both_bounds_on_the_same_binary_images(tmp_path, monkeypatch):

@@ -89,33 +89,63 @@ def test_paper_model_needs_a_code():
         InfoGAN(LatentSpec(categorical=(), continuous=0))
 
 
-def test_short_run_recovers_the_clusters():
-    x, labels = blobs(k=4)
+@pytest.mark.outcome
+def test_short_run_recovers_the_clusters(seed_offset, outcome):
+    """At the GAN's equilibrium the code names the clusters: G(., c) is continuous on the
+    connected noise space, so each code's samples form a connected set; at equilibrium no mass
+    lies between the clusters, so each code's samples lie in one cluster, and with 4 equally
+    likely codes, 4 equal clusters and L_I = H(c) codes and clusters match one to one.
+
+    A run can stop short of that with a code split inside a cluster. Then Q cannot tell the two
+    codes apart where their samples meet, inside the cluster, so L_I, InfoGAN's own objective,
+    stays lower. Over seeds 0-9 on both kernels, at 600 steps one run of 20 (seed 0 under the
+    Haswell kernels) is split (accuracy 0.83, L_I 1.3705 nats, the mean of its last 20 steps)
+    and every other run has accuracy 1 and L_I 1.3798-1.3834; at 300 steps, where the test used
+    to stop with one run, 4 of 20 had not settled (accuracy 0.74-0.99). So, as k-means keeps
+    the best of its starts by its objective, two seeds train 600 steps each and the one with
+    the higher L_I is scored (both split: about 1 in 1,600 if 1 run in 40 splits)."""
+    x, labels = blobs(k=4, seed=seed_offset)
     spec = LatentSpec(categorical=(4,), continuous=0, noise=2)
-    model = small_infogan(spec, lr_d=1e-3)
-    history = train(model, x, steps=300, batch_size=64, seed=0, progress=False)
+    runs = []
+    for s in (2 * seed_offset, 2 * seed_offset + 1):
+        model = small_infogan(spec, seed=s, lr_d=1e-3)
+        history = train(model, x, steps=600, batch_size=64, seed=s, progress=False)
+        runs.append((np.mean([h["info_cat"] for h in history[-20:]]), -s, model))
+    info, _, model = max(runs, key=lambda run: run[:2])
     accuracy, _, _ = cluster_accuracy(labels, model.predict_codes(x)[:, 0])
-    assert accuracy > 0.9  # chance is 0.25
-    assert history[-1]["info_cat"] > 0.9 * spec.categorical_entropy
+    outcome.check("cluster accuracy", accuracy, ">", 0.9)  # chance is 0.25
+    outcome.check("L_I / H(c), last 20 steps", info / spec.categorical_entropy, ">", 0.9)
 
 
-def test_baseline_trains_q_but_leaves_the_gan_alone():
+@pytest.mark.outcome
+def test_baseline_trains_q_but_leaves_the_gan_alone(seed_offset, outcome):
     """The baseline's G and D follow a plain GAN: the same seed with lambda 0 gives the very
-    same G and D body; only the Q head differs. InfoGAN's L_I ends well above the baseline's."""
-    x, _ = blobs(k=4)
+    same G and D body; only the Q head differs. InfoGAN's L_I rises well above the baseline's.
+
+    That is a claim about speed, as in the paper's Figure 1 ("within 100 iterations"): on these
+    disconnected clusters a plain GAN also comes to use its code (each code's samples are
+    connected, so as G converges each lands in one cluster and Q can read it), and the
+    baseline's L_I climbs to 0.5-1.36 nats by step 400 (seeds 0-9). The gap is widest early: at
+    step 50 (the mean over steps 31-50) InfoGAN's L_I is 1.08-1.25 nats and the baseline's
+    0.27-0.63, a gap of at least 0.57 over seeds 0-9 against the bound 0.15; at step 150, where
+    the test used to look, the gap was 0.12-0.96."""
+    s = seed_offset
+    x, _ = blobs(k=4, seed=s)
     spec = LatentSpec(categorical=(4,), continuous=0, noise=2)
-    base = small_infogan(spec, lr_d=1e-3, info_in_g=False)
-    h_base = train(base, x, steps=150, batch_size=64, progress=False)
-    plain = small_infogan(spec, lr_d=1e-3, info_in_g=False, lambda_cat=0.0)
-    train(plain, x, steps=150, batch_size=64, progress=False)
+    base = small_infogan(spec, seed=s, lr_d=1e-3, info_in_g=False)
+    h_base = train(base, x, steps=50, batch_size=64, seed=s, progress=False)
+    plain = small_infogan(spec, seed=s, lr_d=1e-3, info_in_g=False, lambda_cat=0.0)
+    train(plain, x, steps=50, batch_size=64, seed=s, progress=False)
     for name, v in plain.G.state_dict().items():
         np.testing.assert_array_equal(v, base.G.state_dict()[name], err_msg=name)
     for name, v in plain.D.state_dict().items():
         if not name.startswith("q_head."):
             np.testing.assert_array_equal(v, base.D.state_dict()[name], err_msg=name)
-    h_info = train(small_infogan(spec, lr_d=1e-3), x, steps=150, batch_size=64, progress=False)
+    info = small_infogan(spec, seed=s, lr_d=1e-3)
+    h_info = train(info, x, steps=50, batch_size=64, seed=s, progress=False)
     mean_info = np.mean([h["info_cat"] for h in h_info[-20:]])
-    assert mean_info > np.mean([h["info_cat"] for h in h_base[-20:]]) + 0.15
+    mean_base = np.mean([h["info_cat"] for h in h_base[-20:]])
+    outcome.check("L_I InfoGAN - baseline (nats)", mean_info - mean_base, ">", 0.15)
 
 
 def test_sweep_latents_grid():

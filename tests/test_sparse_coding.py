@@ -75,18 +75,28 @@ def test_l1_codes_satisfy_subgradient_conditions(solver):
     assert np.abs(grad[active] / 2 + eta * np.sign(Z[active])).max() > 1e-2
 
 
-def test_fista_reaches_objective_in_fewer_iterations_than_ista():
-    X, A = random_problem(0, n=10, d=20, p=40)
+@pytest.mark.outcome
+def test_fista_reaches_objective_in_fewer_iterations_than_ista(seed_offset, outcome):
+    """FISTA after 300 iterations is nearer the optimum than ISTA after 1,200.
+
+    Once the support settles both converge linearly, at rates about 1 - 1/k and 1 - 1/sqrt(k)
+    per iteration for the restricted condition number k, so FISTA with 4x fewer iterations wins
+    wherever sqrt(k) > 4; these random over-complete problems need thousands of ISTA
+    iterations (k in the hundreds). Over 40 random problems FISTA's excess over the optimum is
+    at most 0.096 of ISTA's (median 0.011); a FISTA without its momentum would be ISTA at 300
+    iterations, 9-18x worse than ISTA at 1,200 (seeds 0-2). (A fixed level, 1e-6 of the
+    starting gap, held for 3 of seeds 0-9: it was seed 0's.)"""
+    X, A = random_problem(seed_offset, n=10, d=20, p=40)
     eta = 0.1
 
     def total(Z):
         return code_objective(X, A, Z, eta=eta).sum()
 
     best = total(sparse_encode(X, A, eta=eta, max_iter=20000, tol=0)[0])
-    target = best + 1e-6 * (total(np.zeros((10, 40))) - best)
     fista = sparse_encode(X, A, eta=eta, solver="fista", max_iter=300, tol=0)[0]
     ista = sparse_encode(X, A, eta=eta, solver="ista", max_iter=1200, tol=0)[0]
-    assert total(fista) <= target < total(ista)
+    ratio = (total(fista) - best) / (total(ista) - best)
+    outcome.check("excess over the optimum, FISTA 300 / ISTA 1,200", ratio, "<", 1)
 
 
 def test_fista_is_not_monotone_but_never_worse_than_its_start():
@@ -167,31 +177,46 @@ def test_normalize_gives_unit_atoms_and_ridge_is_the_closed_form():
     assert not np.allclose(np.linalg.norm(A, axis=0), 1.0, atol=1e-3)  # ridge does not normalise
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_recovers_overcomplete_dictionary(seed):
-    X, true = sparse_data(seed)  # 24 atoms in 16 dimensions
-    # another seed than the data's: the same seed would draw the true dictionary as the start
-    start = SparseCoding(24, eta=0.3, rng=100 + seed).fit(X, n_iter=0).dictionary
-    assert (np.abs(start.T @ true).max(axis=0) > 0.9).mean() < 0.2
-    model = SparseCoding(24, eta=0.3, code_iter=100, rng=100 + seed).fit(X, n_iter=60)
-    cos = np.abs(model.dictionary.T @ true)  # learned x true, both unit atoms
-    rows, cols = linear_sum_assignment(cos, maximize=True)  # one learned atom per true atom
-    assert (cos[rows, cols] > 0.9).mean() >= 0.9
-    # the codes come back sparse and reconstruct the data
-    codes = model.encode(X)
-    assert (codes != 0).sum(axis=1).mean() < 6
-    assert ((X - model.decode(codes)) ** 2).sum() < 0.05 * (X**2).sum()
+@pytest.mark.outcome
+def test_recovers_overcomplete_dictionary(seed_offset, outcome):
+    """Four problems of 24 unit atoms in 16 dimensions, 3 atoms per example: the learned
+    dictionaries recover 90% of the true atoms on average (cos > 0.9, one learned atom per true
+    atom), and each problem's codes come back sparse and reconstruct its data.
+
+    Alternating minimisation is not convex: a run may leave an atom or two in a poor local
+    minimum (seeds 0-19: 12 problems recovered all 24 atoms, 4 missed one, 4 missed two), so
+    one problem's fraction is a draw with a tail at 22/24 = 0.917, one atom above the bound
+    (the test this replaces asked it of each of seeds 0 and 1 alone). The mean of four is
+    0.975 on average with a standard deviation near 0.017 (from those 20): 0.9 is 4 below."""
+    recovered, nonzeros, errors = [], [], []
+    for seed in range(4 * seed_offset, 4 * seed_offset + 4):
+        X, true = sparse_data(seed)  # 24 atoms in 16 dimensions
+        # another seed than the data's: the same seed would draw the true dictionary as the start
+        start = SparseCoding(24, eta=0.3, rng=100 + seed).fit(X, n_iter=0).dictionary
+        assert (np.abs(start.T @ true).max(axis=0) > 0.9).mean() < 0.2
+        model = SparseCoding(24, eta=0.3, code_iter=100, rng=100 + seed).fit(X, n_iter=60)
+        cos = np.abs(model.dictionary.T @ true)  # learned x true, both unit atoms
+        rows, cols = linear_sum_assignment(cos, maximize=True)  # one learned atom per true atom
+        recovered.append((cos[rows, cols] > 0.9).mean())
+        # the codes come back sparse and reconstruct the data
+        codes = model.encode(X)
+        nonzeros.append((codes != 0).sum(axis=1).mean())
+        errors.append(((X - model.decode(codes)) ** 2).sum() / (X**2).sum())
+    outcome.check("true atoms recovered (cos > 0.9), mean of 4", np.mean(recovered), ">=", 0.9)
+    outcome.check("non-zero codes per example, worst of 4", max(nonzeros), "<", 6)
+    outcome.check("relative squared error, worst of 4", max(errors), "<", 0.05)
 
 
-def test_unused_atoms_are_restarted_where_the_data_is():
+@pytest.mark.outcome
+def test_unused_atoms_are_restarted_where_the_data_is(seed_offset, outcome):
     # 100-dimensional data in 10 dimensions: random unit atoms are nearly orthogonal to it,
     # so most go unused at first (|2 a^T x| <= eta) and would never move without a restart
     X = np.zeros((200, 100))
-    X[:, :10] = np.random.default_rng(4).standard_normal((200, 10))
-    model = SparseCoding(20, eta=3.0, rng=5)
+    X[:, :10] = np.random.default_rng([4, seed_offset]).standard_normal((200, 10))
+    model = SparseCoding(20, eta=3.0, rng=5 + seed_offset)
     model.fit(X, n_iter=1)
     first_codes = model.codes
-    assert (~first_codes.any(axis=0)).sum() >= 10
+    outcome.check("atoms unused after one iteration", (~first_codes.any(axis=0)).sum(), ">=", 10)
     model.fit(X, n_iter=15)
     assert model.codes.any(axis=0).all()  # every atom ends up in use...
     assert np.abs(model.dictionary[10:]).max() < 1e-6  # ...and inside the data's subspace
