@@ -12,7 +12,10 @@ family, each run in its own process with the kernel chosen in that process's env
 It prints which kernel each family really ran (through threadpoolctl, where it is installed), a
 seed x kernel table of passed tests, and for each metric the tests state through the ``outcome``
 fixture (``tests/conftest.py``) its bound and its values in every run, with the worst slack.
-``--markdown`` prints the tables as Markdown. Exit status 1 if any run failed a test.
+``--markdown`` prints the tables as Markdown, ``--compact`` each metric's range instead of every
+run's value, ``--json FILE`` keeps every run's results and ``--from-json FILE`` prints their
+tables again without running anything. Arguments after ``--`` go to pytest (``-- -k bigan``).
+Exit status 1 if any run failed a test.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ def slack(op: str, value: float, bound: float) -> float:
 def table(rows: list[list[str]], markdown: bool) -> str:
     if markdown:
         lines = [rows[0], ["---"] * len(rows[0]), *rows[1:]]
-        return "\n".join("| " + " | ".join(r) + " |" for r in lines)
+        return "\n".join("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in lines)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -98,12 +101,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offsets", type=int, nargs="+", default=list(range(5)))
     parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=list(KERNELS))
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    parser.add_argument("--compact", action="store_true", help="metrics: range, not each run")
+    parser.add_argument("--from-json", type=Path, help="print the tables of an earlier --json")
     parser.add_argument(
         "--json", type=Path, help="also write every run's results here (after each)"
     )
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest (after --), e.g. -k bigan")
     args = parser.parse_args(argv)
 
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        arch = saved["architectures"]
+        runs = {(r.pop("kernel"), r.pop("offset")): r for r in saved["runs"]}
+        args.kernels = [k for k in KERNELS if k in arch]
+        args.offsets = sorted({o for _, o in runs})
+        return report(runs, arch, args)
     arch = {}
     for kernel in args.kernels:
         probe = subprocess.run([sys.executable, "-c", PROBE], env=kernel_env(kernel),
@@ -121,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 records = [{"kernel": k, "offset": o, **r} for (k, o), r in runs.items()]
                 args.json.write_text(json.dumps({"architectures": arch, "runs": records}, indent=1))
+    return report(runs, arch, args)
 
+
+def report(runs: dict, arch: dict[str, str], args: argparse.Namespace) -> int:
+    """Print the tables; 1 if any test failed in any run."""
     columns = [(k, o) for k in args.kernels for o in args.offsets]
     print("\nPassed tests, seed offset x kernel:\n")
     rows = [["seed offset", *(f"{k} ({arch[k]})" for k in args.kernels)]]
@@ -139,12 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     for (kernel, offset), run in runs.items():
         for m in run["metrics"]:
             values[m["test"], m["metric"], m["op"], m["bound"]][kernel, offset] = m["value"]
-    print("\nMetrics (a value per run; '-': not reached, an earlier claim of its test failed):\n")
-    rows = [["test", "metric", "bound", *(f"{k[0]}{o}" for k, o in columns), "worst slack"]]
+    print("\nMetrics: " + ("the runs that reached each, its range over them, the worst slack:\n"
+          if args.compact else "a value per run ('-': not reached, an earlier claim of its "
+          "test failed), the worst slack:\n"))  # fmt: skip
+    heads = ["runs", "min", "max"] if args.compact else [f"{k[0]}{o}" for k, o in columns]
+    rows = [["test", "metric", "bound", *heads, "worst slack"]]
     for (test, metric, op, bound), got in sorted(values.items()):
         worst = min(slack(op, v, bound) for v in got.values())
-        cells = [f"{got[c]:.3g}" + ("!" if slack(op, got[c], bound) < 0 else "")
-                 if c in got else "-" for c in columns]  # fmt: skip
+        if args.compact:
+            cells = [str(len(got)), f"{min(got.values()):.3g}", f"{max(got.values()):.3g}"]
+        else:
+            cells = [f"{got[c]:.3g}" + ("!" if slack(op, got[c], bound) < 0 else "")
+                     if c in got else "-" for c in columns]  # fmt: skip
         rows.append([test.split("::")[-1], metric, f"{op} {bound:g}", *cells, f"{worst:+.3g}"])
     print(table(rows, args.markdown))
     seconds = sum(r["seconds"] for r in runs.values())
