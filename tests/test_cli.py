@@ -121,6 +121,20 @@ def test_overwrite_removes_only_the_old_runs_files(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
+def test_overwrite_removes_the_old_run_on_rank_0_only(tmp_path, monkeypatch):
+    """Regression (issue 15): under mpiexec every rank removed the old run's files, and the
+    rank that came second failed with FileNotFoundError."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("old")
+    args = cli.parser("").parse_args([])
+    args.out, args.overwrite, args.resume = str(out), True, False
+    monkeypatch.setattr(cli.distributed, "is_main", lambda: False)
+    assert cli.make_out(args) == out and (out / "metrics.json").exists()
+    monkeypatch.setattr(cli.distributed, "is_main", lambda: True)
+    assert cli.make_out(args) == out and not (out / "metrics.json").exists()
+
+
 def can_write(folder) -> bool:
     try:
         with tempfile.TemporaryFile(dir=folder):

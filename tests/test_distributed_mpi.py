@@ -226,6 +226,11 @@ def test_example_under_mpiexec_writes_once_and_resumes_on_one_rank(tmp_path, mni
 
     history = json.loads((out / "history.json").read_text())
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
+    # --overwrite under mpiexec: rank 0 alone removes the old run (both ranks did, and one failed)
+    check(mpiexec("example", tmp_path, EXAMPLE_ARGS=" ".join([*flags, "--steps", "2",
+                                                              "--overwrite"])))  # fmt: skip
+    history = json.loads((out / "history.json").read_text())
+    assert [h["step"] for h in history] == [1, 2]
 
 
 @pytest.mark.gpu

@@ -35,7 +35,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from . import checks
+from . import checks, distributed
 from .data import DataError, DownloadError
 from .serialization import CheckpointError
 from .train import NonFiniteError
@@ -235,10 +235,11 @@ def found_run(out: Path) -> list[str]:
 
 def make_out(args: argparse.Namespace) -> Path:
     """Create ``--out``; with ``--overwrite``, first remove the run files it holds (the rest of
-    an old run, its figures, is overwritten as the new run writes its own)."""
+    an old run, its figures, is overwritten as the new run writes its own). Under ``mpiexec``
+    only rank 0, the process that writes, removes them."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.overwrite:
+    if args.overwrite and distributed.is_main():
         for name in found_run(out):
-            (out / name).unlink()
+            (out / name).unlink(missing_ok=True)
     return out
