@@ -14,7 +14,8 @@ after round (the machine is shared: medians over rounds of the median step of ea
 
 Then: all-reduce time against message size on 2 ranks (the cost model's alpha and beta), the
 share of the 2-rank step spent in collectives, whether a non-blocking all-reduce overlaps with
-computation here, and SyncBatchNorm's ops against the fused batch norm in one process.
+computation here, and SyncBatchNorm (fused, and as Tensor ops) against the fused batch norm in
+one process.
 Needs mpi4py and mpiexec (``pip install -e ".[distributed]"``); PyTorch is optional.
 """
 
@@ -142,10 +143,11 @@ def worker_overlap(repeats: int) -> None:
         print(json.dumps(out))
 
 
-def sync_bn_cost(batch: int, repeats: int) -> list[tuple[str, float, float]]:
-    """Forward + backward (CPU ms, one thread) of the fused batch norm and of SyncBatchNorm's ops
-    (a world of one, forced through the ops) at the InfoGAN batch-norm shapes of one rank's half
-    batch."""
+def sync_bn_cost(batch: int, repeats: int) -> list[tuple[str, float, float, float]]:
+    """Forward + backward (CPU ms, one thread) of the fused batch norm, of SyncBatchNorm's fused
+    function (a world of one: its all-reduces copy, send nothing) and of its Tensor-op formula
+    (what a second derivative differentiates; SyncBatchNorm's first-order path before it was
+    fused) at the InfoGAN batch-norm shapes of one rank's half batch."""
     import tinygan as tg
     from tinygan import distributed as dist
     from tinygan.nn import functional as F
@@ -166,10 +168,13 @@ def sync_bn_cost(batch: int, repeats: int) -> list[tuple[str, float, float]]:
         def fused(x=x, w=w, b=b, g=g, rm=rm, rv=rv):
             F.batch_norm(x, rm, rv, w, b, True, 0.1, 1e-5).backward(g)
 
-        def ops(x=x, w=w, b=b, g=g, rm=rm, rv=rv):
+        def sync(x=x, w=w, b=b, g=g, rm=rm, rv=rv):
             dist.sync_batch_norm(x, tg.tensor(rm), tg.tensor(rv), w, b, 0.1, 1e-5, comm).backward(g)
 
-        rows.append((str(shape), *(cpu_ms(f, repeats) for f in (fused, ops))))
+        def ops(x=x, w=w, b=b, g=g):
+            dist.SyncBatchNormFunction(comm, None, None, 0.1, 1e-5)._formula(x, w, b).backward(g)
+
+        rows.append((str(shape), *(cpu_ms(f, repeats) for f in (fused, sync, ops))))
     return rows
 
 
@@ -296,13 +301,17 @@ def main() -> None:
           f"other {overlap['serial']:.1f} ms, non-blocking all-reduce around the GEMMs "
           f"{overlap['overlapped']:.1f} ms")  # fmt: skip
     for b in args.batches[:1]:
-        print(f"\n| batch norm fwd+bwd, one rank's half of batch {b}, CPU ms | fused | "
-              "SyncBatchNorm's ops | ratio |\n|---|---|---|---|")  # fmt: skip
+        print(
+            f"\n| batch norm fwd+bwd, one rank's half of batch {b}, CPU ms | F.batch_norm | "
+            "SyncBatchNorm | ratio | its Tensor-op formula | ratio |"
+        )
+        print("|---|---|---|---|---|---|")
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}  # as in a rank
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "bn", "--batch", str(b)]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-        for shape, fused, ops in json.loads(done.stdout.strip().splitlines()[-1]):
-            print(f"| {shape} | {fused:.2f} | {ops:.2f} | {ops / fused:.2f} |")
+        for shape, fused, sync, ops in json.loads(done.stdout.strip().splitlines()[-1]):
+            print(f"| {shape} | {fused:.2f} | {sync:.2f} | {sync / fused:.2f} | {ops:.2f} | "
+                  f"{ops / fused:.2f} |")  # fmt: skip
     print(f"\nfinished {time.strftime('%H:%M:%S')}, load average {os.getloadavg()[0]:.1f}")
 
 

@@ -12,7 +12,8 @@ Without a launcher nothing changes and mpi4py is never imported.
 
 The pieces, for other loops: ``init``/``world``/``rank``/``size``/``is_main``; communicators
 (``SingleProcess``, ``MPICommunicator``, ``NCCLCommunicator``); ``all_reduce_sum`` (a
-differentiable all-reduce), ``SyncBatchNorm``, ``convert_sync_batchnorm``;
+differentiable all-reduce), ``SyncBatchNorm`` (its op: ``SyncBatchNormFunction``),
+``convert_sync_batchnorm``;
 ``broadcast_module``, ``broadcast_optimizer``, ``synchronize(optimizer)`` (``GradientSync``),
 ``prepare(model)``;
 ``shard`` and ``ShardedGenerator`` (the sharded batch sampler); ``DataParallel`` (the loop's
@@ -45,6 +46,7 @@ from .data_parallel import (
 from .sync_batchnorm import (
     AllReduceSum,
     SyncBatchNorm,
+    SyncBatchNormFunction,
     all_reduce_sum,
     convert_sync_batchnorm,
     sync_batch_norm,
@@ -53,7 +55,7 @@ from .sync_batchnorm import (
 __all__ = [
     "DEFAULT_BUCKET_BYTES", "AllReduceSum", "Communicator", "DataParallel", "GradientSync",
     "MPICommunicator", "NCCLCommunicator", "ShardedGenerator", "SingleProcess", "SyncBatchNorm",
-    "all_reduce_sum", "broadcast_module", "broadcast_optimizer", "convert_sync_batchnorm", "init",
-    "is_main", "launched_by_mpi", "prepare", "rank", "shard", "size", "sync_batch_norm",
-    "synchronize", "world",
+    "SyncBatchNormFunction", "all_reduce_sum", "broadcast_module", "broadcast_optimizer",
+    "convert_sync_batchnorm", "init", "is_main", "launched_by_mpi", "prepare", "rank", "shard",
+    "size", "sync_batch_norm", "synchronize", "world",
 ]  # fmt: skip

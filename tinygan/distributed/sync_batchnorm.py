@@ -1,15 +1,13 @@
 """Synchronized batch normalisation: batch statistics over every rank's part of the batch.
 
-The only new differentiable piece is ``AllReduceSum``: forward, the sum over ranks of an array;
-backward, the sum over ranks of the gradient (all-reduce is its own adjoint: every rank's input
-reaches every rank's output with weight 1). The statistics are ordinary Tensor ops around it,
-
-    mean = allreduce(sum_rows(x)) / n,   var = allreduce(sum_rows((x - mean)^2)) / n,
-
-two passes over the data as the fused kernel does (``E[x^2] - mean^2`` in one message would lose
-digits in float32 when |mean| >> std), so autograd derives the backward, which all-reduces the
-gradients of the two sums: two messages of C numbers forward and two backward per layer, and
-it stays correct for higher derivatives whatever the engine does with the ops it is made of.
+``SyncBatchNormFunction`` is the fused batch norm (``ops.nn.BatchNorm``) whose per-channel sums
+are all-reduced: forward, the sums of ``x`` with the row count in one message, then the sums of
+the squared deviations (two passes over the data as the fused kernel does: ``E[x^2] - mean^2``
+in one message would lose digits in float32 when |mean| >> std); backward, the sums of ``gy``
+and ``gy * xhat`` in one message. Under ``create_graph`` its backward differentiates the same
+statistics written as Tensor ops around ``AllReduceSum`` (forward, the sum over ranks of an
+array; backward, the sum over ranks of the gradient: all-reduce is its own adjoint, every rank's
+input reaches every rank's output with weight 1), so higher derivatives come out of autograd.
 """
 
 from __future__ import annotations
@@ -20,15 +18,17 @@ import numpy as np
 
 from .. import ops
 from ..backend import get_array_module
-from ..function import Function, no_grad
+from ..function import Function
 from ..nn.layers import _BatchNorm
 from ..nn.module import Module
+from ..ops.nn import BatchNorm
 from ..tensor import Tensor
 from .comm import Communicator, world
 
 __all__ = [
     "AllReduceSum",
     "SyncBatchNorm",
+    "SyncBatchNormFunction",
     "all_reduce_sum",
     "convert_sync_batchnorm",
     "sync_batch_norm",
@@ -84,6 +84,41 @@ def _unrows(y: Tensor, shape: tuple[int, ...]) -> Tensor:
     return y.reshape(n, *spatial, c).permute(0, len(shape) - 1, *range(1, len(shape) - 1))
 
 
+class SyncBatchNormFunction(BatchNorm):
+    """``ops.nn.BatchNorm`` in training mode whose per-channel sums cover every rank's rows: the
+    fused kernel and its first-order backward, with three all-reduces per call (the sums and
+    the row count; the squared deviations; in backward the sums of ``gy`` and ``gy * xhat``,
+    which the input's gradient needs over the whole batch; the weight's and bias's gradients
+    stay this rank's, for the data-parallel average). Under ``create_graph`` its backward
+    differentiates ``_formula``: Tensor ops around ``AllReduceSum``.
+    """
+
+    def __init__(self, comm: Communicator, running_mean, running_var, momentum, eps) -> None:
+        super().__init__(running_mean, running_var, True, momentum, eps)
+        self.comm = comm
+
+    def _all(self, *sums, what):
+        xp = self.xp
+        dtype = sums[0].dtype
+        parts = [xp.asarray(a, dtype=dtype).reshape(-1) for a in sums]
+        total = self.comm.allreduce_(xp.concatenate(parts), f"SyncBatchNorm {what}")
+        ends = np.cumsum([p.size for p in parts])
+        pieces = [total[end - p.size : end] for p, end in zip(parts, ends)]
+        return tuple(t.reshape(xp.shape(a)) for t, a in zip(pieces, sums))
+
+    def _formula(self, x, weight=None, bias=None):
+        rows = _rows(x)
+        c = x.shape[1]
+        count = Tensor(get_array_module(x.data).full((1,), rows.shape[0], rows.dtype))
+        sums = all_reduce_sum(ops.cat([rows.sum(0), count]), self.comm, "SyncBatchNorm mean")
+        n = sums[c:].detach()
+        centred = rows - sums[:c] / n
+        var = all_reduce_sum((centred * centred).sum(0), self.comm, "SyncBatchNorm var") / n
+        y = centred * (var + self.eps) ** -0.5
+        y = y if weight is None else y * weight
+        return _unrows(y if bias is None else y + bias, x.shape)
+
+
 def sync_batch_norm(
     x: Tensor,
     running_mean: Tensor | None,
@@ -106,39 +141,20 @@ def sync_batch_norm(
     weight, bias : Tensor, shape (C,), optional
     momentum, eps : float
     comm : Communicator
-        With a world of one this is exactly ``F.batch_norm`` (training mode) written as
-        separate ops.
+        With a world of one this is exactly ``F.batch_norm`` (training mode).
 
     Returns
     -------
     Tensor, the shape of ``x``
     """
-    c = x.shape[1]
-    rows = _rows(x)
-    count = Tensor(get_array_module(rows.data).full((1,), rows.shape[0], rows.dtype))
-    # one message: the per-channel sums and this rank's row count (exact in float32 to 2^24)
-    sums = all_reduce_sum(ops.cat([rows.sum(0), count]), comm, "SyncBatchNorm mean")
-    n = sums[c:].detach()
-    mean = sums[:c] / n
-    centred = rows - mean
-    var = all_reduce_sum((centred * centred).sum(0), comm, "SyncBatchNorm variance") / n
-    scale = (var + eps) ** -0.5
-    if weight is not None:
-        scale = scale * weight
-    y = centred * scale
-    if bias is not None:
-        y = y + bias
-    total = n.data
-    if (total <= 1).any():
+    if x.ndim not in (2, 3, 4):
         raise ValueError(
-            f"SyncBatchNorm needs more than one value per channel over all ranks; got "
-            f"{int(total.reshape(()).item())} (input shape on this rank {x.shape})"
+            f"sync_batch_norm: expected (N, C), (N, C, L) or (N, C, H, W); got {x.shape}"
         )
-    with no_grad():
-        for r, stat in ((running_mean, mean.data), (running_var, var.data * (total / (total - 1)))):
-            if r is not None:
-                r.data[...] = momentum * stat + (1 - momentum) * r.data
-    return _unrows(y, x.shape)
+    inputs = [x] + ([weight, bias] if bias is not None else [weight] if weight is not None else [])
+    if weight is None and bias is not None:
+        inputs[1] = Tensor(get_array_module(x.data).ones(x.shape[1], dtype=x.dtype))
+    return SyncBatchNormFunction(comm, running_mean, running_var, momentum, eps)(*inputs)
 
 
 class SyncBatchNorm(_BatchNorm):

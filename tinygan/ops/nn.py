@@ -105,11 +105,17 @@ class BatchNorm(Function):
         xp = self.xp
         self.cshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)  # per-channel arrays broadcast
         if self.training:
-            m = x.size // x.shape[1]  # values per channel
-            mu = (kernels.channel_sum(x) / m).reshape(self.cshape)
+            total, m = self._all(kernels.channel_sum(x), x.size // x.shape[1], what="mean")
+            if m <= 1:
+                raise ValueError(
+                    f"batch norm: expected more than one value per channel over all "
+                    f"ranks; got {int(m)} (input shape on this rank {x.shape})"
+                )
+            self.m = m  # values per channel (over every rank's part of the batch)
+            mu = (total / m).reshape(self.cshape)
             xc = x - mu
             squares = xc * xc
-            var_sum = kernels.channel_sum(squares).reshape(self.cshape)
+            (var_sum,) = self._all(kernels.channel_sum(squares).reshape(self.cshape), what="var")
             self._update_running(mu, var_sum / (m - 1))
             var = var_sum / m  # biased, for normalising
         else:
@@ -125,6 +131,11 @@ class BatchNorm(Function):
         if bias is not None:
             y += bias.reshape(self.cshape)
         return y
+
+    def _all(self, *sums, what):
+        """The per-channel sums (and counts) over the whole batch: here this process's own;
+        ``distributed.SyncBatchNormFunction`` adds up every rank's."""
+        return sums
 
     def _update_running(self, mu, unbiased_var):
         """``running = momentum * batch + (1 - momentum) * running``, in place (PyTorch's order)."""
@@ -150,9 +161,10 @@ class BatchNorm(Function):
             scale = invstd if self.weight is None else invstd * self.weight.reshape(cshape)
             gx = gy * scale
             if self.training:  # mean and var depend on x: gx = scale (gy - gb/m - xhat gw/m)
-                m = gy.size // gy.shape[1]
-                gx -= self.xp.multiply(xc, scale * invstd * gw / m, out=gy_xc)
-                gx -= scale * gb / m
+                gw_all, gb_all = self._all(gw, gb, what="backward")  # (the whole batch's sums)
+                m = self.m
+                gx -= self.xp.multiply(xc, scale * invstd * gw_all / m, out=gy_xc)
+                gx -= scale * gb_all / m
         grads = (gx, None if gw is None else gw.reshape(-1), None if gb is None else gb.reshape(-1))
         return tuple(Tensor(g) if n else None for g, n in zip(grads, need))
 
