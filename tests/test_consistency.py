@@ -24,7 +24,7 @@ from tinygan.models.infogan import (
 )
 from tinygan.ops import softmax
 from tinygan.optim import SGD
-from tinygan.serialization import load
+from tinygan.serialization import CheckpointError, load
 from tinygan.testing import seeds
 from tinygan.train import BestCheckpoint, NonFiniteLossError, train
 
@@ -275,6 +275,22 @@ def test_selection_resumes_with_its_scores(tmp_path):
           resume=True, best=best)  # fmt: skip
     assert best.scores == best_whole.scores and [s for s, _ in best.scores] == [3, 6, 9, 10]
     assert int(load(path)["select/step"]) == best.best[0]
+
+
+def test_a_run_is_not_resumed_with_another_recipe(tmp_path):
+    """Regression (issue 16): the example resumed a checkpoint with another --consistency (or
+    lambda) without a word, and the run went on as a different recipe."""
+    data = images_of_bars(64, np.random.default_rng(0))[0]
+    ckpt = tmp_path / "ckpt.npz"
+    flags = dict(steps=2, batch_size=16, seed=1, progress=False, checkpoint=ckpt)
+    train(small_image_infogan(0, consistency=1.0), data, **flags)
+    for changed in (dict(consistency=0.5), dict(consistency=1.0, lambda_cat=2.0),
+                    dict(consistency=1.0, consistency_objective="kl")):  # fmt: skip
+        with pytest.raises(CheckpointError, match=r"written by a run with .*consistency"):
+            train(small_image_infogan(0, **changed), data, resume=True, **{**flags, "steps": 3})
+    history = train(small_image_infogan(0, consistency=1.0), data, resume=True,
+                    **{**flags, "steps": 3})  # fmt: skip
+    assert [h["step"] for h in history] == [1, 2, 3]
 
 
 def test_selection_refuses_bad_settings_and_scores(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import json
 import math
 import os
 import signal
@@ -36,6 +37,10 @@ from .tensor import Tensor
 
 
 class Trainable(Protocol):
+    """What ``train`` needs of a model. A model may also have ``recipe() -> dict``: the settings
+    that shape its training but are not in its state (loss weights, options), JSON-able; a
+    checkpoint records it, and resuming with another recipe is refused."""
+
     def train_step(self, batch: Any, rng: np.random.Generator) -> dict[str, float]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
@@ -176,11 +181,12 @@ def train(
     checkpoint : path, optional
         ``.npz`` file written atomically every ``checkpoint_every`` steps, at the end, and on
         Ctrl-C, once the model's state is checked to be finite. It holds that state, the step,
-        the history, the seed, batch size and data size, and the data's fingerprint (SHA-256 and
-        ``data_name``). Stale temporary files of killed writers beside it are removed at start.
+        the history, the seed, batch size and data size, the model's ``recipe()`` if it has
+        one, and the data's fingerprint (SHA-256 and ``data_name``). Stale temporary files of
+        killed writers beside it are removed at start.
     resume : bool
-        Continue from ``checkpoint`` if it exists; one written with another seed, batch size or
-        data is refused.
+        Continue from ``checkpoint`` if it exists; one written with another seed, batch size,
+        data or recipe is refused.
     on_step : callable, optional
         Called as ``on_step(step, metrics)`` after every step (step counts from 1).
     data_name : str, optional
@@ -209,7 +215,7 @@ def train(
         message names the first such array and the step. The last good checkpoint is kept.
     CheckpointError
         If the checkpoint to resume is damaged, does not fit the model, or was written by a run
-        with another seed, batch size or data.
+        with another seed, batch size, data or recipe.
     OSError
         If a checkpoint cannot be written (disk full...): the last good one is kept.
     """
@@ -227,6 +233,8 @@ def train(
         raise ValueError(f"batch_size {batch_size} is larger than the data ({n} examples)")
     path = Path(checkpoint) if checkpoint is not None else None
     run: dict[str, Any] = {"seed": seed, "batch_size": batch_size, "examples": n}
+    if callable(getattr(model, "recipe", None)):
+        run["recipe"] = json.dumps(model.recipe(), sort_keys=True)
     run["data_sha256"] = fingerprint(arrays)
     if data_name is not None:
         run["data"] = data_name
@@ -385,7 +393,7 @@ def _restore(
             f"cannot resume from {path}: not a training checkpoint (no {', '.join(missing)}); "
             + advice
         )
-    record = ("seed", "batch_size", "examples", "data", "data_sha256")
+    record = ("seed", "batch_size", "examples", "recipe", "data", "data_sha256")
     saved = {k: state[f"train/{k}"].item() for k in record if f"train/{k}" in state}
     data_keys = ("data", "data_sha256")
     if any(saved[k] != run[k] for k in data_keys if k in saved and k in run):
@@ -398,8 +406,8 @@ def _restore(
         now = {k: run[k] for k in settings}
         raise CheckpointError(
             f"cannot resume from {path}: it was written by a run with {settings}; resuming it "
-            f"with {now} would not continue that run (use the same seed, batch size and data, "
-            f"or {advice})"
+            f"with {now} would not continue that run (use the same seed, batch size, data and "
+            f"model settings, or {advice})"
         )
     try:
         model.load_state_dict(
