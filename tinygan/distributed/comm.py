@@ -58,6 +58,9 @@ DEFAULT_TIMEOUT_S = 600.0
 SMALL_MESSAGE_BYTES = 64 << 10
 _SPIN_S = 2e-3  # poll without sleeping this long before backing off (ranks usually arrive close)
 _MAX_SLEEP_S = 5e-4
+# MPI_Abort makes the launcher kill every rank, its own stdio proxies included: a message still
+# in the pipe to the proxy is lost (seen on a loaded machine: the job's output came back empty)
+_ABORT_GRACE_S = 1.0
 
 
 def launched_by_mpi() -> bool:
@@ -221,6 +224,7 @@ class MPICommunicator(Communicator):
             file=sys.stderr,
             flush=True,
         )
+        time.sleep(_ABORT_GRACE_S)  # let the launcher forward the message before it kills the job
         self.comm.Abort(code)
 
     def _excepthook(self, etype: type, value: BaseException, tb: Any) -> None:
