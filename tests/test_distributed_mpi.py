@@ -160,7 +160,7 @@ def test_two_ranks_train_infogan_as_one_process_at_the_same_batch(equivalence_ru
         assert worst < 1e-10
         np.testing.assert_allclose(ranks["history"], values, rtol=1e-10, atol=1e-12)
     else:
-        assert whole < 2e-5
+        assert whole < 2e-5 and of_update < 0.1  # a gradient off by 2 moves ~100% of it
         np.testing.assert_allclose(ranks["history"], values, rtol=1e-4, atol=1e-5)
     assert ranks["same_on_both_ranks"]
 

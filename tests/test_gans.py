@@ -56,6 +56,22 @@ def toy_gan(seed=0, **kw):
     return GAN(G, D, noise_dim=2, lr_g=1e-3, lr_d=1e-3, **kw)
 
 
+def test_a_run_is_not_resumed_with_another_loss(tmp_path):
+    """Regression: --resume with another --divergence, --n-critic or clip value went on
+    silently as another model (only InfoGAN recorded its recipe)."""
+    from tinygan.serialization import CheckpointError
+
+    data = np.random.default_rng(0).random((64, 2), dtype=np.float32)
+    flags = dict(steps=2, batch_size=16, seed=1, progress=False, checkpoint=tmp_path / "c.npz")
+    train(toy_gan(objective="kl"), data, **flags)
+    for changed in (dict(objective="gan"), dict(objective="kl", n_critic=2),
+                    dict(objective="kl", generator_loss="minimax")):  # fmt: skip
+        with pytest.raises(CheckpointError, match=r"written by a run with .*'recipe'"):
+            train(toy_gan(**changed), data, resume=True, **{**flags, "steps": 3})
+    history = train(toy_gan(objective="kl"), data, resume=True, **{**flags, "steps": 3})
+    assert [h["step"] for h in history] == [1, 2, 3]
+
+
 def learns(model, data, steps, batch_size=64, seed=0):
     """Energy distance of 1,000 samples to the data before and after training."""
     to_unit = (data + 4) / 8  # the models take data in [0, 1]

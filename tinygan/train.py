@@ -234,7 +234,7 @@ def train(
     path = Path(checkpoint) if checkpoint is not None else None
     run: dict[str, Any] = {"seed": seed, "batch_size": batch_size, "examples": n}
     if callable(getattr(model, "recipe", None)):
-        run["recipe"] = json.dumps(model.recipe(), sort_keys=True)
+        run["recipe"] = json.dumps(model.recipe(), sort_keys=True, default=str)
     run["data_sha256"] = fingerprint(arrays)
     if data_name is not None:
         run["data"] = data_name

@@ -224,7 +224,8 @@ class MPICommunicator(Communicator):
             file=sys.stderr,
             flush=True,
         )
-        time.sleep(_ABORT_GRACE_S)  # let the launcher forward the message before it kills the job
+        with contextlib.suppress(KeyboardInterrupt):  # (a second Ctrl-C must not skip Abort)
+            time.sleep(_ABORT_GRACE_S)  # let the launcher forward the message before the kill
         self.comm.Abort(code)
 
     def _excepthook(self, etype: type, value: BaseException, tb: Any) -> None:

@@ -104,7 +104,7 @@ class SyncBatchNormFunction(BatchNorm):
         total = self.comm.allreduce_(xp.concatenate(parts), f"SyncBatchNorm {what}")
         ends = np.cumsum([p.size for p in parts])
         pieces = [total[end - p.size : end] for p, end in zip(parts, ends)]
-        return tuple(t.reshape(np.shape(a)) for t, a in zip(pieces, sums))  # (a: array or int)
+        return tuple(t.reshape(getattr(a, "shape", ())) for t, a in zip(pieces, sums))
 
     def _formula(self, x, weight=None, bias=None):
         rows = _rows(x)

@@ -250,6 +250,7 @@ class Autoencoder(Model):
     """
 
     parts = ("encoder", "decoder", "opt")
+    recipe_keys = ("loss", "sparsity", "weight_decay", "corruption")
 
     def __init__(
         self,

@@ -20,11 +20,20 @@ class Model:
     """A trainable model made of named parts (modules and optimizers).
 
     Subclasses set ``parts`` (attribute names) and ``device``; ``state_dict`` holds every part's
-    state under ``"<part>/<key>"``, which is what ``tinygan.train`` checkpoints.
+    state under ``"<part>/<key>"``, which is what ``tinygan.train`` checkpoints. They also name
+    in ``recipe_keys`` the attributes that shape training without being in that state (loss
+    choices and weights): ``recipe()``.
     """
 
     parts: tuple[str, ...] = ()
+    recipe_keys: tuple[str, ...] = ()
     device: str = "cpu"
+
+    def recipe(self) -> dict[str, Any]:
+        """The ``recipe_keys`` attributes by name: a checkpoint records them, and
+        ``tinygan.train`` refuses to resume it with other values (resuming, say, with another
+        loss would not continue the run)."""
+        return {k: getattr(self, k) for k in self.recipe_keys}
 
     def tensor(self, a: np.ndarray) -> Tensor:
         """A host array as a Tensor on the model's device."""

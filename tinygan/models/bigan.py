@@ -53,6 +53,7 @@ class BiGAN(Model):
     """
 
     parts = ("G", "E", "D", "opt_ge", "opt_d")
+    recipe_keys = ("latent_dim",)
 
     def __init__(
         self,

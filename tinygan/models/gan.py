@@ -142,6 +142,8 @@ class GAN(Model):
     """
 
     parts = ("G", "D", "opt_g", "opt_d")
+    recipe_keys = ("objective", "generator_loss", "noise", "noise_dim", "n_critic", "clip_value",
+                   "gradient_penalty", "output_range")  # fmt: skip
 
     def __init__(
         self,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -338,6 +337,8 @@ class InfoGAN(Model):
     """
 
     parts = ("G", "D", "opt_g", "opt_d")
+    recipe_keys = ("lambda_cat", "lambda_cont", "info_in_g", "consistency",
+                   "consistency_objective")  # fmt: skip
 
     def __init__(
         self,
@@ -382,13 +383,6 @@ class InfoGAN(Model):
         ).to(device)
         self.opt_d = Adam(self.D.parameters(), lr=lr_d, betas=betas)
         self.opt_g = Adam(self.G.parameters(), lr=lr_g, betas=betas)
-
-    def recipe(self) -> dict[str, Any]:
-        """The loss settings a checkpoint records (``tinygan.train`` refuses to resume a run
-        with other ones: resuming with, say, another ``consistency`` would not continue it)."""
-        return {"lambda_cat": float(self.lambda_cat), "lambda_cont": float(self.lambda_cont),
-                "info_in_g": bool(self.info_in_g), "consistency": float(self.consistency),
-                "consistency_objective": self.consistency_objective}  # fmt: skip
 
     def train_step(self, real: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
         """One D (and Q) update, then one G update, on a batch of real images.

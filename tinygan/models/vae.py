@@ -58,6 +58,7 @@ class VAE(Model):
     """
 
     parts = ("encoder", "decoder", "opt")
+    recipe_keys = ("latent_dim", "binarize_data")
 
     def __init__(
         self,
