@@ -44,6 +44,28 @@ def mnist_dir() -> str:
 
 
 @pytest.fixture
+def wide_floats(monkeypatch) -> set[tuple[str, str]]:
+    """Records (op, dtype) for every float array wider than float32 that enters or leaves a
+    Function while the test runs: a float32 step must leave it empty. (Python numbers never
+    promote and are not checked.)"""
+    import tinygan as tg
+
+    wide: set[tuple[str, str]] = set()
+    call = tg.Function.__call__
+
+    def recording(fn, *inputs):
+        out = call(fn, *inputs)
+        for t in (*inputs, out):
+            dtype = getattr(t.data if isinstance(t, tg.Tensor) else t, "dtype", None)
+            if dtype is not None and dtype.kind == "f" and dtype != np.float32:
+                wide.add((type(fn).__name__, str(dtype)))
+        return out
+
+    monkeypatch.setattr(tg.Function, "__call__", recording)
+    return wide
+
+
+@pytest.fixture
 def example(monkeypatch):
     """Import a script of ``examples/`` by module name, e.g. ``example("vae_mnist").main(argv)``."""
     monkeypatch.syspath_prepend(str(ROOT / "examples"))
