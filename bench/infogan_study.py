@@ -6,7 +6,7 @@ resumable, then the table of their metrics.json (mean +- sd over the seeds).
     python bench/infogan_study.py --recipe consistency --seeds 0-4 --table   # table only
 
 Each run goes to ``<runs>/<study>/seed<k>`` (``<study>``: ``paper``, or e.g.
-``consistency1_iic``) with its log in ``log.txt``; ``study.json`` there records the command, and
+``consistency1_kl``) with its log in ``log.txt``; ``study.json`` there records the command, and
 a run is only ever resumed with the same one. ``--resume`` skips finished runs (their
 metrics.json is for ``--steps``) and continues interrupted ones from their checkpoints (the
 example's ``--resume``: exactly as if never stopped); without it, a run folder that exists is
@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from tinygan.models.infogan import CONSISTENCY_OBJECTIVES, DEFAULT_CONSISTENCY_OBJECTIVE
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "infogan_mnist.py"
@@ -243,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     add("--steps", type=int, default=5000)
     add("--batch-size", type=int, default=128)
     add("--consistency", type=float, default=1.0, help="weight (recipe consistency)")
-    add("--consistency-objective", choices=["iic", "kl"], default="iic")
+    add("--consistency-objective", choices=CONSISTENCY_OBJECTIVES,
+        default=DEFAULT_CONSISTENCY_OBJECTIVE)  # fmt: skip
     add("--select-every", type=int, default=250)
     add("--checkpoint-every", type=int, default=250)
     add("--parallel", type=int, default=2, help="runs at a time (at most 2 on 2 cores)")

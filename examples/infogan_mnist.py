@@ -2,7 +2,7 @@
 
     python examples/infogan_mnist.py --split test --steps 5000 --out runs/infogan
     python examples/infogan_mnist.py --baseline --out runs/gan   # the plain-GAN baseline
-    python examples/infogan_mnist.py --split test --consistency 1 --out runs/infogan_iic
+    python examples/infogan_mnist.py --split test --consistency 1 --out runs/infogan_consistency
 
 Defaults are the paper's: Adam (beta1 0.5), lr 2e-4 for D/Q and 1e-3 for G, lambda 1, batch 128,
 5,000 steps, one Cat(10) and two U(-1, 1) codes beside 62 noise dims. --consistency W adds an
@@ -17,6 +17,7 @@ import sys
 
 from tinygan import cli
 from tinygan.experiments import add_common_flags, run_infogan
+from tinygan.models.infogan import CONSISTENCY_OBJECTIVES, DEFAULT_CONSISTENCY_OBJECTIVE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--consistency-objective",
-        choices=["iic", "kl"],
-        default="iic",
-        help="iic: IIC's mutual information between Q(c|x) and Q(c|T(x)); kl: their symmetric "
-        "KL minus the entropy of the mean assignment",
+        choices=CONSISTENCY_OBJECTIVES,
+        default=DEFAULT_CONSISTENCY_OBJECTIVE,
+        help=f"the loss of the term (default {DEFAULT_CONSISTENCY_OBJECTIVE}): iic is minus "
+        "IIC's mutual information between Q(c|x) and Q(c|T(x)); kl their symmetric KL minus "
+        "IMSAT's mutual information H(mean p) - mean H(p)",
     )
     parser.add_argument(
         "--select-every",

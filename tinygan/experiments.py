@@ -23,7 +23,7 @@ import numpy as np
 
 from . import backend, cli, data, distributed, metrics, viz
 from .models.classifier import Classifier, linear_probe, mnist_cnn
-from .models.infogan import InfoGAN, LatentSpec, sweep_latents
+from .models.infogan import DEFAULT_CONSISTENCY_OBJECTIVE, InfoGAN, LatentSpec, sweep_latents
 from .models.vae import binarize
 from .serialization import CheckpointError, atomic_path, load, save
 from .train import BestCheckpoint, train
@@ -498,7 +498,9 @@ def run_infogan(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=device,
             consistency=getattr(args, "consistency", 0.0),
-            consistency_objective=getattr(args, "consistency_objective", "iic"),
+            consistency_objective=getattr(
+                args, "consistency_objective", DEFAULT_CONSISTENCY_OBJECTIVE
+            ),
         )
     if args.compare is not None:
         baseline_history(args.compare)

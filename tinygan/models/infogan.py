@@ -227,6 +227,10 @@ def information_terms(q_out: Tensor, latent: Latent) -> tuple[Tensor, Tensor]:
 
 
 CONSISTENCY_OBJECTIVES = ("iic", "kl")
+DEFAULT_CONSISTENCY_OBJECTIVE = "iic"
+"""The objective of ``consistency_loss`` and ``InfoGAN(consistency=...)`` unless told otherwise
+(the example's ``--consistency-objective`` and the study driver share it). The README's
+"Augmentation consistency" section compares the two objectives seed by seed."""
 TINY = float(np.finfo(np.float64).eps)
 """Probabilities below this are clamped to it before a log (IIC's ``EPS``, 2.2e-16): an entry
 that small adds at most ~1e-14 nats, and no gradient, to the objectives."""
@@ -262,7 +266,9 @@ def iic_mutual_information(p: Tensor, q: Tensor) -> Tensor:
     return (joint * (log(joint) - log(row) - log(col))).sum()
 
 
-def consistency_loss(logits: Tensor, logits_moved: Tensor, objective: str = "iic") -> Tensor:
+def consistency_loss(
+    logits: Tensor, logits_moved: Tensor, objective: str = DEFAULT_CONSISTENCY_OBJECTIVE
+) -> Tensor:
     """How differently a categorical head answers for examples and their transformed copies.
 
     Parameters
@@ -329,7 +335,7 @@ class InfoGAN(Model):
         over each categorical code's logits, for the real batch x and a copy T(x) moved by
         ``augment``; it trains Q's head and D's shared body.
     consistency_objective : {"iic", "kl"}
-        See ``consistency_loss``.
+        See ``consistency_loss``; default ``DEFAULT_CONSISTENCY_OBJECTIVE``.
     augment : RandomAffine, optional
         The random maps T (default: rotations up to 15 degrees, scale 0.9-1.1, shifts up to 2
         pixels), drawn from the step's generator after the latents. Needs image batches
@@ -355,7 +361,7 @@ class InfoGAN(Model):
         generator: nn.Module | None = None,
         discriminator: nn.Module | None = None,
         consistency: float = 0.0,
-        consistency_objective: str = "iic",
+        consistency_objective: str = DEFAULT_CONSISTENCY_OBJECTIVE,
         augment: RandomAffine | None = None,
     ) -> None:
         if spec.q_dim == 0:
