@@ -6,7 +6,7 @@ resumable, then the table of their metrics.json (mean +- sd over the seeds).
     python bench/infogan_study.py --recipe consistency --seeds 0-4 --table   # table only
 
 Each run goes to ``<runs>/<study>/seed<k>`` (``<study>``: ``paper``, or e.g.
-``consistency1_kl``) with its log in ``log.txt``; ``study.json`` there records the command, and
+``consistency1_iic``) with its log in ``log.txt``; ``study.json`` there records the command, and
 a run is only ever resumed with the same one. ``--resume`` skips finished runs (their
 metrics.json is for ``--steps``) and continues interrupted ones from their checkpoints (the
 example's ``--resume``: exactly as if never stopped); without it, a run folder that exists is
