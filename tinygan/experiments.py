@@ -23,7 +23,7 @@ import numpy as np
 
 from . import backend, cli, data, distributed, metrics, viz
 from .models.classifier import Classifier, linear_probe, mnist_cnn
-from .models.infogan import DEFAULT_CONSISTENCY_OBJECTIVE, InfoGAN, LatentSpec, sweep_latents
+from .models.infogan import InfoGAN, LatentSpec, sweep_latents
 from .models.vae import binarize
 from .serialization import CheckpointError, atomic_path, load, save
 from .train import BestCheckpoint, train
@@ -497,10 +497,8 @@ def run_infogan(args: argparse.Namespace) -> int:
             info_in_g=not args.baseline,
             seed=args.seed,
             device=device,
-            consistency=getattr(args, "consistency", 0.0),
-            consistency_objective=getattr(
-                args, "consistency_objective", DEFAULT_CONSISTENCY_OBJECTIVE
-            ),
+            consistency=args.consistency,
+            consistency_objective=args.consistency_objective,
         )
     if args.compare is not None:
         baseline_history(args.compare)
@@ -517,7 +515,7 @@ def run_infogan(args: argparse.Namespace) -> int:
         f"{name}: {args.dataset} {args.split} ({len(images)} images), device {device}, "
         f"{args.steps} steps of batch {args.batch_size}, seed {args.seed}, writing to {out}"
     )
-    best = infogan_selection(model, splits, getattr(args, "select_every", 0), args.seed, out)
+    best = infogan_selection(model, splits, args.select_every, args.seed, out)
     history = fit(model, images, args, args.batch_size, splits.train_name, best)
     if isinstance(history, int):
         return history
@@ -649,7 +647,7 @@ def write_figures(model: InfoGAN, history: list[dict], result: dict, out: Path, 
         )
     steps = [h["step"] for h in history]
     series = {"InfoGAN" if model.info_in_g else "GAN": (steps, [h["info_cat"] for h in history])}
-    if getattr(args, "compare", None):
+    if args.compare is not None:
         other = baseline_history(args.compare)
         series["GAN baseline"] = ([h["step"] for h in other], [h["info_cat"] for h in other])
     paths.append(
