@@ -55,31 +55,46 @@ def paths():
     x = r.normal(size=(6, 5))
     img = r.normal(size=(4, 3, 9, 9))
     yield "max(dim)", lambda: run_both(lambda a: (tg.max(a, 1).values ** 2).sum(), [x])
-    yield "max(dim, keepdim)", lambda: run_both(
-        lambda a: (a.max(0, keepdim=True).values * 3).sum(), [x]
+    yield (
+        "max(dim, keepdim)",
+        lambda: run_both(lambda a: (a.max(0, keepdim=True).values * 3).sum(), [x]),
     )
     yield "amax", lambda: run_both(lambda a: a.amax(1).sum(), [x])
-    yield "getitem int index (scatter)", lambda: run_both(
-        lambda a: (a[np.array([0, 2, 2, 5])] ** 2).sum(), [x]
+    yield (
+        "getitem int index (scatter)",
+        lambda: run_both(lambda a: (a[np.array([0, 2, 2, 5])] ** 2).sum(), [x]),
     )
-    yield "cross_entropy", lambda: run_both(
-        lambda a: F.cross_entropy(a, tg.Tensor(np.array([0, 1, 4, 2, 3, 0])).to(a.device)), [x]
-    )
-    yield "dropout", lambda: run_both(
-        lambda a: (F.dropout(a, 0.3, rng=np.random.default_rng(1)) ** 2).sum(), [x]
-    )
-    yield "gaussian_nll", lambda: run_both(
-        lambda a, m: F.gaussian_nll(a, m, a * 0.1), [x, r.normal(size=x.shape)]
-    )
-    yield "softplus/softmax/logsumexp", lambda: run_both(
-        lambda a: (
-            tg.softplus(a).sum() + (tg.softmax(a, 1) ** 2).sum() + tg.logsumexp(a, 1).sum()
+    yield (
+        "cross_entropy",
+        lambda: run_both(
+            lambda a: F.cross_entropy(a, tg.Tensor(np.array([0, 1, 4, 2, 3, 0])).to(a.device)), [x]
         ),
-        [x],
     )
-    yield "bce_with_logits / mse", lambda: run_both(
-        lambda a, t: F.binary_cross_entropy_with_logits(a, t) + F.mse_loss(a, t * 0.5),
-        [x, (x > 0).astype(float)],
+    yield (
+        "dropout",
+        lambda: run_both(
+            lambda a: (F.dropout(a, 0.3, rng=np.random.default_rng(1)) ** 2).sum(), [x]
+        ),
+    )
+    yield (
+        "gaussian_nll",
+        lambda: run_both(lambda a, m: F.gaussian_nll(a, m, a * 0.1), [x, r.normal(size=x.shape)]),
+    )
+    yield (
+        "softplus/softmax/logsumexp",
+        lambda: run_both(
+            lambda a: (
+                tg.softplus(a).sum() + (tg.softmax(a, 1) ** 2).sum() + tg.logsumexp(a, 1).sum()
+            ),
+            [x],
+        ),
+    )
+    yield (
+        "bce_with_logits / mse",
+        lambda: run_both(
+            lambda a, t: F.binary_cross_entropy_with_logits(a, t) + F.mse_loss(a, t * 0.5),
+            [x, (x > 0).astype(float)],
+        ),
     )
 
     def bn(mode, momentum):
@@ -96,31 +111,51 @@ def paths():
     yield "batch_norm train", bn("train", 0.1)
     yield "batch_norm eval", bn("eval", 0.1)
     yield "batch_norm momentum=None", bn("eval", None)
-    yield "conv2d", lambda: run_both(
-        lambda a, w, b: (F.conv2d(a, w, b, stride=2, padding=1) ** 2).sum(),
-        [img, r.normal(size=(5, 3, 3, 3)), r.normal(size=5)],
+    yield (
+        "conv2d",
+        lambda: run_both(
+            lambda a, w, b: (F.conv2d(a, w, b, stride=2, padding=1) ** 2).sum(),
+            [img, r.normal(size=(5, 3, 3, 3)), r.normal(size=5)],
+        ),
     )
-    yield "conv_transpose2d", lambda: run_both(
-        lambda a, w, b: (F.conv_transpose2d(a, w, b, stride=2, padding=1, output_padding=1) ** 2)
-        .sum(),
-        [img, r.normal(size=(3, 4, 4, 4)), r.normal(size=4)],
+    yield (
+        "conv_transpose2d",
+        lambda: run_both(
+            lambda a, w, b: (
+                F.conv_transpose2d(a, w, b, stride=2, padding=1, output_padding=1) ** 2
+            ).sum(),
+            [img, r.normal(size=(3, 4, 4, 4)), r.normal(size=4)],
+        ),
     )
-    yield "channel_sum large batch", lambda: run_both(
-        lambda a: (F.conv2d(a, tg.Tensor(np.ones((8, 3, 1, 1))).to(a.device), None) * 1.0)
-        .sum(),
-        [r.normal(size=(64, 3, 16, 16))],
+    yield (
+        "channel_sum large batch",
+        lambda: run_both(
+            lambda a: (
+                F.conv2d(a, tg.Tensor(np.ones((8, 3, 1, 1))).to(a.device), None) * 1.0
+            ).sum(),
+            [r.normal(size=(64, 3, 16, 16))],
+        ),
     )
-    yield "linear+leaky_relu", lambda: run_both(
-        lambda a, w, b: F.leaky_relu(F.linear(a, w, b), 0.1).sum(),
-        [x, r.normal(size=(7, 5)), r.normal(size=7)],
+    yield (
+        "linear+leaky_relu",
+        lambda: run_both(
+            lambda a, w, b: F.leaky_relu(F.linear(a, w, b), 0.1).sum(),
+            [x, r.normal(size=(7, 5)), r.normal(size=7)],
+        ),
     )
-    yield "huge launch (65535x256+)", lambda: run_both(
-        lambda a: F.leaky_relu(a, 0.1).sum(), [r.normal(size=65535 * 256 + 17)], np.float32
+    yield (
+        "huge launch (65535x256+)",
+        lambda: run_both(
+            lambda a: F.leaky_relu(a, 0.1).sum(), [r.normal(size=65535 * 256 + 17)], np.float32
+        ),
     )
-    yield "im2col huge grid", lambda: run_both(
-        lambda a: F.conv2d(a, tg.Tensor(np.ones((2, 1, 3, 3), np.float32)).to(a.device)).sum(),
-        [r.normal(size=(2000, 1, 100, 100))],
-        np.float32,
+    yield (
+        "im2col huge grid",
+        lambda: run_both(
+            lambda a: F.conv2d(a, tg.Tensor(np.ones((2, 1, 3, 3), np.float32)).to(a.device)).sum(),
+            [r.normal(size=(2000, 1, 100, 100))],
+            np.float32,
+        ),
     )
 
     for name in ("SGD", "Adam", "RMSprop"):
