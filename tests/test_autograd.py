@@ -50,6 +50,41 @@ def test_backward_twice_accumulates_like_pytorch():
     np.testing.assert_array_equal(x.grad, 4 * x.data)
 
 
+def test_a_function_instance_records_one_call():
+    # Reusing an instance would overwrite what its first call saved: the first output's
+    # backward would fill the second call's inputs (a.grad None, c.grad set).
+    a, b, c, d = (leaf([1.0, 2.0]) for _ in range(4))
+    mul = tg.function.Mul()
+    mul(a, b)
+    with pytest.raises(RuntimeError, match="make a new instance per call"):
+        mul(c, d)
+    act = tg.ops.activation.Tanh()
+    with pytest.raises(RuntimeError, match="Tanh instance called a second time"):
+        act(act(a))
+    with tg.no_grad():  # also when nothing is recorded: one rule
+        act = tg.ops.activation.Tanh()
+        act(a)
+        with pytest.raises(RuntimeError, match="second time"):
+            act(a)
+    y = tg.function.Mul()
+    z = y(a, b)
+    z.sum().backward()  # backward released the node: a later call is still a second call
+    with pytest.raises(RuntimeError, match="second time"):
+        y(a, b)
+
+
+def test_plain_backward_after_create_graph_leaves_a_numeric_array():
+    x = leaf([1.0, 2.0])
+    (x**3).sum().backward(create_graph=True)
+    assert isinstance(x.grad, tg.Tensor)
+    (x**2).sum().backward()
+    assert isinstance(x.grad, np.ndarray) and x.grad.dtype == np.float64
+    np.testing.assert_array_equal(x.grad, 3 * x.data**2 + 2 * x.data)
+    (x**2).sum().backward(create_graph=True)  # and back: a Tensor again, the sum of all three
+    assert isinstance(x.grad, tg.Tensor)
+    np.testing.assert_array_equal(x.grad.data, 3 * x.data**2 + 4 * x.data)
+
+
 def test_second_backward_through_a_freed_graph_raises():
     x = leaf([1.0, 2.0])
     y = (x * x).sum()

@@ -69,6 +69,9 @@ class Function:
     saving what only an unneeded gradient would use). ``self.inputs`` are the input Tensors and
     ``self.output`` the output Tensor; anything else ``backward`` needs is stored on ``self`` by
     ``forward``. ``release`` drops it all.
+
+    An instance is one node of the graph: it is called once (a second call raises), so that
+    what one call saved is never overwritten by another; make a new instance per call.
     """
 
     inputs: tuple[Tensor, ...] | None = ()  # None once ``release`` has freed the graph here
@@ -83,6 +86,12 @@ class Function:
     def __call__(self, *inputs: Any) -> Tensor:
         from .tensor import Tensor, as_tensors
 
+        if "xp" in self.__dict__ or self.inputs is None:  # set by an earlier call / release
+            raise RuntimeError(
+                f"{type(self).__name__} instance called a second time: a Function is one node "
+                f"of the graph and records one call; make a new instance per call "
+                f"({type(self).__name__}(...)(x), or the op's function)"
+            )
         tensors = as_tensors(inputs, type(self).__name__)
         self.xp = get_array_module(*(t.data for t in tensors))
         self.needs_input_grad = tuple(_grad_enabled and t.requires_grad for t in tensors)

@@ -129,7 +129,8 @@ class Tensor:
             Default: ``create_graph``.
         create_graph : bool
             Record the backward pass itself, so that the gradients can be differentiated again:
-            the leaves' ``.grad`` are then Tensors in the graph (arrays otherwise).
+            the leaves' ``.grad`` are then Tensors in the graph. An ordinary backward leaves
+            arrays, also where it adds to a Tensor that an earlier ``create_graph`` left.
         """
         _backprop([self], [grad], retain_graph, create_graph)
 
@@ -423,14 +424,14 @@ def _input_grads(fn: Function, grad: Tensor) -> list[tuple[Tensor, Tensor]]:
 
 def _accumulate(leaf: Tensor, grad: Tensor, memory: _LeafGrads, create_graph: bool) -> None:
     """``leaf.grad += grad``, out of place (no array handed out before changes): a Tensor in the
-    graph under ``create_graph``, an array otherwise."""
+    graph under ``create_graph``, an array otherwise (whatever the earlier backward left)."""
     if create_graph:
         leaf.grad = grad if leaf.grad is None else leaf.grad + grad
-    else:
-        if leaf.grad is None:
-            leaf.grad = memory.take(grad.data)
-        else:  # asarray: NumPy's 0-d sum is a scalar, not an array
-            leaf.grad = backend.get_array_module(grad.data).asarray(leaf.grad + grad.data)
+    elif leaf.grad is None:
+        leaf.grad = memory.take(grad.data)
+    else:  # asarray: NumPy's 0-d sum is a scalar, not an array
+        old = leaf.grad.data if isinstance(leaf.grad, Tensor) else leaf.grad
+        leaf.grad = backend.get_array_module(grad.data).asarray(old + grad.data)
 
 
 def _seed(t: Tensor, grad: Any) -> Tensor:
