@@ -101,6 +101,34 @@ def test_float32_follows_float64_and_keeps_its_dtype(xp):
     xp.testing.assert_allclose(y32, y64, atol=1e-5)
 
 
+def test_a_nan_or_inf_pixel_reaches_only_the_points_that_interpolate_it():
+    x = images(0, (2, 1, 9, 9))
+    x[0, 0, 4, 4], x[1, 0, 0, 8] = np.nan, np.inf  # one inside, one on the top right corner
+    same = affine_transform(x, AffineParams.identity(2))
+    np.testing.assert_array_equal(np.isfinite(same), np.isfinite(x))  # nothing spreads
+    half = AffineParams(np.zeros(2), np.ones(2), np.full((2, 2), 0.5))  # half a pixel down-right
+    moved = affine_transform(x, half)
+    bad = ~np.isfinite(moved)
+    # output (i, j) reads rows i - 1, i and columns j - 1, j: the NaN at (4, 4) reaches (4, 4),
+    # (4, 5), (5, 4), (5, 5); the corner inf (0, 8) reaches (0, 8) and (1, 8) (column 9 is
+    # outside); the rest of row 0 and column 8 stay finite
+    expected = np.zeros_like(bad)
+    expected[0, 0, 4:6, 4:6] = True
+    expected[1, 0, 0:2, 8] = True
+    np.testing.assert_array_equal(bad, expected)
+
+
+def test_float16_images_are_warped_with_float32_coordinates():
+    # 512x512: float16 coordinates near row 511 are spaced 0.25-0.5 apart, so a warp computed
+    # in float16 was off by up to 0.32; in float32 it follows float64 to float16's rounding.
+    x = images(0, (1, 1, 512, 512))
+    p = AffineParams(np.array([0.3]), np.array([1.05]), np.array([[1.3, -0.7]]))
+    y16 = affine_transform(x.astype(np.float16), p)
+    assert y16.dtype == np.float16
+    y64 = affine_transform(x.astype(np.float16).astype(np.float64), p)
+    assert np.max(np.abs(y16.astype(np.float64) - y64)) < 2e-3  # ~ float16's half-ulp at 1
+
+
 @pytest.mark.gpu
 def test_cpu_and_gpu_give_the_same_images():
     import cupy
