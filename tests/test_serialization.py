@@ -132,3 +132,20 @@ def test_a_write_removes_stale_temporaries_but_not_its_own(tmp_path):
         assert os.path.exists(tmp)
     assert path.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz"]
+
+
+def test_save_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "model.npz"
+    tg.save({"w": np.zeros(2)}, target)
+    link = tmp_path / "latest.npz"
+    link.symlink_to(target)
+    folder_link = tmp_path / "current"  # a link to the folder, as `ln -s runs current`
+    folder_link.symlink_to(tmp_path / "runs")
+    tg.save({"w": np.ones(2)}, link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    np.testing.assert_array_equal(tg.load(target)["w"], np.ones(2))
+    tg.save({"w": np.full(2, 2.0)}, folder_link / "model.npz")
+    assert folder_link.is_symlink()
+    np.testing.assert_array_equal(tg.load(target)["w"], np.full(2, 2.0))
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["model.npz"]  # no temporary

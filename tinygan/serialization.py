@@ -48,9 +48,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     The file is fsynced before the rename and the directory after it. If the block raises, the
     temporary file is removed and ``path`` is left as it was. The temporary file is named
     ``.<name>.<pid>.<random>.tmp``; stale ones of earlier writers are removed first
-    (``remove_stale_temporaries``).
+    (``remove_stale_temporaries``). A ``path`` that is a symbolic link (or runs through one)
+    is resolved first: the link's target is replaced, and the link stays a link.
     """
-    path = os.fspath(path)
+    path = os.path.realpath(path)
     directory = os.path.dirname(os.path.abspath(path))
     remove_stale_temporaries(path)
     prefix = f".{os.path.basename(path)}.{os.getpid()}."
