@@ -62,3 +62,16 @@ def test_to_cuda_and_back_carries_gradients():
     assert x.grad.dtype == np.float32 and isinstance(x.grad, np.ndarray)
     np.testing.assert_array_equal(x.grad, 2)
     np.testing.assert_array_equal(g.to("cpu").numpy(), [0, 1, 2])
+
+
+def test_to_device_op_and_its_gradient_on_the_cpu():
+    # Tensor.to returns the tensor itself on its own device; the op tg.ops.to_device always
+    # records a ToDevice, so its backward is checked here on any machine.
+    x = tg.tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    assert x.to("cpu") is x
+    y = tg.ops.to_device(x, "cpu")
+    assert type(y.creator).__name__ == "ToDevice" and y.device == "cpu"
+    (y * np.array([1.0, 2.0, 3.0])).sum().backward()
+    np.testing.assert_array_equal(x.grad, [1.0, 2.0, 3.0])
+    tg.gradcheck(lambda t: tg.ops.to_device(t, "cpu") ** 2, [x])
+    tg.gradgradcheck(lambda t: tg.ops.to_device(t, "cpu") ** 3, [x])
