@@ -196,3 +196,10 @@ def test_tensor_basics():
         t.item()
     with pytest.raises(TypeError, match="detach"):
         tg.Tensor(t)
+
+
+def test_truth_value_of_a_tensor():
+    # a 0-d tensor fell back to len() ("len() of unsized object")
+    assert tg.tensor(2.0) and not tg.tensor(0.0) and tg.tensor([1.0])
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(tg.tensor([1.0, 2.0]))

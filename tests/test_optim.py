@@ -160,6 +160,23 @@ def test_params_without_grad_are_skipped_and_zero_grad_clears():
     assert a.grad is None and b.grad is None
 
 
+@pytest.mark.parametrize("opt_cls", [optim.SGD, optim.Adam, optim.RMSprop])
+def test_a_step_after_backward_with_create_graph_uses_the_values(opt_cls):
+    # .grad is then a Tensor in the graph; the step must equal the one from a plain backward
+    # (it raised "operand 'Tensor' does not support ufuncs")
+    params = []
+    for create_graph in (False, True):
+        p = nn.Parameter(np.array([1.0, -2.0, 0.5]))
+        opt = opt_cls([p], lr=0.1, weight_decay=0.01)
+        for _ in range(2):
+            opt.zero_grad()
+            (p**3).sum().backward(create_graph=create_graph)
+            opt.step()
+        assert isinstance(p.grad, tg.Tensor) == create_graph
+        params.append(p.data)
+    np.testing.assert_array_equal(*params)
+
+
 def test_updates_are_in_place():
     p = nn.Parameter(np.ones(3, np.float32))
     data = p.data

@@ -65,10 +65,11 @@ class Optimizer:
         for hook in self.step_pre_hooks:
             hook(self)
         for p, state in zip(self.params, self.state):
-            if p.grad is not None:
-                self._update(p, state)
+            if p.grad is not None:  # a Tensor after backward(create_graph=True): its values
+                self._update(p, p.grad.data if isinstance(p.grad, Tensor) else p.grad, state)
 
-    def _update(self, p: Tensor, state: dict[str, Any]) -> None:
+    def _update(self, p: Tensor, grad: Any, state: dict[str, Any]) -> None:
+        """Update ``p.data`` in place from ``grad`` (an array of ``p``'s shape and dtype)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -180,8 +181,7 @@ class SGD(Optimizer):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening == 0")
         return out
 
-    def _update(self, p: Tensor, state: dict[str, Any]) -> None:
-        g = p.grad
+    def _update(self, p: Tensor, g: Any, state: dict[str, Any]) -> None:
         if self.weight_decay != 0:
             g = g + self.weight_decay * p.data
         if self.momentum != 0:
@@ -229,7 +229,7 @@ class Adam(Optimizer):
         )
         return out
 
-    def _update(self, p: Tensor, state: dict[str, Any]) -> None:
+    def _update(self, p: Tensor, grad: Any, state: dict[str, Any]) -> None:
         xp = backend.get_array_module(p.data)
         if not state:
             state.update(step=0, exp_avg=xp.zeros_like(p.data), exp_avg_sq=xp.zeros_like(p.data))
@@ -238,7 +238,7 @@ class Adam(Optimizer):
         bc1, bc2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
         kernels.adam_update(
-            p.data, p.grad, m, v, self.lr, beta1, beta2, self.eps, bc1, bc2, self.weight_decay
+            p.data, grad, m, v, self.lr, beta1, beta2, self.eps, bc1, bc2, self.weight_decay
         )
 
 
@@ -284,14 +284,13 @@ class RMSprop(Optimizer):
         out["centered"] = _flag("RMSprop", hparams, "centered")
         return out
 
-    def _update(self, p: Tensor, state: dict[str, Any]) -> None:
+    def _update(self, p: Tensor, g: Any, state: dict[str, Any]) -> None:
         xp = backend.get_array_module(p.data)
         if not state:
             state["step"] = 0
             for name in self.state_names[1:]:
                 state[name] = xp.zeros_like(p.data)
         state["step"] += 1
-        g = p.grad
         if self.weight_decay != 0:
             g = g + self.weight_decay * p.data
         square_avg = state["square_avg"]
