@@ -203,3 +203,30 @@ def test_truth_value_of_a_tensor():
     assert tg.tensor(2.0) and not tg.tensor(0.0) and tg.tensor([1.0])
     with pytest.raises(ValueError, match="ambiguous"):
         bool(tg.tensor([1.0, 2.0]))
+
+
+def test_backward_after_the_inputs_changed_in_place_raises():
+    # Without the check, an optimizer step between forward and backward (the classic GAN
+    # update-order bug) gave gradients computed from the new weights, without a word.
+    from tinygan import nn, optim
+
+    lin = nn.Linear(3, 1, rng=np.random.default_rng(0), dtype=np.float64)
+    x = tg.tensor(np.ones((2, 3)))
+
+    def loss():
+        return (lin(x) ** 2).sum()
+
+    y = loss()
+    y.backward(retain_graph=True)
+    optim.SGD(lin.parameters(), lr=0.1).step()
+    with pytest.raises(RuntimeError, match=r"input 1 of <Linear> \(\(1, 3\) float64\) was changed"):
+        y.backward()
+    y = loss()
+    lin.load_state_dict(lin.state_dict())
+    with pytest.raises(RuntimeError, match="was changed after the op used it"):
+        y.backward()
+    y = loss()
+    lin.weight.data = lin.weight.data.copy()  # a new array: also not what forward saw
+    with pytest.raises(RuntimeError, match="was changed after the op used it"):
+        y.backward()
+    loss().backward()  # a fresh forward is fine

@@ -101,12 +101,26 @@ class Function:
         out = Tensor(y)
         out.requires_grad, out.creator = True, self
         self.inputs, self._output = tensors, weakref.ref(out)  # weak: out already holds self
+        self.input_state = tuple((t.data, t.version) for t in tensors)  # see check_inputs
         return out
 
     @property
     def output(self) -> Tensor:
         """The output Tensor (alive while backward runs: the graph walk holds it)."""
         return self._output()
+
+    def check_inputs(self) -> None:
+        """Raise if an input's values changed since the call (its array replaced, or changed in
+        place by an optimizer step or ``load_state_dict``, which bump ``Tensor.version``):
+        backward would silently use the new values."""
+        for i, (t, (data, version)) in enumerate(zip(self.inputs, self.input_state)):
+            if t.data is not data or t.version != version:
+                raise RuntimeError(
+                    f"input {i} of {self!r} ({t.shape} {t.dtype}) was changed after the op used "
+                    "it (an optimizer step, load_state_dict or a new .data between forward and "
+                    "backward), so its gradient would use the new values; call backward before "
+                    "changing it, or run the forward again"
+                )
 
     def release(self) -> None:
         """Drop the saved arrays and the graph edges once backward has used them."""

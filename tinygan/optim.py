@@ -67,6 +67,7 @@ class Optimizer:
         for p, state in zip(self.params, self.state):
             if p.grad is not None:  # a Tensor after backward(create_graph=True): its values
                 self._update(p, p.grad.data if isinstance(p.grad, Tensor) else p.grad, state)
+                p.version += 1  # a graph that used the old values can no longer backward
 
     def _update(self, p: Tensor, grad: Any, state: dict[str, Any]) -> None:
         """Update ``p.data`` in place from ``grad`` (an array of ``p``'s shape and dtype)."""

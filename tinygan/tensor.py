@@ -57,6 +57,7 @@ class Tensor:
         self.data = data
         self.grad: Any = None
         self.creator: Function | None = None
+        self.version = 0  # bumped when .data changes in place (optimizer steps, loading)
         self.requires_grad = False
         self.requires_grad_(requires_grad)
 
@@ -408,6 +409,7 @@ def _leading_to(order: list[Tensor], targets: set[int]) -> set[int]:
 
 def _input_grads(fn: Function, grad: Tensor) -> list[tuple[Tensor, Tensor]]:
     """``fn.backward(grad)``, checked: (input, gradient) for each input that needs one."""
+    fn.check_inputs()
     gxs = fn.backward(grad)
     gxs = gxs if isinstance(gxs, tuple) else (gxs,)
     if len(gxs) != len(fn.inputs):

@@ -33,6 +33,7 @@ def default_generator() -> np.random.Generator:
 def _fill(tensor: Tensor, values: Any) -> Tensor:
     values = np.asarray(values, dtype=tensor.dtype)
     tensor.data[...] = backend.to_device(values, tensor.device)
+    tensor.version += 1
     return tensor
 
 

@@ -224,6 +224,7 @@ class Module:
         for k, t in own.items():
             if k in values:
                 t.data[...] = backend.to_device(values[k], t.device)
+                t.version += 1
         return IncompatibleKeys(missing, unexpected)
 
     # ---- printing ---------------------------------------------------------------------------
