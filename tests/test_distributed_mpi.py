@@ -100,12 +100,12 @@ def equivalence_run(tmp_path_factory):
     return folder
 
 
-def with_sgd(model):
+def with_sgd(model, lr=1e-4):
     """The paper's InfoGAN with plain SGD in place of Adam (see the test below)."""
     from tinygan.optim import SGD
 
-    model.opt_d = SGD(model.D.parameters(), lr=1e-4)
-    model.opt_g = SGD(model.G.parameters(), lr=1e-4)
+    model.opt_d = SGD(model.D.parameters(), lr=lr)
+    model.opt_g = SGD(model.G.parameters(), lr=lr)
     return model
 
 
@@ -184,6 +184,34 @@ def test_two_ranks_take_the_paper_infogans_adam_steps_as_one_process(equivalence
 
 
 HISTORY_KEYS = ("d_loss", "g_loss", "info_cat", "info_cont", "d_real", "d_fake")
+UNEVEN = dict(steps=2, seed=0)
+
+
+@pytest.mark.parametrize("ranks, batch", [(2, 3), (3, 7)])
+def test_ranks_with_uneven_parts_of_the_batch_train_as_one_process(tmp_path, ranks, batch):
+    """Parts that differ by a row (2 ranks at batch 3: 2 + 1 rows; 3 ranks at batch 7: 3 + 2 +
+    2), the paper's InfoGAN with its batch norm layers, float64, 2 SGD steps: the parameters,
+    buffers and both steps' metrics are one process's at the same batch, to rounding.
+
+    Measured: the weights and biases differ by 3.5e-13 of their norm at batch 3 (1e-14 at
+    batch 7); element-wise by 7e-11 of a tensor's largest value at worst (a batch-norm bias
+    that started at 0 and moved 1e-3 carries 6e-14 of rounding: the statistics of 3 rows
+    amplify it). Before the fix, SyncBatchNorm's backward summed the ranks' gradient sums
+    with equal weights while each rank's loss is a mean over its own rows (the gradient
+    average weights it by its share): the parameters differed by 0.3% (batch 7) and 3%
+    (batch 3) of their norm, and g_loss at step 1 by 0.03 (D's first step was already off)."""
+    from tinygan.serialization import load
+    from tinygan.train import train
+
+    check(mpiexec("uneven", tmp_path, n=ranks, UNEVEN_BATCH=str(batch)))
+    single = with_sgd(paper_infogan(dtype=np.float64), lr=1e-2)
+    history = train(single, IMAGES.astype(np.float64), batch_size=batch, progress=False, **UNEVEN)
+    result = load(tmp_path / "uneven.npz")
+    initial = paper_infogan(dtype=np.float64).state_dict()
+    worst, worst_name, whole, _ = compare_runs(single, result, initial)
+    assert whole < 1e-12 and worst < 1e-9, (whole, worst, worst_name)
+    values = np.array([[h[k] for k in HISTORY_KEYS] for h in history])
+    np.testing.assert_allclose(result["history"], values, rtol=0, atol=1e-12)
 
 
 def test_resume_on_another_number_of_ranks(tmp_path):
@@ -473,6 +501,20 @@ def scenario_equivalence(folder: Path) -> None:
     if comm.is_main:
         np.savez(folder / "adam.npz", **{k: np.array([r[k] for r in rows])
                                          for k in ("grad", "metrics", "same")})  # fmt: skip
+
+
+def scenario_uneven(folder: Path) -> None:
+    from tinygan import distributed as dist
+    from tinygan.serialization import save
+    from tinygan.train import train
+
+    model = with_sgd(paper_infogan(dtype=np.float64), lr=1e-2)
+    history = train(model, IMAGES.astype(np.float64), batch_size=int(os.environ["UNEVEN_BATCH"]),
+                    progress=False, **UNEVEN)  # fmt: skip
+    if dist.is_main():
+        state = {f"model/{k}": v for k, v in model.state_dict().items()}
+        state["history"] = np.array([[h[k] for k in HISTORY_KEYS] for h in history])
+        save(state, folder / "uneven.npz")
 
 
 def scenario_resume_part(folder: Path) -> None:

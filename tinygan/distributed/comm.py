@@ -367,6 +367,9 @@ class NCCLCommunicator(Communicator):
     def allgather(self, obj: Any, what: str = "allgather") -> list[Any]:
         return self.mpi.allgather(obj, what)
 
+    def allreduce_values(self, values: Sequence[float], what: str = "allreduce") -> np.ndarray:
+        return self.mpi.allreduce_values(values, what)  # host numbers: MPI, with the deadline
+
     def barrier(self, what: str = "barrier") -> None:
         self.mpi.barrier(what)
 

@@ -22,7 +22,7 @@ from .. import backend
 from ..nn.module import Module
 from ..optim import Optimizer
 from .comm import Communicator, world
-from .sync_batchnorm import convert_sync_batchnorm
+from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
 
 __all__ = [
     "DEFAULT_BUCKET_BYTES",
@@ -309,11 +309,19 @@ def prepare(
     sync_batchnorm: bool = True,
     comm: Communicator | None = None,
     bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+    share: float | None = None,
 ) -> list[GradientSync]:
     """Make ``model`` (a ``tinygan.models`` model, or any object whose attributes hold its
     modules and optimizers) data-parallel, in place: batch norm layers become ``SyncBatchNorm``
     (if ``sync_batchnorm``), rank 0's parameters and buffers are broadcast, and every optimizer
     averages the gradients before it steps. Idempotent; nothing happens in a world of one.
+
+    Parameters
+    ----------
+    share : float, optional
+        This rank's weight in the total loss, its share of the batch when each rank's loss is
+        a mean over its rows: the gradients' weight in the average (``GradientSync.weight``)
+        and in ``SyncBatchNorm``'s backward (``SyncBatchNorm.share``). Default 1 / size.
 
     Returns
     -------
@@ -322,6 +330,9 @@ def prepare(
     comm = world() if comm is None else comm
     if comm.size == 1:
         return []
+    share = 1.0 / comm.size if share is None else float(share)
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1]; got {share!r}")
     parts = _parts(model)
     for name, part in parts:
         if isinstance(part, Module):
@@ -330,8 +341,14 @@ def prepare(
                 if new is not part:
                     setattr(model, name, new)
                     part = new
+            for layer in part.modules():
+                if isinstance(layer, SyncBatchNorm):
+                    layer.share = share
             broadcast_module(part, 0, comm)
-    return [synchronize(p, comm, bucket_bytes) for _, p in parts if isinstance(p, Optimizer)]
+    syncs = [synchronize(p, comm, bucket_bytes) for _, p in parts if isinstance(p, Optimizer)]
+    for sync in syncs:
+        sync.weight = share
+    return syncs
 
 
 class DataParallel:
@@ -371,8 +388,7 @@ class DataParallel:
         if chunks > 1:
             rows[local // chunks] = (chunk, self.positions[: local // chunks])
         self.rows, self.share = rows, local / batch_size
-        for sync in prepare(model, comm=comm):
-            sync.weight = self.share
+        prepare(model, comm=comm, share=self.share)
 
     def shard(self, index: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Any]:
         """This rank's rows of the batch ``index`` and its view of the step's generator."""
