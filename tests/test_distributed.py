@@ -69,11 +69,31 @@ class _Holder:
 
 
 def test_timeout_must_be_positive(monkeypatch):
-    monkeypatch.setenv("TINYGAN_DIST_TIMEOUT", "soon")
-    with pytest.raises(ValueError, match="TINYGAN_DIST_TIMEOUT must be a number of seconds"):
-        dist.comm._timeout(None)
-    with pytest.raises(ValueError, match="must be positive seconds; got 0"):
+    for value in ("soon", "0", "-5", "nan", ""):
+        monkeypatch.setenv("TINYGAN_DIST_TIMEOUT", value)
+        with pytest.raises(ValueError, match=f"TINYGAN_DIST_TIMEOUT must be a positive number "
+                                             f"of seconds; got '{value}'"):  # fmt: skip
+            dist.comm._timeout(None)
+    assert dist.comm._timeout(2.5) == 2.5
+    monkeypatch.delenv("TINYGAN_DIST_TIMEOUT")
+    assert dist.comm._timeout(None) == dist.comm.DEFAULT_TIMEOUT_S
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds; got 0"):
         dist.comm._timeout(0)
+
+
+def test_an_error_is_printed_once_by_the_launchers_rank_0_when_no_world_was_made(
+    monkeypatch, capsys
+):
+    monkeypatch.setattr(dist.comm, "_world", None)
+    for name in (*dist.comm.LAUNCHER_VARIABLES, *dist.comm.RANK_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    printed = []
+    for rank in ("0", "1"):
+        monkeypatch.setenv("PMI_SIZE", "2")
+        monkeypatch.setenv("PMI_RANK", rank)
+        dist.report_error("error: bad", 2)
+        printed.append(capsys.readouterr().err)
+    assert printed == ["error: bad\n", ""]
 
 
 # ---- the ops ------------------------------------------------------------------------------------

@@ -298,6 +298,50 @@ def test_example_under_mpiexec_writes_once_and_resumes_on_one_rank(tmp_path, mni
     assert [h["step"] for h in history] == [1, 2]
 
 
+def example(folder: Path, *flags: str, n: int = 2, **env: str):
+    """``infogan_mnist.py`` on ``n`` ranks (the scoring classifier in ``folder``, never used)."""
+    args = ["--split", "test", "--out", str(folder / "run"), "--steps", "2", "--classifier",
+            str(folder / "judge.npz"), *flags]  # fmt: skip
+    return mpiexec("infogan_example", folder, n=n, EXAMPLE_ARGS=" ".join(args), **env)
+
+
+def test_a_batch_the_ranks_cannot_share_is_one_usage_error_line(tmp_path, mnist_dir):
+    """(Each rank printed a traceback of 53 lines, interleaved, and the job exited with 1.)"""
+    result = example(tmp_path, "--data-dir", mnist_dir, "--batch-size", "1")
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == (
+        "error: --batch-size: a batch of 1 cannot be shared by 2 ranks: each needs at least one "
+        "row; use a batch of at least 2 or fewer ranks\n"
+    )
+    assert not (tmp_path / "run").exists()  # refused before the folder was made
+
+
+@pytest.mark.parametrize("value", ["garbage", "nan"])
+def test_a_bad_timeout_setting_is_one_usage_error_line(tmp_path, value):
+    """(Every rank printed a traceback at import, and the job exited with 1.)"""
+    result = example(tmp_path, TINYGAN_DIST_TIMEOUT=value)
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == (
+        f"error: TINYGAN_DIST_TIMEOUT must be a positive number of seconds; got '{value}'\n"
+    )
+
+
+def test_errors_that_differ_between_ranks_are_each_printed_once_naming_the_ranks(tmp_path):
+    result = mpiexec("errors", tmp_path, n=3, CASE="differ")
+    assert result.returncode == 1, result.stdout
+    assert sorted(result.stdout.splitlines()) == [
+        "error: no GPU on rank 0 (rank 0)", "error: no GPU on rank 1 or 2 (ranks 1, 2)"]  # fmt: skip
+
+
+def test_an_error_on_one_rank_only_is_printed_naming_it_and_stops_the_job(tmp_path):
+    start = time.monotonic()
+    result = mpiexec("errors", tmp_path, CASE="one", TINYGAN_DIST_TIMEOUT="40")
+    assert result.returncode == 1, result.stdout
+    line = "error: the disk is full (rank 1 of 2; the other ranks did not fail: aborting them)"
+    assert result.stdout.count(line) == 1 and "waited" not in result.stdout, result.stdout
+    assert time.monotonic() - start < 35  # FAIL_GRACE_S, not the collectives' deadline
+
+
 @pytest.mark.gpu
 def test_two_gpus_sync_batchnorm_gradients_and_training(tmp_path):
     import cupy
@@ -604,10 +648,37 @@ def scenario_gpus(folder: Path) -> None:
 
 
 def scenario_example(folder: Path) -> None:
+    from tinygan import cli
+
     sys.path.insert(0, str(ROOT / "examples"))
     import fgan_mnist
 
-    sys.exit(fgan_mnist.main(os.environ["EXAMPLE_ARGS"].split()))
+    sys.exit(cli.run(fgan_mnist.main, os.environ["EXAMPLE_ARGS"].split()))
+
+
+def scenario_infogan_example(folder: Path) -> None:
+    from tinygan import cli
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import infogan_mnist
+
+    sys.exit(cli.run(infogan_mnist.main, os.environ["EXAMPLE_ARGS"].split()))
+
+
+def scenario_errors(folder: Path) -> None:
+    from tinygan import cli
+    from tinygan import distributed as dist
+
+    def main(argv):
+        r = dist.rank()
+        if os.environ["CASE"] == "differ":
+            raise cli.CommandError("no GPU on rank 0" if r == 0 else "no GPU on rank 1 or 2")
+        if r == 1:
+            raise cli.CommandError("the disk is full")
+        dist.world().barrier("a collective that rank 1 never reaches")
+        return 0
+
+    sys.exit(cli.run(main, []))
 
 
 if __name__ == "__main__":

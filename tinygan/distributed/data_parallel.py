@@ -31,6 +31,7 @@ __all__ = [
     "ShardedGenerator",
     "broadcast_module",
     "broadcast_optimizer",
+    "check_batch",
     "prepare",
     "shard",
     "synchronize",
@@ -230,9 +231,12 @@ def shard(batch: int, rank: int, size: int, chunks: int = 1) -> np.ndarray:
         raise ValueError(f"a batch of {batch} does not split into {chunks} equal chunks")
     m = batch // chunks
     if m < size:
+        what, need = f"a batch of {batch}", "one row"
+        if chunks > 1:
+            what, need = f"{what} in {chunks} chunks of {m}", "one row of every chunk"
         raise ValueError(
-            f"a batch (chunk) of {m} rows cannot be shared by {size} ranks: each needs at least "
-            "one; use a larger batch or fewer ranks"
+            f"{what} cannot be shared by {size} ranks: each needs at least {need}; use a batch "
+            f"of at least {size * chunks} or fewer ranks"
         )
     base, rem = divmod(m, size)
     start = rank * base + min(rank, rem)
@@ -351,6 +355,18 @@ def prepare(
     return syncs
 
 
+def _chunks(model: Any) -> int:
+    """How many chunks a model takes its batch in (``GAN(n_critic=5)``: 5)."""
+    return int(getattr(model, "n_critic", 1))
+
+
+def check_batch(model: Any, batch_size: int, comm: Communicator | None = None) -> None:
+    """``ValueError`` (``shard``'s) unless every rank gets at least one row of each of the
+    chunks ``DataParallel`` cuts a batch of ``batch_size`` rows of ``model`` into."""
+    comm = world() if comm is None else comm
+    shard(batch_size, comm.rank, comm.size, _chunks(model))
+
+
 class DataParallel:
     """What ``tinygan.train.train`` needs at each step of a data-parallel run (a world of one:
     nothing changes).
@@ -381,7 +397,7 @@ class DataParallel:
                 f"the ranks start at different steps {starts}: each must read the same "
                 "checkpoint (a multi-machine run needs it on a shared filesystem)"
             )
-        chunks = int(getattr(model, "n_critic", 1))
+        chunks = _chunks(model)
         self.positions = shard(batch_size, comm.rank, comm.size, chunks)
         local, chunk = len(self.positions), batch_size // chunks
         rows = {local: (batch_size, self.positions)}
