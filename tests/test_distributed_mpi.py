@@ -235,6 +235,17 @@ def test_resume_on_another_number_of_ranks(tmp_path):
     assert int(load(tmp_path / "ckpt.npz")["train/step"]) == SMALL["steps"] + 2
 
 
+@pytest.mark.parametrize("case", ["seed", "data"])
+def test_ranks_that_disagree_on_the_seed_or_the_data_are_refused(tmp_path, case):
+    """(Each rank trained on its part of its own batches, silently.)"""
+    result = mpiexec("disagree", tmp_path, CASE=case)
+    assert result.returncode != 0
+    assert "the ranks disagree on the run's settings (every rank must run the same command on " \
+           f"the same data): ('{case}" in result.stdout, result.stdout  # fmt: skip
+    if case == "seed":
+        assert "('seed', 3) on rank 0, ('seed', 4) on rank 1" in result.stdout
+
+
 def update_difference(a, b, initial) -> float:
     """||a - b|| / ||b - initial|| over the networks' weights and biases: how far two trained
     models differ, relative to how far training moved them."""
@@ -548,6 +559,8 @@ def scenario_equivalence(folder: Path) -> None:
 
 
 def scenario_uneven(folder: Path) -> None:
+    import hashlib
+
     from tinygan import distributed as dist
     from tinygan.serialization import save
     from tinygan.train import train
@@ -555,6 +568,9 @@ def scenario_uneven(folder: Path) -> None:
     model = with_sgd(paper_infogan(dtype=np.float64), lr=1e-2)
     history = train(model, IMAGES.astype(np.float64), batch_size=int(os.environ["UNEVEN_BATCH"]),
                     progress=False, **UNEVEN)  # fmt: skip
+    state = b"".join(np.asarray(v).tobytes() for v in model.state_dict().values())
+    digest = hashlib.sha256(state).hexdigest()
+    assert len(set(dist.world().allgather(digest))) == 1  # every rank holds the same model
     if dist.is_main():
         state = {f"model/{k}": v for k, v in model.state_dict().items()}
         state["history"] = np.array([[h[k] for k in HISTORY_KEYS] for h in history])
@@ -574,6 +590,16 @@ def scenario_resume_rest(folder: Path) -> None:
     history = train(small_infogan(seed=9), SMALL_DATA, checkpoint=folder / "ckpt.npz",
                     resume=True, progress=False, **{**SMALL, "steps": SMALL["steps"] + 2})  # fmt: skip
     assert [h["step"] for h in history] == list(range(1, SMALL["steps"] + 3))
+
+
+def scenario_disagree(folder: Path) -> None:
+    from tinygan import distributed as dist
+    from tinygan.train import train
+
+    r, case = dist.init().rank, os.environ["CASE"]
+    data = SMALL_DATA + (r if case == "data" else 0)
+    train(small_infogan(), data, progress=False,
+          **{**SMALL, "seed": SMALL["seed"] + (r if case == "seed" else 0)})  # fmt: skip
 
 
 def _train_until_step_3(action) -> None:

@@ -382,10 +382,18 @@ class DataParallel:
     start : int
         The step the run starts (or resumes) at: all ranks must agree.
     comm : Communicator, optional
+    settings : mapping, optional
+        What else every rank must agree on (``train``'s: the seed, the data's fingerprint, the
+        number of steps...): ranks that differ would each shard another batch, silently.
     """
 
     def __init__(
-        self, model: Any, batch_size: int, start: int = 0, comm: Communicator | None = None
+        self,
+        model: Any,
+        batch_size: int,
+        start: int = 0,
+        comm: Communicator | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.comm = comm = world() if comm is None else comm
         self.is_main = comm.is_main
@@ -397,6 +405,9 @@ class DataParallel:
                 f"the ranks start at different steps {starts}: each must read the same "
                 "checkpoint (a multi-machine run needs it on a shared filesystem)"
             )
+        agreed = sorted({"batch_size": batch_size, **(settings or {})}.items())
+        _same_everywhere(comm, agreed, "the run's settings (every rank must run the same "
+                         "command on the same data)")  # fmt: skip
         chunks = _chunks(model)
         self.positions = shard(batch_size, comm.rank, comm.size, chunks)
         local, chunk = len(self.positions), batch_size // chunks
