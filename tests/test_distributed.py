@@ -333,6 +333,31 @@ def test_sharded_generators_together_draw_what_one_generator_draws():
         np.testing.assert_array_equal(draws[2], expected[2])  # not per example: whole
 
 
+def test_every_generator_method_with_a_size_is_sharded():
+    """(Methods missing from the table, e.g. ``dirichlet`` or ``multinomial``, were drawn as
+    asked: each rank's rows came from the start of the batch's draws.)"""
+    import inspect
+    import re
+
+    found = {}
+    for name, method in inspect.getmembers(np.random.Generator):
+        head = (method.__doc__ or "").strip().split(")")[0]  # "name(a, b=1, size=None, ..."
+        args = [a.split("=")[0].strip() for a in head.partition("(")[2].split(",")]
+        if not name.startswith("_") and re.match(rf"{name}\(", head.strip()) and "size" in args:
+            found[name] = args.index("size")
+    assert found == dist.data_parallel._SIZE_ARGUMENT
+    whole = np.random.default_rng(8)
+    expected = (whole.dirichlet([1.0, 2.0], 9), whole.multinomial(5, [0.5, 0.5], size=9),
+                whole.multivariate_normal([0.0, 1.0], np.eye(2), 9), whole.weibull(2.0, (9, 2)))  # fmt: skip
+    for rank in range(2):
+        pos = dist.shard(9, rank, 2)
+        g = dist.ShardedGenerator(np.random.default_rng(8), {len(pos): (9, pos)})
+        got = (g.dirichlet([1.0, 2.0], len(pos)), g.multinomial(5, [0.5, 0.5], size=len(pos)),
+               g.multivariate_normal([0.0, 1.0], np.eye(2), len(pos)), g.weibull(2.0, (len(pos), 2)))  # fmt: skip
+        for ours, one_process in zip(got, expected):
+            np.testing.assert_array_equal(ours, one_process[pos])
+
+
 class _TwoRanks(dist.Communicator):
     """A fake rank 0 of 2 whose partner holds ``other * grad``: records the messages."""
 

@@ -244,11 +244,17 @@ def shard(batch: int, rank: int, size: int, chunks: int = 1) -> np.ndarray:
     return np.concatenate([k * m + part for k in range(chunks)])
 
 
-# numpy.random.Generator methods that draw arrays, and where ``size`` sits among their arguments
+# every numpy.random.Generator method that takes a ``size``, and where it sits among the arguments
 _SIZE_ARGUMENT = {
-    "random": 0, "standard_normal": 0, "standard_exponential": 0, "uniform": 2, "normal": 2,
-    "integers": 2, "binomial": 2, "exponential": 1, "poisson": 1, "gamma": 2, "beta": 2,
-    "choice": 1, "standard_gamma": 1, "lognormal": 2, "laplace": 2, "logistic": 2,
+    "random": 0, "standard_normal": 0, "standard_exponential": 0, "standard_cauchy": 0,
+    "choice": 1, "exponential": 1, "poisson": 1, "standard_gamma": 1, "chisquare": 1,
+    "dirichlet": 1, "geometric": 1, "logseries": 1, "pareto": 1, "power": 1, "rayleigh": 1,
+    "standard_t": 1, "weibull": 1, "zipf": 1,
+    "uniform": 2, "normal": 2, "integers": 2, "binomial": 2, "gamma": 2, "beta": 2,
+    "lognormal": 2, "laplace": 2, "logistic": 2, "f": 2, "gumbel": 2, "multinomial": 2,
+    "negative_binomial": 2, "noncentral_chisquare": 2, "vonmises": 2, "wald": 2,
+    "multivariate_normal": 2, "multivariate_hypergeometric": 2,
+    "hypergeometric": 3, "noncentral_f": 3, "triangular": 3,
 }  # fmt: skip
 
 
@@ -260,7 +266,9 @@ class ShardedGenerator:
     other draw is made as asked. The underlying generator therefore advances exactly as in one
     process at the full batch, and the ranks' rows together are that process's draw. (A draw
     that is not per example but happens to have the rank's row count as its leading dimension
-    would be cut too: the rule is about the shape.)
+    would be cut too: the rule is about the shape. A per-example draw must say so by its
+    ``size``: one shaped by its parameters' arrays, or a ``permutation``/``shuffle`` of the
+    rank's rows, is made as asked, and cannot be one process's.)
 
     Parameters
     ----------
