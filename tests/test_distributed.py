@@ -340,20 +340,29 @@ def test_every_generator_method_with_a_size_is_sharded():
     import re
 
     found = {}
+    found, outs = {}, {}
     for name, method in inspect.getmembers(np.random.Generator):
         head = (method.__doc__ or "").strip().split(")")[0]  # "name(a, b=1, size=None, ..."
         args = [a.split("=")[0].strip() for a in head.partition("(")[2].split(",")]
         if not name.startswith("_") and re.match(rf"{name}\(", head.strip()) and "size" in args:
             found[name] = args.index("size")
+            if "out" in args:
+                outs[name] = args.index("out")
     assert found == dist.data_parallel._SIZE_ARGUMENT
+    assert outs == dist.data_parallel._OUT_ARGUMENT
     whole = np.random.default_rng(8)
     expected = (whole.dirichlet([1.0, 2.0], 9), whole.multinomial(5, [0.5, 0.5], size=9),
-                whole.multivariate_normal([0.0, 1.0], np.eye(2), 9), whole.weibull(2.0, (9, 2)))  # fmt: skip
+                whole.multivariate_normal([0.0, 1.0], np.eye(2), 9), whole.weibull(2.0, (9, 2)),
+                whole.random((9, 2)), whole.standard_normal((9,), np.float32))  # fmt: skip
     for rank in range(2):
         pos = dist.shard(9, rank, 2)
         g = dist.ShardedGenerator(np.random.default_rng(8), {len(pos): (9, pos)})
-        got = (g.dirichlet([1.0, 2.0], len(pos)), g.multinomial(5, [0.5, 0.5], size=len(pos)),
-               g.multivariate_normal([0.0, 1.0], np.eye(2), len(pos)), g.weibull(2.0, (len(pos), 2)))  # fmt: skip
+        n = len(pos)
+        buffers = np.empty((n, 2)), np.empty(n, np.float32)
+        got = (g.dirichlet([1.0, 2.0], n), g.multinomial(5, [0.5, 0.5], size=n),
+               g.multivariate_normal([0.0, 1.0], np.eye(2), n), g.weibull(2.0, (n, 2)),
+               g.random(out=buffers[0]), g.standard_normal(None, np.float32, buffers[1]))  # fmt: skip
+        assert got[4] is buffers[0] and got[5] is buffers[1]
         for ours, one_process in zip(got, expected):
             np.testing.assert_array_equal(ours, one_process[pos])
 

@@ -256,6 +256,8 @@ _SIZE_ARGUMENT = {
     "multivariate_normal": 2, "multivariate_hypergeometric": 2,
     "hypergeometric": 3, "noncentral_f": 3, "triangular": 3,
 }  # fmt: skip
+# ... and of those that fill an ``out`` array, where it sits
+_OUT_ARGUMENT = {"random": 2, "standard_normal": 2, "standard_exponential": 3, "standard_gamma": 3}
 
 
 class ShardedGenerator:
@@ -287,10 +289,16 @@ class ShardedGenerator:
         where = _SIZE_ARGUMENT[name]
 
         def draw(*args: Any, **kwargs: Any) -> Any:
+            at = _OUT_ARGUMENT.get(name)
+            if at is not None and len(args) > at:  # ``out`` given by position
+                kwargs["out"], args = args[at], args[:at]
             positional = len(args) > where
             size = args[where] if positional else kwargs.get("size")
+            out = kwargs.get("out")
+            if size is None and out is not None:  # (an ``out`` array gives the shape)
+                size = out.shape
             shape = (size,) if isinstance(size, (int, np.integer)) else tuple(size or ())
-            if not shape or shape[0] not in self._rows or "out" in kwargs:
+            if not shape or shape[0] not in self._rows:
                 return method(*args, **kwargs)
             total, positions = self._rows[shape[0]]
             whole = (total, *shape[1:])
@@ -298,8 +306,12 @@ class ShardedGenerator:
                 args = (*args[:where], whole, *args[where + 1 :])
             else:
                 kwargs["size"] = whole
-            out = method(*args, **kwargs)
-            return out[positions]
+            kwargs.pop("out", None)
+            rows = method(*args, **kwargs)[positions]
+            if out is None:
+                return rows
+            out[...] = rows
+            return out
 
         return draw
 
