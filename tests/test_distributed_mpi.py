@@ -235,9 +235,9 @@ def test_resume_on_another_number_of_ranks(tmp_path):
     assert int(load(tmp_path / "ckpt.npz")["train/step"]) == SMALL["steps"] + 2
 
 
-@pytest.mark.parametrize("case", ["seed", "data"])
-def test_ranks_that_disagree_on_the_seed_or_the_data_are_refused(tmp_path, case):
-    """(Each rank trained on its part of its own batches, silently.)"""
+@pytest.mark.parametrize("case", ["seed", "data", "opt_d.lr"])
+def test_ranks_that_disagree_on_the_seed_data_or_learning_rate_are_refused(tmp_path, case):
+    """(Each rank trained on its part of its own batches, or took its own steps, silently.)"""
     result = mpiexec("disagree", tmp_path, CASE=case)
     assert result.returncode != 0
     assert "the ranks disagree on the run's settings (every rank must run the same command on " \
@@ -598,7 +598,9 @@ def scenario_disagree(folder: Path) -> None:
 
     r, case = dist.init().rank, os.environ["CASE"]
     data = SMALL_DATA + (r if case == "data" else 0)
-    train(small_infogan(), data, progress=False,
+    model = small_infogan()
+    model.opt_d.lr *= 1 + r * (case == "opt_d.lr")
+    train(model, data, progress=False,
           **{**SMALL, "seed": SMALL["seed"] + (r if case == "seed" else 0)})  # fmt: skip
 
 

@@ -404,7 +404,8 @@ class DataParallel:
     comm : Communicator, optional
     settings : mapping, optional
         What else every rank must agree on (``train``'s: the seed, the data's fingerprint, the
-        number of steps...): ranks that differ would each shard another batch, silently.
+        number of steps...), besides the model's optimizers' hyperparameters: ranks that differ
+        would each shard another batch, or step otherwise, silently.
     """
 
     def __init__(
@@ -425,9 +426,12 @@ class DataParallel:
                 f"the ranks start at different steps {starts}: each must read the same "
                 "checkpoint (a multi-machine run needs it on a shared filesystem)"
             )
-        agreed = sorted({"batch_size": batch_size, **(settings or {})}.items())
-        _same_everywhere(comm, agreed, "the run's settings (every rank must run the same "
-                         "command on the same data)")  # fmt: skip
+        agreed = {"batch_size": batch_size, **(settings or {})}
+        for name, part in _parts(model):  # (the optimizers' learning rates...)
+            if isinstance(part, Optimizer):
+                agreed.update((f"{name}.{k}", getattr(part, k)) for k in part.hparams)
+        _same_everywhere(comm, sorted(agreed.items()), "the run's settings (every rank must run "
+                         "the same command on the same data)")  # fmt: skip
         chunks = _chunks(model)
         self.positions = shard(batch_size, comm.rank, comm.size, chunks)
         local, chunk = len(self.positions), batch_size // chunks
