@@ -69,11 +69,31 @@ class _Holder:
 
 
 def test_timeout_must_be_positive(monkeypatch):
-    monkeypatch.setenv("TINYGAN_DIST_TIMEOUT", "soon")
-    with pytest.raises(ValueError, match="TINYGAN_DIST_TIMEOUT must be a number of seconds"):
-        dist.comm._timeout(None)
-    with pytest.raises(ValueError, match="must be positive seconds; got 0"):
+    for value in ("soon", "0", "-5", "nan", ""):
+        monkeypatch.setenv("TINYGAN_DIST_TIMEOUT", value)
+        with pytest.raises(ValueError, match=f"TINYGAN_DIST_TIMEOUT must be a positive number "
+                                             f"of seconds; got '{value}'"):  # fmt: skip
+            dist.comm._timeout(None)
+    assert dist.comm._timeout(2.5) == 2.5
+    monkeypatch.delenv("TINYGAN_DIST_TIMEOUT")
+    assert dist.comm._timeout(None) == dist.comm.DEFAULT_TIMEOUT_S
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds; got 0"):
         dist.comm._timeout(0)
+
+
+def test_an_error_is_printed_once_by_the_launchers_rank_0_when_no_world_was_made(
+    monkeypatch, capsys
+):
+    monkeypatch.setattr(dist.comm, "_world", None)
+    for name in (*dist.comm.LAUNCHER_VARIABLES, *dist.comm.RANK_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    printed = []
+    for rank in ("0", "1"):
+        monkeypatch.setenv("PMI_SIZE", "2")
+        monkeypatch.setenv("PMI_RANK", rank)
+        dist.report_error("error: bad", 2)
+        printed.append(capsys.readouterr().err)
+    assert printed == ["error: bad\n", ""]
 
 
 # ---- the ops ------------------------------------------------------------------------------------
@@ -138,6 +158,111 @@ def test_sync_batch_norm_needs_two_values_per_channel():
     with pytest.raises(ValueError, match="more than one value per channel over all ranks; got 1"):
         dist.sync_batch_norm(tg.tensor(np.ones((1, 3))), None, None, None, None, 0.1, 1e-5,
                              dist.SingleProcess())  # fmt: skip
+
+
+class _OnDevice(np.ndarray):
+    """An array as a GPU holds it while NCCL all-reduces may still be writing it: reading it on
+    the host (bool, int, float, item) waits for them, which wait for every rank, with no
+    deadline (a dead partner hangs it); here such a read before ``synchronize`` fails."""
+
+    comm: _Mirror | None = None
+
+    def _read(self):
+        if _OnDevice.comm is not None and _OnDevice.comm.pending:
+            raise AssertionError("a device value read on the host before synchronize()")
+
+    def __bool__(self):
+        self._read()
+        return super().__bool__()
+
+    def __float__(self):
+        self._read()
+        return super().__float__()
+
+    def __int__(self):
+        self._read()
+        return super().__int__()
+
+    def item(self, *args):
+        self._read()
+        return super().item(*args)
+
+
+class _Mirror(dist.Communicator):
+    """A fake rank 0 of 2 whose partner holds the same rows and parameters. Its collectives on
+    arrays run as NCCL's do: ``allreduce_`` returns before the data moved (``pending`` until
+    ``synchronize``, which waits with the deadline), its result an ``_OnDevice`` array; those
+    on host numbers (``allreduce_values``, ``allgather``: MPI, with the deadline) do not."""
+
+    rank, size = 0, 2
+
+    def __init__(self):
+        super().__init__()
+        self.pending = False
+        _OnDevice.comm = self
+
+    def allreduce_(self, a, what="allreduce"):
+        a *= 2
+        self.pending = True
+        return a.view(_OnDevice)
+
+    def allreduce_values(self, values, what="allreduce"):
+        return np.array(values, np.float64) * 2
+
+    def bcast_(self, a, root=0, what="broadcast"):
+        return a
+
+    def allgather(self, obj, what="allgather"):
+        return [obj, obj]
+
+    def synchronize(self, what="collectives"):
+        self.pending = False
+
+
+def test_sync_batchnorm_reads_no_device_value_before_the_collectives_are_waited_for():
+    """Its checks and its momentum use host numbers only: the row count comes from a host
+    all-reduce, and a cumulative momentum (``momentum=None``) reads the batch count only after
+    waiting (with the deadline) for the all-reduces of the layers before it. (The row count
+    came back in the sums' all-reduce, so ``m <= 1`` read a GPU value: a dead peer hung it.)"""
+    comm = _Mirror()
+    rng = np.random.default_rng(6)
+    xs, g = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    results = []
+    for make in (lambda **kw: dist.SyncBatchNorm(3, dtype=np.float64, comm=comm, **kw),
+                 lambda **kw: nn.BatchNorm1d(3, dtype=np.float64, **kw)):  # fmt: skip
+        model = nn.Sequential(make(), make(momentum=None))
+        model[1].num_batches_tracked.data = model[1].num_batches_tracked.data.view(_OnDevice)
+        x = tg.tensor(xs, requires_grad=True)
+        y = model(x)
+        y.backward(g)
+        comm.synchronize()
+        results.append((y.data, x.grad, model[1].running_mean.data))
+    for ours, one_process in zip(*results):  # the partner's rows are this rank's
+        np.testing.assert_allclose(ours, one_process, rtol=1e-12, atol=1e-12)
+
+
+def test_sync_batchnorm_refuses_second_derivatives_across_uneven_shares():
+    comm = _Mirror()
+    x = tg.tensor(np.random.default_rng(7).standard_normal((3, 2)), requires_grad=True)
+    bn = dist.SyncBatchNorm(2, dtype=np.float64, comm=comm)
+    bn.share = 0.5  # an even share: supported
+    tg.grad((bn(x) ** 3).sum(), [x], create_graph=True)
+    bn.share = 2 / 3
+    tg.grad((bn(x) ** 3).sum(), [x])  # first order: supported
+    with pytest.raises(NotImplementedError, match=r"this rank's: 0.6667 of 2 ranks.*evenly"):
+        tg.grad((bn(x) ** 3).sum(), [x], create_graph=True)
+
+
+def test_prepare_sets_each_ranks_share_of_the_loss():
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    holder = _Holder(model, SGD(model.parameters(), lr=0.1))
+    (sync,) = dist.prepare(holder, comm=_Mirror(), share=0.75)
+    assert sync.weight == 0.75 and holder.net[1].share == 0.75
+    (sync,) = dist.prepare(holder, comm=_Mirror())  # idempotent; the default: an even share
+    assert sync.weight == 0.5 and holder.net[1].share == 0.5
+    for bad in (0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=f"share must be in \\(0, 1\\]; got {bad}"):
+            dist.prepare(holder, comm=_Mirror(), share=bad)
 
 
 def test_convert_sync_batchnorm_keeps_parameters_buffers_and_order():
@@ -206,6 +331,40 @@ def test_sharded_generators_together_draw_what_one_generator_draws():
         np.testing.assert_array_equal(joined, expected[k])
     for _, *draws in got:
         np.testing.assert_array_equal(draws[2], expected[2])  # not per example: whole
+
+
+def test_every_generator_method_with_a_size_is_sharded():
+    """(Methods missing from the table, e.g. ``dirichlet`` or ``multinomial``, were drawn as
+    asked: each rank's rows came from the start of the batch's draws.)"""
+    import inspect
+    import re
+
+    found = {}
+    found, outs = {}, {}
+    for name, method in inspect.getmembers(np.random.Generator):
+        head = (method.__doc__ or "").strip().split(")")[0]  # "name(a, b=1, size=None, ..."
+        args = [a.split("=")[0].strip() for a in head.partition("(")[2].split(",")]
+        if not name.startswith("_") and re.match(rf"{name}\(", head.strip()) and "size" in args:
+            found[name] = args.index("size")
+            if "out" in args:
+                outs[name] = args.index("out")
+    assert found == dist.data_parallel._SIZE_ARGUMENT
+    assert outs == dist.data_parallel._OUT_ARGUMENT
+    whole = np.random.default_rng(8)
+    expected = (whole.dirichlet([1.0, 2.0], 9), whole.multinomial(5, [0.5, 0.5], size=9),
+                whole.multivariate_normal([0.0, 1.0], np.eye(2), 9), whole.weibull(2.0, (9, 2)),
+                whole.random((9, 2)), whole.standard_normal((9,), np.float32))  # fmt: skip
+    for rank in range(2):
+        pos = dist.shard(9, rank, 2)
+        g = dist.ShardedGenerator(np.random.default_rng(8), {len(pos): (9, pos)})
+        n = len(pos)
+        buffers = np.empty((n, 2)), np.empty(n, np.float32)
+        got = (g.dirichlet([1.0, 2.0], n), g.multinomial(5, [0.5, 0.5], size=n),
+               g.multivariate_normal([0.0, 1.0], np.eye(2), n), g.weibull(2.0, (n, 2)),
+               g.random(out=buffers[0]), g.standard_normal(None, np.float32, buffers[1]))  # fmt: skip
+        assert got[4] is buffers[0] and got[5] is buffers[1]
+        for ours, one_process in zip(got, expected):
+            np.testing.assert_array_equal(ours, one_process[pos])
 
 
 class _TwoRanks(dist.Communicator):

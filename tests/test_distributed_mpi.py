@@ -100,12 +100,12 @@ def equivalence_run(tmp_path_factory):
     return folder
 
 
-def with_sgd(model):
+def with_sgd(model, lr=1e-4):
     """The paper's InfoGAN with plain SGD in place of Adam (see the test below)."""
     from tinygan.optim import SGD
 
-    model.opt_d = SGD(model.D.parameters(), lr=1e-4)
-    model.opt_g = SGD(model.G.parameters(), lr=1e-4)
+    model.opt_d = SGD(model.D.parameters(), lr=lr)
+    model.opt_g = SGD(model.G.parameters(), lr=lr)
     return model
 
 
@@ -184,6 +184,34 @@ def test_two_ranks_take_the_paper_infogans_adam_steps_as_one_process(equivalence
 
 
 HISTORY_KEYS = ("d_loss", "g_loss", "info_cat", "info_cont", "d_real", "d_fake")
+UNEVEN = dict(steps=2, seed=0)
+
+
+@pytest.mark.parametrize("ranks, batch", [(2, 3), (3, 7)])
+def test_ranks_with_uneven_parts_of_the_batch_train_as_one_process(tmp_path, ranks, batch):
+    """Parts that differ by a row (2 ranks at batch 3: 2 + 1 rows; 3 ranks at batch 7: 3 + 2 +
+    2), the paper's InfoGAN with its batch norm layers, float64, 2 SGD steps: the parameters,
+    buffers and both steps' metrics are one process's at the same batch, to rounding.
+
+    Measured: the weights and biases differ by 3.5e-13 of their norm at batch 3 (1e-14 at
+    batch 7); element-wise by 7e-11 of a tensor's largest value at worst (a batch-norm bias
+    that started at 0 and moved 1e-3 carries 6e-14 of rounding: the statistics of 3 rows
+    amplify it). Before the fix, SyncBatchNorm's backward summed the ranks' gradient sums
+    with equal weights while each rank's loss is a mean over its own rows (the gradient
+    average weights it by its share): the parameters differed by 2.6% (batch 3) and 0.25%
+    (batch 7) of their norm, and g_loss at step 1 by 0.03 (D's first step was already off)."""
+    from tinygan.serialization import load
+    from tinygan.train import train
+
+    check(mpiexec("uneven", tmp_path, n=ranks, UNEVEN_BATCH=str(batch)))
+    single = with_sgd(paper_infogan(dtype=np.float64), lr=1e-2)
+    history = train(single, IMAGES.astype(np.float64), batch_size=batch, progress=False, **UNEVEN)
+    result = load(tmp_path / "uneven.npz")
+    initial = paper_infogan(dtype=np.float64).state_dict()
+    worst, worst_name, whole, _ = compare_runs(single, result, initial)
+    assert whole < 1e-12 and worst < 1e-9, (whole, worst, worst_name)
+    values = np.array([[h[k] for k in HISTORY_KEYS] for h in history])
+    np.testing.assert_allclose(result["history"], values, rtol=0, atol=1e-12)
 
 
 def test_resume_on_another_number_of_ranks(tmp_path):
@@ -205,6 +233,17 @@ def test_resume_on_another_number_of_ranks(tmp_path):
     assert update_difference(resumed, whole, small_infogan()) < 1e-4
     check(mpiexec("resume_rest", tmp_path))  # and back to 2 ranks, from 1 process's checkpoint
     assert int(load(tmp_path / "ckpt.npz")["train/step"]) == SMALL["steps"] + 2
+
+
+@pytest.mark.parametrize("case", ["seed", "data", "opt_d.lr"])
+def test_ranks_that_disagree_on_the_seed_data_or_learning_rate_are_refused(tmp_path, case):
+    """(Each rank trained on its part of its own batches, or took its own steps, silently.)"""
+    result = mpiexec("disagree", tmp_path, CASE=case)
+    assert result.returncode != 0
+    assert "the ranks disagree on the run's settings (every rank must run the same command on " \
+           f"the same data): ('{case}" in result.stdout, result.stdout  # fmt: skip
+    if case == "seed":
+        assert "('seed', 3) on rank 0, ('seed', 4) on rank 1" in result.stdout
 
 
 def update_difference(a, b, initial) -> float:
@@ -268,6 +307,50 @@ def test_example_under_mpiexec_writes_once_and_resumes_on_one_rank(tmp_path, mni
                                                               "--overwrite"])))  # fmt: skip
     history = json.loads((out / "history.json").read_text())
     assert [h["step"] for h in history] == [1, 2]
+
+
+def example(folder: Path, *flags: str, n: int = 2, **env: str):
+    """``infogan_mnist.py`` on ``n`` ranks (the scoring classifier in ``folder``, never used)."""
+    args = ["--split", "test", "--out", str(folder / "run"), "--steps", "2", "--classifier",
+            str(folder / "judge.npz"), *flags]  # fmt: skip
+    return mpiexec("infogan_example", folder, n=n, EXAMPLE_ARGS=" ".join(args), **env)
+
+
+def test_a_batch_the_ranks_cannot_share_is_one_usage_error_line(tmp_path, mnist_dir):
+    """(Each rank printed a traceback of 53 lines, interleaved, and the job exited with 1.)"""
+    result = example(tmp_path, "--data-dir", mnist_dir, "--batch-size", "1")
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == (
+        "error: --batch-size: a batch of 1 cannot be shared by 2 ranks: each needs at least one "
+        "row; use a batch of at least 2 or fewer ranks\n"
+    )
+    assert not (tmp_path / "run").exists()  # refused before the folder was made
+
+
+@pytest.mark.parametrize("value", ["garbage", "nan"])
+def test_a_bad_timeout_setting_is_one_usage_error_line(tmp_path, value):
+    """(Every rank printed a traceback at import, and the job exited with 1.)"""
+    result = example(tmp_path, TINYGAN_DIST_TIMEOUT=value)
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == (
+        f"error: TINYGAN_DIST_TIMEOUT must be a positive number of seconds; got '{value}'\n"
+    )
+
+
+def test_errors_that_differ_between_ranks_are_each_printed_once_naming_the_ranks(tmp_path):
+    result = mpiexec("errors", tmp_path, n=3, CASE="differ")
+    assert result.returncode == 1, result.stdout
+    assert sorted(result.stdout.splitlines()) == [
+        "error: no GPU on rank 0 (rank 0)", "error: no GPU on rank 1 or 2 (ranks 1, 2)"]  # fmt: skip
+
+
+def test_an_error_on_one_rank_only_is_printed_naming_it_and_stops_the_job(tmp_path):
+    start = time.monotonic()
+    result = mpiexec("errors", tmp_path, CASE="one", TINYGAN_DIST_TIMEOUT="40")
+    assert result.returncode == 1, result.stdout
+    line = "error: the disk is full (rank 1 of 2; the other ranks did not fail: aborting them)"
+    assert result.stdout.count(line) == 1 and "waited" not in result.stdout, result.stdout
+    assert time.monotonic() - start < 35  # FAIL_GRACE_S, not the collectives' deadline
 
 
 @pytest.mark.gpu
@@ -475,6 +558,25 @@ def scenario_equivalence(folder: Path) -> None:
                                          for k in ("grad", "metrics", "same")})  # fmt: skip
 
 
+def scenario_uneven(folder: Path) -> None:
+    import hashlib
+
+    from tinygan import distributed as dist
+    from tinygan.serialization import save
+    from tinygan.train import train
+
+    model = with_sgd(paper_infogan(dtype=np.float64), lr=1e-2)
+    history = train(model, IMAGES.astype(np.float64), batch_size=int(os.environ["UNEVEN_BATCH"]),
+                    progress=False, **UNEVEN)  # fmt: skip
+    state = b"".join(np.asarray(v).tobytes() for v in model.state_dict().values())
+    digest = hashlib.sha256(state).hexdigest()
+    assert len(set(dist.world().allgather(digest))) == 1  # every rank holds the same model
+    if dist.is_main():
+        state = {f"model/{k}": v for k, v in model.state_dict().items()}
+        state["history"] = np.array([[h[k] for k in HISTORY_KEYS] for h in history])
+        save(state, folder / "uneven.npz")
+
+
 def scenario_resume_part(folder: Path) -> None:
     from tinygan.train import train
 
@@ -488,6 +590,18 @@ def scenario_resume_rest(folder: Path) -> None:
     history = train(small_infogan(seed=9), SMALL_DATA, checkpoint=folder / "ckpt.npz",
                     resume=True, progress=False, **{**SMALL, "steps": SMALL["steps"] + 2})  # fmt: skip
     assert [h["step"] for h in history] == list(range(1, SMALL["steps"] + 3))
+
+
+def scenario_disagree(folder: Path) -> None:
+    from tinygan import distributed as dist
+    from tinygan.train import train
+
+    r, case = dist.init().rank, os.environ["CASE"]
+    data = SMALL_DATA + (r if case == "data" else 0)
+    model = small_infogan()
+    model.opt_d.lr *= 1 + r * (case == "opt_d.lr")
+    train(model, data, progress=False,
+          **{**SMALL, "seed": SMALL["seed"] + (r if case == "seed" else 0)})  # fmt: skip
 
 
 def _train_until_step_3(action) -> None:
@@ -562,10 +676,37 @@ def scenario_gpus(folder: Path) -> None:
 
 
 def scenario_example(folder: Path) -> None:
+    from tinygan import cli
+
     sys.path.insert(0, str(ROOT / "examples"))
     import fgan_mnist
 
-    sys.exit(fgan_mnist.main(os.environ["EXAMPLE_ARGS"].split()))
+    sys.exit(cli.run(fgan_mnist.main, os.environ["EXAMPLE_ARGS"].split()))
+
+
+def scenario_infogan_example(folder: Path) -> None:
+    from tinygan import cli
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import infogan_mnist
+
+    sys.exit(cli.run(infogan_mnist.main, os.environ["EXAMPLE_ARGS"].split()))
+
+
+def scenario_errors(folder: Path) -> None:
+    from tinygan import cli
+    from tinygan import distributed as dist
+
+    def main(argv):
+        r = dist.rank()
+        if os.environ["CASE"] == "differ":
+            raise cli.CommandError("no GPU on rank 0" if r == 0 else "no GPU on rank 1 or 2")
+        if r == 1:
+            raise cli.CommandError("the disk is full")
+        dist.world().barrier("a collective that rank 1 never reaches")
+        return 0
+
+    sys.exit(cli.run(main, []))
 
 
 if __name__ == "__main__":

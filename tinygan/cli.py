@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -68,31 +67,43 @@ def parser(doc: str | None) -> ArgumentParser:
 
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Call ``main(argv)``; an expected error becomes one ``error:`` line and an exit status."""
+    """Call ``main(argv)``; an expected error becomes one ``error:`` line and an exit status.
+
+    Under ``mpiexec`` the process's rank is set up first (``distributed.init``: rank 0 alone
+    prints), and an error that every rank meets is printed once (``distributed.report_error``).
+    """
     debug = os.environ.get("TINYGAN_DEBUG", "") not in ("", "0")
     try:
+        try:
+            distributed.init(quiet=True)
+        except ValueError as e:  # a bad TINYGAN_DIST_TIMEOUT
+            raise UsageError(str(e)) from e
         return main(argv)
     except UsageError as e:
         if debug:
             raise
-        _print_error(e)
-        return 2
+        return _report(e, 2)
     except EXPECTED as e:
         if debug:
             raise
-        _print_error(e)
-        return 1
+        return _report(e, 1)
     except KeyboardInterrupt:
         if debug:
             raise
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        return _report(None, 130)
 
 
-def _print_error(error: Exception) -> None:
-    message = " ".join(str(error).split()) or type(error).__name__  # one line
-    hint = next((h for t, h in HINTS.items() if isinstance(error, t)), None)
-    print(f"error: {message}" + (f" ({hint})" if hint else ""), file=sys.stderr)
+def _report(error: Exception | None, code: int) -> int:
+    """Print ``error`` (None: an interruption) as one ``error:`` line, once for the whole job;
+    return ``code``."""
+    if error is None:
+        line = "error: interrupted"
+    else:
+        message = " ".join(str(error).split()) or type(error).__name__  # one line
+        hint = next((h for t, h in HINTS.items() if isinstance(error, t)), None)
+        line = f"error: {message}" + (f" ({hint})" if hint else "")
+    distributed.report_error(line, code)
+    return code
 
 
 # ---- flag types: each checks its value while argparse parses ---------------------------------

@@ -28,8 +28,6 @@ from .models.vae import binarize
 from .serialization import CheckpointError, atomic_path, load, save
 from .train import BestCheckpoint, train
 
-distributed.init(quiet=True)  # under mpiexec: one rank per process, rank 0 alone prints
-
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
     """``--dataset``, ``--split`` and ``--data-dir``: which images, from where."""
@@ -215,13 +213,18 @@ def fit(
         return 130
 
 
-def check_batch(batch_size: int, images: np.ndarray) -> None:
-    """A batch must fit in the training images (``cli.UsageError`` if not)."""
+def check_batch(batch_size: int, images: np.ndarray, model: Any = None) -> None:
+    """A batch must fit in the training images, and under ``mpiexec`` give every rank a row of
+    each of the chunks ``model`` takes it in (``cli.UsageError`` if not)."""
     if batch_size > len(images):
         raise cli.UsageError(
             f"a batch of {batch_size} images does not fit in the {len(images)} training "
             "images; lower --batch-size"
         )
+    try:
+        distributed.check_batch(model, batch_size)
+    except ValueError as e:
+        raise cli.UsageError(f"--batch-size: {e}") from None
 
 
 def check_classifier(args: argparse.Namespace) -> None:
@@ -383,7 +386,7 @@ def run_generative(
     tune_allocator()
     images = splits.train[0]
     batch_size = batch_size or args.batch_size
-    check_batch(batch_size, images)
+    check_batch(batch_size, images, model)
     out = cli.make_out(args)
     print(
         f"{name}: {args.dataset} {args.split} ({len(images)} training images), device {device}, "
@@ -506,7 +509,7 @@ def run_infogan(args: argparse.Namespace) -> int:
     tune_allocator()
     splits = load_splits(args.dataset, args.split, args.data_dir)
     images, labels = splits.train
-    check_batch(args.batch_size, images)
+    check_batch(args.batch_size, images, model)
     out = cli.make_out(args)
     name = "GAN baseline (Q trained, G not rewarded)" if args.baseline else "InfoGAN"
     if model.consistency:

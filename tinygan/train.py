@@ -247,7 +247,9 @@ def train(
         start, history, scores = _restore(model, path, run)
         if best is not None:
             best.scores = scores
-    parallel = distributed.DataParallel(model, batch_size, start)  # a no-op in one process
+    # a no-op in one process; under mpiexec the ranks must agree on the run's settings
+    settings = {**run, "steps": steps, "select_every": best.every if best else None}
+    parallel = distributed.DataParallel(model, batch_size, start, settings=settings)
     saved = start if start else None  # the step of the last good checkpoint this run has
     show = progress and parallel.is_main
     bar = tqdm(total=steps, initial=start, disable=not show, dynamic_ncols=True)

@@ -10,14 +10,16 @@ gradients before every optimizer step, so that N ranks at a global batch B compu
 process computes at batch B (to float rounding). Only rank 0 shows progress and writes files.
 Without a launcher nothing changes and mpi4py is never imported.
 
-The pieces, for other loops: ``init``/``world``/``rank``/``size``/``is_main``; communicators
+The pieces, for other loops: ``init``/``world``/``rank``/``size``/``is_main``/``report_error``
+(an expected error printed once for the job); communicators
 (``SingleProcess``, ``MPICommunicator``, ``NCCLCommunicator``); ``all_reduce_sum`` (a
 differentiable all-reduce), ``SyncBatchNorm`` (its op: ``SyncBatchNormFunction``),
 ``convert_sync_batchnorm``;
 ``broadcast_module``, ``broadcast_optimizer``, ``synchronize(optimizer)`` (``GradientSync``),
 ``prepare(model)``;
-``shard`` and ``ShardedGenerator`` (the sharded batch sampler); ``DataParallel`` (the loop's
-per-step calls). See docs/scaling.md for multi-machine runs and what it costs.
+``shard``, ``check_batch`` and ``ShardedGenerator`` (the sharded batch sampler);
+``DataParallel`` (the loop's per-step calls). See docs/scaling.md for multi-machine runs and
+what it costs.
 """
 
 from .comm import (
@@ -29,6 +31,7 @@ from .comm import (
     is_main,
     launched_by_mpi,
     rank,
+    report_error,
     size,
     world,
 )
@@ -39,6 +42,7 @@ from .data_parallel import (
     ShardedGenerator,
     broadcast_module,
     broadcast_optimizer,
+    check_batch,
     prepare,
     shard,
     synchronize,
@@ -56,6 +60,6 @@ __all__ = [
     "DEFAULT_BUCKET_BYTES", "AllReduceSum", "Communicator", "DataParallel", "GradientSync",
     "MPICommunicator", "NCCLCommunicator", "ShardedGenerator", "SingleProcess", "SyncBatchNorm",
     "SyncBatchNormFunction", "all_reduce_sum", "broadcast_module", "broadcast_optimizer",
-    "convert_sync_batchnorm", "init", "is_main", "launched_by_mpi", "prepare", "rank", "shard",
-    "size", "sync_batch_norm", "synchronize", "world",
+    "check_batch", "convert_sync_batchnorm", "init", "is_main", "launched_by_mpi", "prepare",
+    "rank", "report_error", "shard", "size", "sync_batch_norm", "synchronize", "world",
 ]  # fmt: skip

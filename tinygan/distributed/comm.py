@@ -15,13 +15,16 @@ waits, polling with a deadline (``TINYGAN_DIST_TIMEOUT`` seconds, default 600), 
 have reached it, then moves the data with MPI's blocking call; past the deadline the rank prints
 which collective it was waiting in and aborts the whole job (``MPI_Abort``). An uncaught exception
 on any rank does the same, and at exit every rank waits (with the same deadline) for the others to
-finish before MPI shuts down.
+finish before MPI shuts down. An expected error (``report_error``: a bad flag, missing data) is
+printed once for the whole job when every rank meets it, and aborts the job, naming the rank,
+when not.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import os
 import sys
 import time
@@ -42,6 +45,7 @@ __all__ = [
     "is_main",
     "launched_by_mpi",
     "rank",
+    "report_error",
     "size",
     "world",
 ]
@@ -50,7 +54,12 @@ __all__ = [
 # MPICH's and Intel MPI's Hydra (and Slurm's pmi2), Open MPI, MVAPICH, PMIx (Open MPI 5, srun
 # --mpi=pmix; no size there).
 LAUNCHER_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_RANK")
+# ... and with this process's rank
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK")
 DEFAULT_TIMEOUT_S = 600.0
+# How long a rank with an expected error waits for the others to meet one too (ranks that read the
+# same flags and data meet it within moments) before it aborts the job on its own
+FAIL_GRACE_S = 10.0
 # Messages up to this size go as one non-blocking all-reduce polled to completion (done within
 # microseconds once every rank is there); larger ones wait at a non-blocking barrier first and
 # then move at the blocking call's full speed (MPICH progresses a non-blocking collective only
@@ -124,6 +133,11 @@ class Communicator:
         """Print ``message`` naming this rank and stop every rank of the job."""
         raise NotImplementedError
 
+    def report_error(self, line: str, code: int) -> None:
+        """This rank stops on an expected error: print ``line`` (``error: ...``) on stderr once
+        for the whole job. In a world of one: print it."""
+        print(line, file=sys.stderr, flush=True)
+
     def allreduce_values(self, values: Sequence[float], what: str = "allreduce") -> np.ndarray:
         """The sums over ranks of a few Python numbers, as a float64 array."""
         return self.allreduce_(np.array(values, np.float64), what)
@@ -170,6 +184,7 @@ class MPICommunicator(Communicator):
 
     def __init__(self, comm: Any = None, *, timeout: float | None = None, guard: bool = True):
         super().__init__()
+        self.timeout = _timeout(timeout)  # (a bad setting is refused before MPI starts)
         try:
             from mpi4py import MPI
         except ImportError as e:
@@ -185,9 +200,10 @@ class MPICommunicator(Communicator):
         local.Free()
         # the guard's barriers run on a communicator of their own, so that a barrier can never
         # be matched with a data collective of a rank that took another path (a rank leaving
-        # early while the others all-reduce): they time out instead of exchanging garbage
+        # early while the others all-reduce): they time out instead of exchanging garbage;
+        # ``report_error`` has one too (a failing rank must not meet a rank waiting at exit)
         self.guard_comm = self.comm.Dup()
-        self.timeout = _timeout(timeout)
+        self.fail_comm = self.comm.Dup()
         self._nccl: NCCLCommunicator | None = None
         self._finished = False
         if guard:
@@ -196,23 +212,30 @@ class MPICommunicator(Communicator):
             atexit.register(self._wait_for_all_at_exit)
 
     # ---- the guard ------------------------------------------------------------------------
-    def _wait(self, request: Any, what: str) -> None:
-        """Poll ``request`` until it completes; abort the job past the deadline."""
+    @staticmethod
+    def _poll(request: Any, seconds: float) -> bool:
+        """Poll ``request`` until it completes (True) or ``seconds`` have passed (False)."""
         if request.Test():
-            return
+            return True
         start = time.monotonic()
-        spin_until, deadline, delay = start + _SPIN_S, start + self.timeout, 2e-5
+        spin_until, deadline, delay = start + _SPIN_S, start + seconds, 2e-5
         while not request.Test():
             now = time.monotonic()
             if now < spin_until:
                 continue
             if now > deadline:
-                self.abort(
-                    f"waited {self.timeout:.0f} s in {what} for the other ranks: one of them died, "
-                    "hangs, or left the run early (TINYGAN_DIST_TIMEOUT sets the limit)"
-                )
+                return False
             time.sleep(delay)
             delay = min(2 * delay, _MAX_SLEEP_S)
+        return True
+
+    def _wait(self, request: Any, what: str) -> None:
+        """Poll ``request`` until it completes; abort the job past the deadline."""
+        if not self._poll(request, self.timeout):
+            self.abort(
+                f"waited {self.timeout:.0f} s in {what} for the other ranks: one of them died, "
+                "hangs, or left the run early (TINYGAN_DIST_TIMEOUT sets the limit)"
+            )
 
     def _meet(self, what: str) -> None:
         """Return once every rank has reached this point (guarded non-blocking barrier)."""
@@ -227,6 +250,25 @@ class MPICommunicator(Communicator):
         with contextlib.suppress(KeyboardInterrupt):  # (a second Ctrl-C must not skip Abort)
             time.sleep(_ABORT_GRACE_S)  # let the launcher forward the message before the kill
         self.comm.Abort(code)
+
+    def report_error(self, line: str, code: int) -> None:
+        """Print ``line``, this rank's error, once for the job: if every rank fails within
+        ``FAIL_GRACE_S`` (they read the same flags and data), rank 0 prints each distinct line
+        (naming the ranks when they differ) and every rank returns; if not, this rank prints
+        its line naming itself and aborts the job with ``code``."""
+        if not self._poll(self.fail_comm.Ibarrier(), min(self.timeout, FAIL_GRACE_S)):
+            print(f"{line} (rank {self.rank} of {self.size}; the other ranks did not fail: "
+                  "aborting them)", file=sys.stderr, flush=True)  # fmt: skip
+            with contextlib.suppress(KeyboardInterrupt):
+                time.sleep(_ABORT_GRACE_S)  # (see abort)
+            self.comm.Abort(code)
+        lines = self.fail_comm.gather(line, root=0)  # every rank is here
+        self._finished = True  # every rank is stopping: nothing to wait for at exit
+        for text in dict.fromkeys(lines or ()):  # rank 0: each distinct line, in rank order
+            ranks = [r for r, other in enumerate(lines) if other == text]
+            many = "s" if len(ranks) > 1 else ""
+            where = "" if len(ranks) == self.size else f" (rank{many} {', '.join(map(str, ranks))})"
+            print(text + where, file=sys.stderr, flush=True)
 
     def _excepthook(self, etype: type, value: BaseException, tb: Any) -> None:
         self._previous_hook(etype, value, tb)
@@ -367,6 +409,9 @@ class NCCLCommunicator(Communicator):
     def allgather(self, obj: Any, what: str = "allgather") -> list[Any]:
         return self.mpi.allgather(obj, what)
 
+    def allreduce_values(self, values: Sequence[float], what: str = "allreduce") -> np.ndarray:
+        return self.mpi.allreduce_values(values, what)  # host numbers: MPI, with the deadline
+
     def barrier(self, what: str = "barrier") -> None:
         self.mpi.barrier(what)
 
@@ -390,17 +435,20 @@ def pin_device(comm: Communicator) -> int:
 
 
 def _timeout(timeout: float | None) -> float:
+    """The collectives' deadline in seconds: ``timeout``, else ``TINYGAN_DIST_TIMEOUT``, else 600;
+    a positive number (inf: no deadline)."""
+    name, value = "timeout", timeout
     if timeout is None:
-        raw = os.environ.get("TINYGAN_DIST_TIMEOUT", str(DEFAULT_TIMEOUT_S))
-        try:
-            timeout = float(raw)
-        except ValueError:
-            raise ValueError(
-                f"TINYGAN_DIST_TIMEOUT must be a number of seconds; got {raw!r}"
-            ) from None
-    if not timeout > 0:
-        raise ValueError(f"the collective timeout must be positive seconds; got {timeout!r}")
-    return float(timeout)
+        name, value = "TINYGAN_DIST_TIMEOUT", os.environ.get("TINYGAN_DIST_TIMEOUT")
+        if value is None:
+            return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not seconds > 0:
+        raise ValueError(f"{name} must be a positive number of seconds; got {value!r}")
+    return seconds
 
 
 def _check_root(root: int, size: int) -> None:
@@ -449,6 +497,24 @@ def init(*, quiet: bool = False, timeout: float | None = None) -> Communicator:
     if quiet and _world.rank != 0 and os.environ.get("TINYGAN_ALL_RANKS_PRINT", "") in ("", "0"):
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     return _world
+
+
+def report_error(line: str, code: int) -> None:
+    """Print ``line`` (``error: ...``), this process's expected error, once for the whole job
+    (``Communicator.report_error``). Where the world could not be made (a bad
+    ``TINYGAN_DIST_TIMEOUT``, which every rank reads alike), the launcher's rank 0 prints it."""
+    if _world is not None:
+        _world.report_error(line, code)
+    elif not launched_by_mpi() or _launcher_rank() in (None, 0):
+        print(line, file=sys.stderr, flush=True)
+
+
+def _launcher_rank() -> int | None:
+    """This process's rank as the MPI launcher's environment says (None if it does not)."""
+    for name in RANK_VARIABLES:
+        with contextlib.suppress(KeyError, ValueError):
+            return int(os.environ[name])
+    return None
 
 
 def world() -> Communicator:

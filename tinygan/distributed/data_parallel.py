@@ -22,7 +22,7 @@ from .. import backend
 from ..nn.module import Module
 from ..optim import Optimizer
 from .comm import Communicator, world
-from .sync_batchnorm import convert_sync_batchnorm
+from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
 
 __all__ = [
     "DEFAULT_BUCKET_BYTES",
@@ -31,6 +31,7 @@ __all__ = [
     "ShardedGenerator",
     "broadcast_module",
     "broadcast_optimizer",
+    "check_batch",
     "prepare",
     "shard",
     "synchronize",
@@ -230,9 +231,12 @@ def shard(batch: int, rank: int, size: int, chunks: int = 1) -> np.ndarray:
         raise ValueError(f"a batch of {batch} does not split into {chunks} equal chunks")
     m = batch // chunks
     if m < size:
+        what, need = f"a batch of {batch}", "one row"
+        if chunks > 1:
+            what, need = f"{what} in {chunks} chunks of {m}", "one row of every chunk"
         raise ValueError(
-            f"a batch (chunk) of {m} rows cannot be shared by {size} ranks: each needs at least "
-            "one; use a larger batch or fewer ranks"
+            f"{what} cannot be shared by {size} ranks: each needs at least {need}; use a batch "
+            f"of at least {size * chunks} or fewer ranks"
         )
     base, rem = divmod(m, size)
     start = rank * base + min(rank, rem)
@@ -240,12 +244,20 @@ def shard(batch: int, rank: int, size: int, chunks: int = 1) -> np.ndarray:
     return np.concatenate([k * m + part for k in range(chunks)])
 
 
-# numpy.random.Generator methods that draw arrays, and where ``size`` sits among their arguments
+# every numpy.random.Generator method that takes a ``size``, and where it sits among the arguments
 _SIZE_ARGUMENT = {
-    "random": 0, "standard_normal": 0, "standard_exponential": 0, "uniform": 2, "normal": 2,
-    "integers": 2, "binomial": 2, "exponential": 1, "poisson": 1, "gamma": 2, "beta": 2,
-    "choice": 1, "standard_gamma": 1, "lognormal": 2, "laplace": 2, "logistic": 2,
+    "random": 0, "standard_normal": 0, "standard_exponential": 0, "standard_cauchy": 0,
+    "choice": 1, "exponential": 1, "poisson": 1, "standard_gamma": 1, "chisquare": 1,
+    "dirichlet": 1, "geometric": 1, "logseries": 1, "pareto": 1, "power": 1, "rayleigh": 1,
+    "standard_t": 1, "weibull": 1, "zipf": 1,
+    "uniform": 2, "normal": 2, "integers": 2, "binomial": 2, "gamma": 2, "beta": 2,
+    "lognormal": 2, "laplace": 2, "logistic": 2, "f": 2, "gumbel": 2, "multinomial": 2,
+    "negative_binomial": 2, "noncentral_chisquare": 2, "vonmises": 2, "wald": 2,
+    "multivariate_normal": 2, "multivariate_hypergeometric": 2,
+    "hypergeometric": 3, "noncentral_f": 3, "triangular": 3,
 }  # fmt: skip
+# ... and of those that fill an ``out`` array, where it sits
+_OUT_ARGUMENT = {"random": 2, "standard_normal": 2, "standard_exponential": 3, "standard_gamma": 3}
 
 
 class ShardedGenerator:
@@ -256,7 +268,9 @@ class ShardedGenerator:
     other draw is made as asked. The underlying generator therefore advances exactly as in one
     process at the full batch, and the ranks' rows together are that process's draw. (A draw
     that is not per example but happens to have the rank's row count as its leading dimension
-    would be cut too: the rule is about the shape.)
+    would be cut too: the rule is about the shape. A per-example draw must say so by its
+    ``size``: one shaped by its parameters' arrays, or a ``permutation``/``shuffle`` of the
+    rank's rows, is made as asked, and cannot be one process's.)
 
     Parameters
     ----------
@@ -275,10 +289,16 @@ class ShardedGenerator:
         where = _SIZE_ARGUMENT[name]
 
         def draw(*args: Any, **kwargs: Any) -> Any:
+            at = _OUT_ARGUMENT.get(name)
+            if at is not None and len(args) > at:  # ``out`` given by position
+                kwargs["out"], args = args[at], args[:at]
             positional = len(args) > where
             size = args[where] if positional else kwargs.get("size")
+            out = kwargs.get("out")
+            if size is None and out is not None:  # (an ``out`` array gives the shape)
+                size = out.shape
             shape = (size,) if isinstance(size, (int, np.integer)) else tuple(size or ())
-            if not shape or shape[0] not in self._rows or "out" in kwargs:
+            if not shape or shape[0] not in self._rows:
                 return method(*args, **kwargs)
             total, positions = self._rows[shape[0]]
             whole = (total, *shape[1:])
@@ -286,8 +306,12 @@ class ShardedGenerator:
                 args = (*args[:where], whole, *args[where + 1 :])
             else:
                 kwargs["size"] = whole
-            out = method(*args, **kwargs)
-            return out[positions]
+            kwargs.pop("out", None)
+            rows = method(*args, **kwargs)[positions]
+            if out is None:
+                return rows
+            out[...] = rows
+            return out
 
         return draw
 
@@ -309,11 +333,19 @@ def prepare(
     sync_batchnorm: bool = True,
     comm: Communicator | None = None,
     bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+    share: float | None = None,
 ) -> list[GradientSync]:
     """Make ``model`` (a ``tinygan.models`` model, or any object whose attributes hold its
     modules and optimizers) data-parallel, in place: batch norm layers become ``SyncBatchNorm``
     (if ``sync_batchnorm``), rank 0's parameters and buffers are broadcast, and every optimizer
     averages the gradients before it steps. Idempotent; nothing happens in a world of one.
+
+    Parameters
+    ----------
+    share : float, optional
+        This rank's weight in the total loss, its share of the batch when each rank's loss is
+        a mean over its rows: the gradients' weight in the average (``GradientSync.weight``)
+        and in ``SyncBatchNorm``'s backward (``SyncBatchNorm.share``). Default 1 / size.
 
     Returns
     -------
@@ -322,6 +354,9 @@ def prepare(
     comm = world() if comm is None else comm
     if comm.size == 1:
         return []
+    share = 1.0 / comm.size if share is None else float(share)
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1]; got {share!r}")
     parts = _parts(model)
     for name, part in parts:
         if isinstance(part, Module):
@@ -330,8 +365,26 @@ def prepare(
                 if new is not part:
                     setattr(model, name, new)
                     part = new
+            for layer in part.modules():
+                if isinstance(layer, SyncBatchNorm):
+                    layer.share = share
             broadcast_module(part, 0, comm)
-    return [synchronize(p, comm, bucket_bytes) for _, p in parts if isinstance(p, Optimizer)]
+    syncs = [synchronize(p, comm, bucket_bytes) for _, p in parts if isinstance(p, Optimizer)]
+    for sync in syncs:
+        sync.weight = share
+    return syncs
+
+
+def _chunks(model: Any) -> int:
+    """How many chunks a model takes its batch in (``GAN(n_critic=5)``: 5)."""
+    return int(getattr(model, "n_critic", 1))
+
+
+def check_batch(model: Any, batch_size: int, comm: Communicator | None = None) -> None:
+    """``ValueError`` (``shard``'s) unless every rank gets at least one row of each of the
+    chunks ``DataParallel`` cuts a batch of ``batch_size`` rows of ``model`` into."""
+    comm = world() if comm is None else comm
+    shard(batch_size, comm.rank, comm.size, _chunks(model))
 
 
 class DataParallel:
@@ -349,10 +402,19 @@ class DataParallel:
     start : int
         The step the run starts (or resumes) at: all ranks must agree.
     comm : Communicator, optional
+    settings : mapping, optional
+        What else every rank must agree on (``train``'s: the seed, the data's fingerprint, the
+        number of steps...), besides the model's optimizers' hyperparameters: ranks that differ
+        would each shard another batch, or step otherwise, silently.
     """
 
     def __init__(
-        self, model: Any, batch_size: int, start: int = 0, comm: Communicator | None = None
+        self,
+        model: Any,
+        batch_size: int,
+        start: int = 0,
+        comm: Communicator | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.comm = comm = world() if comm is None else comm
         self.is_main = comm.is_main
@@ -364,15 +426,20 @@ class DataParallel:
                 f"the ranks start at different steps {starts}: each must read the same "
                 "checkpoint (a multi-machine run needs it on a shared filesystem)"
             )
-        chunks = int(getattr(model, "n_critic", 1))
+        agreed = {"batch_size": batch_size, **(settings or {})}
+        for name, part in _parts(model):  # (the optimizers' learning rates...)
+            if isinstance(part, Optimizer):
+                agreed.update((f"{name}.{k}", getattr(part, k)) for k in part.hparams)
+        _same_everywhere(comm, sorted(agreed.items()), "the run's settings (every rank must run "
+                         "the same command on the same data)")  # fmt: skip
+        chunks = _chunks(model)
         self.positions = shard(batch_size, comm.rank, comm.size, chunks)
         local, chunk = len(self.positions), batch_size // chunks
         rows = {local: (batch_size, self.positions)}
         if chunks > 1:
             rows[local // chunks] = (chunk, self.positions[: local // chunks])
         self.rows, self.share = rows, local / batch_size
-        for sync in prepare(model, comm=comm):
-            sync.weight = self.share
+        prepare(model, comm=comm, share=self.share)
 
     def shard(self, index: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Any]:
         """This rank's rows of the batch ``index`` and its view of the step's generator."""

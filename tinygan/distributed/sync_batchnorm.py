@@ -1,7 +1,7 @@
 """Synchronized batch normalisation: batch statistics over every rank's part of the batch.
 
 ``SyncBatchNormFunction`` is the fused batch norm (``ops.nn.BatchNorm``) whose per-channel sums
-are all-reduced: forward, the sums of ``x`` with the row count in one message, then the sums of
+are all-reduced: forward, the row count (on the host), the sums of ``x``, then the sums of
 the squared deviations (two passes over the data as the fused kernel does: ``E[x^2] - mean^2``
 in one message would lose digits in float32 when |mean| >> std); backward, the sums of ``gy``
 and ``gy * xhat`` in one message. Under ``create_graph`` its backward differentiates the same
@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import ops
 from ..backend import get_array_module
 from ..function import Function
 from ..nn.layers import _BatchNorm
@@ -86,34 +85,62 @@ def _unrows(y: Tensor, shape: tuple[int, ...]) -> Tensor:
 
 class SyncBatchNormFunction(BatchNorm):
     """``ops.nn.BatchNorm`` in training mode whose per-channel sums cover every rank's rows: the
-    fused kernel and its first-order backward, with three all-reduces per call (the sums and
-    the row count; the squared deviations; in backward the sums of ``gy`` and ``gy * xhat``,
-    which the input's gradient needs over the whole batch; the weight's and bias's gradients
-    stay this rank's, for the data-parallel average). Under ``create_graph`` its backward
-    differentiates ``_formula``: Tensor ops around ``AllReduceSum``.
+    fused kernel and its first-order backward, with four all-reduces per call (the row count,
+    on the host; the sums; the squared deviations; in backward the sums of ``gy`` and
+    ``gy * xhat``, which the input's gradient needs over the whole batch; the weight's and
+    bias's gradients stay this rank's, for the data-parallel average). Under ``create_graph``
+    its backward differentiates ``_formula``: Tensor ops around ``AllReduceSum``.
+
+    The row count goes through ``allreduce_values`` (MPI, on the host, with the deadline), so
+    that checking it reads no GPU value: a host read of an array that a pending NCCL
+    all-reduce writes would wait for a dead peer forever.
+
+    ``share`` is this rank's weight in the loss that the gradients differentiate (the total
+    is ``sum over ranks of share_r * loss_r``, each ``loss_r`` a mean over the rank's rows:
+    ``DataParallel`` sets each rank's share of the batch). Each rank's ``gy`` is the gradient of
+    its own ``loss_r``, so the gradient sums that couple the ranks add up ``share_r * gy_r``,
+    divided by this rank's share (the gradient averaging multiplies by it again). None (or an
+    even share, 1 / size, on every rank): the same weight on every rank, plain sums.
     """
 
-    def __init__(self, comm: Communicator, running_mean, running_var, momentum, eps) -> None:
+    def __init__(
+        self, comm: Communicator, running_mean, running_var, momentum, eps, share=None
+    ) -> None:
         super().__init__(running_mean, running_var, True, momentum, eps)
-        self.comm = comm
+        self.comm, self.share = comm, share
+
+    def _count(self, m: int) -> int:
+        return int(self.comm.allreduce_values([m], "SyncBatchNorm count")[0])
 
     def _all(self, *sums, what):
-        xp = self.xp
-        dtype = sums[0].dtype
-        parts = [xp.asarray(a, dtype=dtype).reshape(-1) for a in sums]
-        total = self.comm.allreduce_(xp.concatenate(parts), f"SyncBatchNorm {what}")
+        parts = [a.reshape(-1) for a in sums]
+        total = self.comm.allreduce_(self.xp.concatenate(parts), f"SyncBatchNorm {what}")
         ends = np.cumsum([p.size for p in parts])
-        pieces = [total[end - p.size : end] for p, end in zip(parts, ends)]
-        return tuple(t.reshape(getattr(a, "shape", ())) for t, a in zip(pieces, sums))
+        return tuple(total[e - p.size : e].reshape(a.shape) for p, a, e in zip(parts, sums, ends))
+
+    def _uneven(self) -> bool:
+        """Whether this rank's share differs from an even one (1 / size)."""
+        return self.share is not None and abs(self.share * self.comm.size - 1) > 1e-9
+
+    def _all_gradients(self, *sums):
+        if not self._uneven():
+            return self._all(*sums, what="backward")
+        w = self.share
+        return tuple(t / w for t in self._all(*(a * w for a in sums), what="backward"))
 
     def _formula(self, x, weight=None, bias=None):
+        if self._uneven():
+            raise NotImplementedError(
+                f"SyncBatchNorm: second derivatives (create_graph) when the ranks' shares of "
+                f"the batch differ (this rank's: {self.share:.4g} of {self.comm.size} ranks) "
+                "are not supported: how the other ranks' gradients are weighted depends on "
+                "what each backward differentiates (a mean or a sum); use a batch that the "
+                "ranks share evenly"
+            )
         rows = _rows(x)
-        c = x.shape[1]
-        count = Tensor(get_array_module(x.data).full((1,), rows.shape[0], rows.dtype))
-        sums = all_reduce_sum(ops.cat([rows.sum(0), count]), self.comm, "SyncBatchNorm mean")
-        n = sums[c:].detach()
-        centred = rows - sums[:c] / n
-        var = all_reduce_sum((centred * centred).sum(0), self.comm, "SyncBatchNorm var") / n
+        mean = all_reduce_sum(rows.sum(0), self.comm, "SyncBatchNorm mean") / self.m
+        centred = rows - mean
+        var = all_reduce_sum((centred * centred).sum(0), self.comm, "SyncBatchNorm var") / self.m
         y = centred * (var + self.eps) ** -0.5
         y = y if weight is None else y * weight
         return _unrows(y if bias is None else y + bias, x.shape)
@@ -128,6 +155,7 @@ def sync_batch_norm(
     momentum: float,
     eps: float,
     comm: Communicator,
+    share: float | None = None,
 ) -> Tensor:
     """Batch normalisation in training mode with the statistics of every rank's batch.
 
@@ -142,6 +170,9 @@ def sync_batch_norm(
     momentum, eps : float
     comm : Communicator
         With a world of one this is exactly ``F.batch_norm`` (training mode).
+    share : float, optional
+        This rank's weight in the total loss, when each rank's loss is a mean over its rows
+        (``SyncBatchNormFunction``); None: the same weight on every rank.
 
     Returns
     -------
@@ -154,7 +185,7 @@ def sync_batch_norm(
     inputs = [x] + ([weight, bias] if bias is not None else [weight] if weight is not None else [])
     if weight is None and bias is not None:
         inputs[1] = Tensor(get_array_module(x.data).ones(x.shape[1], dtype=x.dtype))
-    return SyncBatchNormFunction(comm, running_mean, running_var, momentum, eps)(*inputs)
+    return SyncBatchNormFunction(comm, running_mean, running_var, momentum, eps, share)(*inputs)
 
 
 class SyncBatchNorm(_BatchNorm):
@@ -171,9 +202,16 @@ class SyncBatchNorm(_BatchNorm):
         As ``nn.BatchNorm2d``.
     comm : Communicator, optional
         Default: ``tinygan.distributed.world()`` at the time of the call.
+
+    Attributes
+    ----------
+    share : float or None
+        This rank's weight in the loss its gradients differentiate (``SyncBatchNormFunction``;
+        ``distributed.prepare`` sets it to the rank's share of the batch); None: equal weights.
     """
 
     _dims = (2, 3, 4)
+    share: float | None = None
 
     def __init__(
         self,
@@ -198,13 +236,10 @@ class SyncBatchNorm(_BatchNorm):
                 f"SyncBatchNorm({self.num_features}): expected (N, {self.num_features}, ...) with "
                 f"2 to 4 dims; got shape {x.shape}"
             )
-        momentum = 0.0 if self.momentum is None else self.momentum
-        if self.track_running_stats:
-            self.num_batches_tracked.data[...] += 1
-            if self.momentum is None:  # cumulative moving average, as PyTorch
-                momentum = 1.0 / float(self.num_batches_tracked.item())
+        if self.momentum is None and self.track_running_stats:  # _momentum reads the count:
+            comm.synchronize("the collectives before SyncBatchNorm's batch count")  # (NCCL's)
         return sync_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                               momentum, self.eps, comm)  # fmt: skip
+                               self._momentum(), self.eps, comm, self.share)  # fmt: skip
 
 
 def convert_sync_batchnorm(module: Module, comm: Communicator | None = None) -> Module:

@@ -239,11 +239,7 @@ class _BatchNorm(Module):
         if x.ndim not in self._dims:
             dims = " or ".join(f"{d}D" for d in self._dims)
             raise ValueError(f"{type(self).__name__}: expected {dims} input; got shape {x.shape}")
-        momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.data[...] += 1
-            if self.momentum is None:  # cumulative moving average, as PyTorch
-                momentum = 1.0 / float(self.num_batches_tracked.item())
+        momentum = self._momentum() if self.training else 0.0
         use_batch_stats = self.training or self.running_mean is None
         return F.batch_norm(
             x,
@@ -255,6 +251,15 @@ class _BatchNorm(Module):
             momentum,
             self.eps,
         )
+
+    def _momentum(self) -> float:
+        """Count a training batch; the running statistics' momentum for it."""
+        if not self.track_running_stats:
+            return 0.0 if self.momentum is None else self.momentum
+        self.num_batches_tracked.data[...] += 1
+        if self.momentum is None:  # cumulative moving average, as PyTorch
+            return 1.0 / float(self.num_batches_tracked.item())
+        return self.momentum
 
     def extra_repr(self) -> str:
         return (

@@ -105,13 +105,14 @@ class BatchNorm(Function):
         xp = self.xp
         self.cshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)  # per-channel arrays broadcast
         if self.training:
-            total, m = self._all(kernels.channel_sum(x), x.size // x.shape[1], what="mean")
+            m = self._count(x.size // x.shape[1])  # a host int: the check below syncs nothing
             if m <= 1:
                 raise ValueError(
                     f"batch norm: expected more than one value per channel over all "
-                    f"ranks; got {int(m)} (input shape on this rank {x.shape})"
+                    f"ranks; got {m} (input shape on this rank {x.shape})"
                 )
             self.m = m  # values per channel (over every rank's part of the batch)
+            (total,) = self._all(kernels.channel_sum(x), what="mean")
             mu = (total / m).reshape(self.cshape)
             xc = x - mu
             squares = xc * xc
@@ -132,10 +133,20 @@ class BatchNorm(Function):
             y += bias.reshape(self.cshape)
         return y
 
+    def _count(self, m: int) -> int:
+        """The number of values per channel in the whole batch: here this process's ``m``;
+        ``distributed.SyncBatchNormFunction`` adds up every rank's."""
+        return m
+
     def _all(self, *sums, what):
-        """The per-channel sums (and counts) over the whole batch: here this process's own;
+        """The per-channel sums over the whole batch: here this process's own;
         ``distributed.SyncBatchNormFunction`` adds up every rank's."""
         return sums
+
+    def _all_gradients(self, *sums):
+        """``_all`` for sums of the output's gradient (``distributed.SyncBatchNormFunction``
+        weights each rank's by its share of the loss)."""
+        return self._all(*sums, what="backward")
 
     def _update_running(self, mu, unbiased_var):
         """``running = momentum * batch + (1 - momentum) * running``, in place (PyTorch's order)."""
@@ -161,7 +172,7 @@ class BatchNorm(Function):
             scale = invstd if self.weight is None else invstd * self.weight.reshape(cshape)
             gx = gy * scale
             if self.training:  # mean and var depend on x: gx = scale (gy - gb/m - xhat gw/m)
-                gw_all, gb_all = self._all(gw, gb, what="backward")  # (the whole batch's sums)
+                gw_all, gb_all = self._all_gradients(gw, gb)  # (the whole batch's sums)
                 m = self.m
                 gx -= self.xp.multiply(xc, scale * invstd * gw_all / m, out=gy_xc)
                 gx -= scale * gb_all / m
