@@ -583,23 +583,14 @@ def evaluate_selected(
     out: Path,
     final: dict[str, Any],
 ) -> dict[str, Any]:
-    """Load the selected state (``best.path``) into ``model`` and score it as the final one
-    (test and training accuracy, L_I, Parzen, classifier score; figures in ``out/selected``):
-    ``{"selection": how it was chosen, "selected": its numbers}``. Where the final state is the
-    selected one, ``final``'s numbers (the run's summary) are reused."""
+    """Load the selected state (``best.load()``: this run's, of the selected step) into
+    ``model`` and score it as the final one (test and training accuracy, L_I, Parzen, classifier
+    score; figures in ``out/selected``): ``{"selection": how it was chosen, "selected": its
+    numbers}``. Where the final state is the selected one, it is the model's own (``best.path``
+    is not read) and ``final``'s numbers (the run's summary) are reused."""
     step, score = best.best
-    try:
-        state = load(best.path)
-        saved = int(state["select/step"])
-    except (OSError, KeyError) as e:
-        raise CheckpointError(f"the selected state {best.path} cannot be read ({e})") from None
-    if saved != step:
-        raise CheckpointError(
-            f"{best.path} holds step {saved}, but the selection's scores chose step {step}; "
-            "rerun with --overwrite"
-        )
-    model.load_state_dict({k[len("model/") :]: v for k, v in state.items()
-                           if k.startswith("model/")})  # fmt: skip
+    if step != len(history):
+        model.load_state_dict(best.load())
     result = evaluate(model, *splits.test)
     info = [h["info_cat"] for h in history[:step]]
     selected = {"step": step, "score": score, "info_cat": float(np.mean(info[-10:])), **result}
