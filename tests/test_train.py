@@ -243,8 +243,8 @@ def test_resume_past_the_steps_asked_for_is_refused_naming_both(tmp_path):
         train(m, DATA, steps=3, batch_size=20, seed=1, checkpoint=ckpt, resume=True,
               progress=False)  # fmt: skip
     assert str(info.value).startswith(
-        f"cannot resume from {ckpt}: it is at step 4, past the 3 steps asked for; ask for 4 "
-        "steps or more (in the examples: --steps 4)"
+        f"cannot resume from {ckpt}: it is at step 4, after the last step asked for (3); ask "
+        "for 4 steps or more (in the examples: --steps 4)"
     )
     for k, v in m.state_dict().items():  # refused before anything was loaded
         np.testing.assert_array_equal(v, before[k], err_msg=k)

@@ -460,8 +460,9 @@ def _restore(
     step = int(state["train/step"])
     if step > steps:
         raise CheckpointError(
-            f"cannot resume from {path}: it is at step {step}, past the {steps} steps asked for; "
-            f"ask for {step} steps or more (in the examples: --steps {step}), or {advice}"
+            f"cannot resume from {path}: it is at step {step}, after the last step asked for "
+            f"({steps}); ask for {step} steps or more (in the examples: --steps {step}), or "
+            f"{advice}"
         )
     try:
         model.load_state_dict(
