@@ -384,43 +384,45 @@ def run_generative(
     images = splits.train[0]
     batch_size = batch_size or args.batch_size
     check_batch(batch_size, images)
-    out = cli.make_out(args)
-    print(
-        f"{name}: {args.dataset} {args.split} ({len(images)} training images), device {device}, "
-        f"{args.steps} steps, seed {args.seed}, writing to {out}"
-    )
-    history = fit(model, images, args, batch_size, splits.train_name)
-    if isinstance(history, int):
-        return history
-    write_json(out / "history.json", history)
-    summary: dict[str, Any] = {"model": name, **evaluate_samples(model, splits, args)}
-    if extra is not None:
-        summary.update(extra(model, splits, out))
-    summary.update(
-        splits=splits.description,
-        train_seconds=history[-1]["seconds"] if history else 0.0,
-        final={  # means over the last 50 steps
-            k: float(np.mean([h[k] for h in history[-50:]]))
-            for k in history[-1]
-            if k not in ("step", "seconds")
-        },
-        flags=vars(args),
-        device=device,
-    )
-    write_json(out / "metrics.json", summary)
-    steps = [h["step"] for h in history]
-    for figure, keys in curves.items():
-        viz.curves(out / f"{figure}.png", {k: (steps, [h[k] for h in history]) for k in keys},
-                   title=f"{name}: {figure}", ylabel=", ".join(keys))  # fmt: skip
-    samples = model.sample(100, np.random.default_rng([args.seed, 3]))
-    viz.image_grid(out / "samples.png", samples.reshape(10, 10, 28, 28), title=f"{name} samples")
-    parzen = summary["parzen"]
-    print(
-        f"Parzen log-likelihood {parzen['mean']:.1f} +- {parzen['sem']:.1f} nats "
-        f"(sigma {parzen['sigma']:.3f}), classifier score {summary['classifier_score']:.2f}"
-    )
-    print(f"wrote {out / 'metrics.json'}, figures and checkpoint in {out}")
-    return 0
+    with cli.make_out(args) as out:
+        print(
+            f"{name}: {args.dataset} {args.split} ({len(images)} training images), "
+            f"device {device}, {args.steps} steps, seed {args.seed}, writing to {out}"
+        )
+        history = fit(model, images, args, batch_size, splits.train_name)
+        if isinstance(history, int):
+            return history
+        write_json(out / "history.json", history)
+        summary: dict[str, Any] = {"model": name, **evaluate_samples(model, splits, args)}
+        if extra is not None:
+            summary.update(extra(model, splits, out))
+        summary.update(
+            splits=splits.description,
+            train_seconds=history[-1]["seconds"] if history else 0.0,
+            final={  # means over the last 50 steps
+                k: float(np.mean([h[k] for h in history[-50:]]))
+                for k in history[-1]
+                if k not in ("step", "seconds")
+            },
+            flags=vars(args),
+            device=device,
+        )
+        write_json(out / "metrics.json", summary)
+        steps = [h["step"] for h in history]
+        for figure, keys in curves.items():
+            viz.curves(out / f"{figure}.png", {k: (steps, [h[k] for h in history]) for k in keys},
+                       title=f"{name}: {figure}", ylabel=", ".join(keys))  # fmt: skip
+        samples = model.sample(100, np.random.default_rng([args.seed, 3]))
+        viz.image_grid(
+            out / "samples.png", samples.reshape(10, 10, 28, 28), title=f"{name} samples"
+        )
+        parzen = summary["parzen"]
+        print(
+            f"Parzen log-likelihood {parzen['mean']:.1f} +- {parzen['sem']:.1f} nats "
+            f"(sigma {parzen['sigma']:.3f}), classifier score {summary['classifier_score']:.2f}"
+        )
+        print(f"wrote {out / 'metrics.json'}, figures and checkpoint in {out}")
+        return 0
 
 
 def _rows(*arrays: np.ndarray) -> np.ndarray:
@@ -507,56 +509,57 @@ def run_infogan(args: argparse.Namespace) -> int:
     splits = load_splits(args.dataset, args.split, args.data_dir)
     images, labels = splits.train
     check_batch(args.batch_size, images)
-    out = cli.make_out(args)
-    name = "GAN baseline (Q trained, G not rewarded)" if args.baseline else "InfoGAN"
-    if model.consistency:
-        name += f" + consistency {model.consistency:g} ({model.consistency_objective})"
-    print(
-        f"{name}: {args.dataset} {args.split} ({len(images)} images), device {device}, "
-        f"{args.steps} steps of batch {args.batch_size}, seed {args.seed}, writing to {out}"
-    )
-    best = infogan_selection(model, splits, args.select_every, args.seed, out)
-    history = fit(model, images, args, args.batch_size, splits.train_name, best)
-    if isinstance(history, int):
-        return history
-    seconds = history[-1].get("seconds", math.nan) if history else 0.0
-    write_json(out / "history.json", history)
-
-    result = evaluate(model, *splits.test)
-    info = [h["info_cat"] for h in history]
-    summary = {
-        "model": "gan" if args.baseline else "infogan",
-        "accuracy": result["accuracy"],
-        "info_cat_at_1000": float(np.mean(info[990:1000])) if len(info) >= 1000 else None,
-        "info_cat_final": float(np.mean(info[-10:])),
-        "info_cat_ceiling": spec.categorical_entropy,
-        "accuracy_on_training_images": evaluate(model, images, labels)["accuracy"],
-        **evaluate_samples(model, splits, args),
-        "splits": splits.description,
-        "train_seconds": seconds,
-        "flags": {k: v for k, v in vars(args).items() if k != "compare"},
-        "device": device,  # what "auto" resolved to
-        **result,
-    }
-    paths = write_figures(model, history, result, out, args)
-    print(
-        f"accuracy {result['accuracy']:.4f}, L_I {summary['info_cat_final']:.3f} of "
-        f"{spec.categorical_entropy:.3f} nats, Parzen {summary['parzen']['mean']:.1f} nats, "
-        f"{seconds:.0f} s"
-    )
-    if best is not None:  # last: it loads the selected state into the model
-        summary.update(evaluate_selected(model, best, history, splits, args, out, summary))
-        selected = summary["selected"]
+    with cli.make_out(args) as out:
+        name = "GAN baseline (Q trained, G not rewarded)" if args.baseline else "InfoGAN"
+        if model.consistency:
+            name += f" + consistency {model.consistency:g} ({model.consistency_objective})"
         print(
-            f"selected (label-free, step {selected['step']} of {args.steps}): accuracy "
-            f"{selected['accuracy']:.4f}, Parzen {selected['parzen']['mean']:.1f} nats"
+            f"{name}: {args.dataset} {args.split} ({len(images)} images), device {device}, "
+            f"{args.steps} steps of batch {args.batch_size}, seed {args.seed}, writing to {out}"
         )
-        paths += [best.path, out / "selected"]
-    write_json(out / "metrics.json", summary)
-    print(
-        "wrote", ", ".join(str(p) for p in [out / "metrics.json", out / "checkpoint.npz", *paths])
-    )
-    return 0
+        best = infogan_selection(model, splits, args.select_every, args.seed, out)
+        history = fit(model, images, args, args.batch_size, splits.train_name, best)
+        if isinstance(history, int):
+            return history
+        seconds = history[-1].get("seconds", math.nan) if history else 0.0
+        write_json(out / "history.json", history)
+
+        result = evaluate(model, *splits.test)
+        info = [h["info_cat"] for h in history]
+        summary = {
+            "model": "gan" if args.baseline else "infogan",
+            "accuracy": result["accuracy"],
+            "info_cat_at_1000": float(np.mean(info[990:1000])) if len(info) >= 1000 else None,
+            "info_cat_final": float(np.mean(info[-10:])),
+            "info_cat_ceiling": spec.categorical_entropy,
+            "accuracy_on_training_images": evaluate(model, images, labels)["accuracy"],
+            **evaluate_samples(model, splits, args),
+            "splits": splits.description,
+            "train_seconds": seconds,
+            "flags": {k: v for k, v in vars(args).items() if k != "compare"},
+            "device": device,  # what "auto" resolved to
+            **result,
+        }
+        paths = write_figures(model, history, result, out, args)
+        print(
+            f"accuracy {result['accuracy']:.4f}, L_I {summary['info_cat_final']:.3f} of "
+            f"{spec.categorical_entropy:.3f} nats, Parzen {summary['parzen']['mean']:.1f} nats, "
+            f"{seconds:.0f} s"
+        )
+        if best is not None:  # last: it loads the selected state into the model
+            summary.update(evaluate_selected(model, best, history, splits, args, out, summary))
+            selected = summary["selected"]
+            print(
+                f"selected (label-free, step {selected['step']} of {args.steps}): accuracy "
+                f"{selected['accuracy']:.4f}, Parzen {selected['parzen']['mean']:.1f} nats"
+            )
+            paths += [best.path, out / "selected"]
+        write_json(out / "metrics.json", summary)
+        print(
+            "wrote",
+            ", ".join(str(p) for p in [out / "metrics.json", out / "checkpoint.npz", *paths]),
+        )
+        return 0
 
 
 def infogan_selection(
