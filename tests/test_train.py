@@ -70,15 +70,16 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
 
 
 class Faulty:
-    """Wraps a model; at step ``at`` its step returns NaN, or Ctrl-C arrives mid-step."""
+    """Wraps a model; at step ``at`` its step returns NaN, or Ctrl-C (SIGTERM) arrives
+    mid-step."""
 
     def __init__(self, inner, at, fault):
         self.inner, self.at, self.fault, self.steps = inner, at, fault, 0
 
     def train_step(self, batch, rng):
         self.steps += 1
-        if self.steps == self.at and self.fault == "sigint":
-            signal.raise_signal(signal.SIGINT)  # as if Ctrl-C were pressed now
+        if self.steps == self.at and self.fault in ("sigint", "sigterm"):
+            signal.raise_signal(getattr(signal, self.fault.upper()))  # as if Ctrl-C came now
         metrics = self.inner.train_step(batch, rng)
         if self.steps == self.at and self.fault == "nan":
             metrics["g_loss"] = float("nan")
@@ -100,11 +101,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
 
 
-def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path):
+def killed(signum, frame):
+    """Stands in for SIGTERM's default action (the process dies at once, pytest with it)."""
+    raise RuntimeError("killed by SIGTERM without saving")
+
+
+@pytest.mark.parametrize("fault", ["sigint", "sigterm"])
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(fault, tmp_path):
+    """Regression (issue 24) for SIGTERM (``kill``, a scheduler ending the job): it ended the run
+    at once, losing every step since the last checkpoint."""
     ckpt = tmp_path / "ckpt.npz"
-    with pytest.raises(KeyboardInterrupt):
-        train(Faulty(model(), 3, "sigint"), DATA, steps=8, batch_size=20, seed=1,
-              checkpoint=ckpt, checkpoint_every=100, progress=False)  # fmt: skip
+    previous = signal.signal(signal.SIGTERM, killed)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(Faulty(model(), 3, fault), DATA, steps=8, batch_size=20, seed=1,
+                  checkpoint=ckpt, checkpoint_every=100, progress=False)  # fmt: skip
+        assert signal.getsignal(signal.SIGTERM) is killed  # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert int(load(ckpt)["train/step"]) == 3
     resumed = model(seed=5)
     train(

@@ -206,10 +206,10 @@ def train(
         Non-negative.
     checkpoint : path, optional
         ``.npz`` file written atomically every ``checkpoint_every`` steps, at the end, and on
-        Ctrl-C, once the model's state is checked to be finite. It holds that state, the step,
-        the history, the seed, batch size and data size, the model's ``recipe()`` if it has
-        one, and the data's fingerprint (SHA-256 and ``data_name``). Stale temporary files of
-        killed writers beside it are removed at start.
+        Ctrl-C or SIGTERM, once the model's state is checked to be finite. It holds that state,
+        the step, the history, the seed, batch size and data size, the model's ``recipe()`` if
+        it has one, and the data's fingerprint (SHA-256 and ``data_name``). Stale temporary
+        files of killed writers beside it are removed at start.
     resume : bool
         Continue from ``checkpoint`` if it exists; one written with another seed, batch size,
         data or recipe, or past ``steps``, is refused.
@@ -224,8 +224,8 @@ def train(
         ``best.path`` is checked to hold the selected state (written again from the checkpoint
         when it is at the selected step).
 
-    Ctrl-C lets the current step finish, writes the checkpoint, then raises KeyboardInterrupt
-    (press it twice to stop at once, without saving).
+    Ctrl-C (or SIGTERM) lets the current step finish, writes the checkpoint, then raises
+    KeyboardInterrupt (press it twice to stop at once, without saving).
 
     Returns
     -------
@@ -325,9 +325,10 @@ def train(
 
 @contextlib.contextmanager
 def _deferred_interrupt() -> Iterator[list[bool]]:
-    """Let a Ctrl-C finish the step in progress: the first SIGINT only sets a flag (the loop
-    saves a consistent checkpoint and stops after the step); a second one interrupts at once.
-    Outside the main thread signals cannot be caught, and nothing changes."""
+    """Let a Ctrl-C or SIGTERM (``kill``, a scheduler ending a job) finish the step in
+    progress: the first SIGINT or SIGTERM only sets a flag (the loop saves a consistent
+    checkpoint and stops after the step); a second one interrupts at once. Outside the main
+    thread signals cannot be caught, and nothing changes."""
     flag: list[bool] = []
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -338,11 +339,12 @@ def _deferred_interrupt() -> Iterator[list[bool]]:
             raise KeyboardInterrupt
         flag.append(True)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, action in previous.items():
+            signal.signal(signum, action)
 
 
 def _kept(path: Path | None, saved: int | None) -> str:
