@@ -4,6 +4,7 @@ created, runs never overwriting runs, and expected errors as one ``error:`` line
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -484,3 +485,16 @@ def test_a_finished_run_resumed_with_fewer_steps_or_without_best_npz(tmp_path, e
     assert infogan_mnist([*argv, "--resume"]) == 0
     assert json.loads((out / "metrics.json").read_text())["selected"]["step"] == 2
     assert int(load(out / "best.npz")["select/step"]) == 2
+
+
+def test_a_folder_that_cannot_be_locked_is_one_error(tmp_path, monkeypatch):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(cli.fcntl, "flock", no_locks)
+    with pytest.raises(UsageError) as info, cli.lock_folder(tmp_path):
+        pass
+    assert str(info.value) == (
+        f"--out {tmp_path}: {tmp_path / 'run.lock'} cannot be locked (No locks available); "
+        "choose an --out on a file system that supports flock"
+    )

@@ -315,6 +315,11 @@ def _take(fd: int, path: Path, host: str) -> dict | None:
             f"--out {path.parent} is in use by another run ({_describe_owner(_owner(fd))}, "
             f"holding {path}); wait for it to end, or choose another --out"
         ) from None
+    except OSError as e:  # e.g. a network file system mounted without locks
+        raise UsageError(
+            f"--out {path.parent}: {path} cannot be locked ({e.strerror or e}); choose an --out "
+            "on a file system that supports flock"
+        ) from None
     try:
         now = os.stat(path)
     except FileNotFoundError:
