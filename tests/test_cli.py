@@ -498,3 +498,26 @@ def test_a_folder_that_cannot_be_locked_is_one_error(tmp_path, monkeypatch):
         f"--out {tmp_path}: {tmp_path / 'run.lock'} cannot be locked (No locks available); "
         "choose an --out on a file system that supports flock"
     )
+
+
+def test_a_resumed_run_that_trains_on_drops_its_old_metrics(tmp_path, example, mnist_dir,
+                                                            monkeypatch):  # fmt: skip
+    """Regression (issue 24, of the kind of item 6): a finished 2-step run resumed with --steps 3
+    and stopped in its evaluation kept the 2-step metrics.json beside a 3-step history.json and
+    checkpoint (and compare_features took it for a finished run)."""
+    infogan_mnist = example("infogan_mnist").main
+    out = tmp_path / "run"
+    argv = [*quick_infogan(out, mnist_dir), "--select-every", "0"]
+    assert infogan_mnist(argv) == 0
+    assert json.loads((out / "metrics.json").read_text())["flags"]["steps"] == 2
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as mp:
+        mp.setattr(experiments, "evaluate_samples", ctrl_c)
+        assert cli.run(infogan_mnist, [*argv, "--resume", "--steps", "3"]) == 130
+    assert len(json.loads((out / "history.json").read_text())) == 3
+    assert not (out / "metrics.json").exists()
+    assert infogan_mnist([*argv, "--resume", "--steps", "3"]) == 0  # evaluated again
+    assert json.loads((out / "metrics.json").read_text())["flags"]["steps"] == 3

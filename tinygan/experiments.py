@@ -196,7 +196,14 @@ def fit(
     130 if Ctrl-C stopped it (after saving). ``data_name`` goes into the checkpoint beside the
     data's hash; ``best`` selects a state during training (``train.BestCheckpoint``). A run that
     diverges raises ``train.NonFiniteError`` (the last good checkpoint kept); ``cli.run``
-    reports it."""
+    reports it. A resumed run that trains on removes its old ``metrics.json`` at its first
+    step: it no longer describes the run (the evaluation writes it again)."""
+    old = [Path(args.out) / "metrics.json"] if distributed.is_main() else []
+
+    def moved_on(step: int, metrics: dict[str, float]) -> None:
+        while old:
+            old.pop().unlink(missing_ok=True)
+
     try:
         return train(
             model,
@@ -210,6 +217,7 @@ def fit(
             progress=not args.no_progress,
             data_name=data_name,
             best=best,
+            on_step=moved_on,
         )
     except KeyboardInterrupt:
         return 130
