@@ -364,3 +364,18 @@ def test_a_selection_cannot_resume_a_checkpoint_without_one(tmp_path):
         "without one, so steps 1-6 were never scored; start the run again (in the examples: "
         "--overwrite), or resume it without selection (--select-every 0)"
     )
+
+
+def test_a_selection_resumes_only_at_its_own_interval(tmp_path):
+    """Regression (issue 24): a resume with another --select-every mixed the checkpoint's scores
+    (every 2 steps) with the new interval's, and metrics.json named the new one."""
+    selected_run(tmp_path, [1.0, 3.0, 2.0])
+    best = BestCheckpoint(lambda: 0.0, tmp_path / "best.npz", 3)
+    with pytest.raises(CheckpointError) as info:
+        train(model(), DATA, steps=9, batch_size=20, seed=1, checkpoint=tmp_path / "ckpt.npz",
+              resume=True, progress=False, best=best, data_name="ring")  # fmt: skip
+    assert str(info.value).startswith(
+        f"cannot resume the selection: {tmp_path / 'ckpt.npz'} scored it every 2 steps, not "
+        "every 3; resume it with the same interval (in the examples: --select-every 2), or start"
+    )
+    assert best.scores == []

@@ -276,9 +276,9 @@ def train(
     if best is not None:
         best.run = run
     if resume and path is not None and path.exists():
-        start, history, scores = _restore(model, path, run, steps)
+        start, history, selection = _restore(model, path, run, steps)
         if best is not None:
-            _resume_selection(model, best, scores, path, start)
+            _resume_selection(model, best, selection, path, start)
     parallel = distributed.DataParallel(model, batch_size, start)  # a no-op in one process
     saved = start if start else None  # the step of the last good checkpoint this run has
     show = progress and parallel.is_main
@@ -396,6 +396,7 @@ def _checkpoint(
     )
     if best is not None:
         state["train/selection"] = np.array(best.scores, np.float64).reshape(-1, 2)
+        state["train/selection_every"] = np.array(best.every)
     try:
         save(state, path)
     except OSError as e:
@@ -438,10 +439,11 @@ def _differs(saved: Mapping[str, Any], run: Mapping[str, Any]) -> str | None:
 
 def _restore(
     model: Trainable, path: Path, run: dict[str, Any], steps: int
-) -> tuple[int, list[dict[str, float]], list[tuple[int, float]] | None]:
+) -> tuple[int, list[dict[str, float]], tuple[int | None, list[tuple[int, float]]] | None]:
     """Load the checkpoint at ``path`` into ``model`` after checking that it continues ``run``
     (entries older checkpoints lack are not compared) and is not past ``steps``; its step,
-    history and the selection's scores (``BestCheckpoint.scores``; None if it has none)."""
+    history and selection: its ``every`` (None in older checkpoints) and scores
+    (``BestCheckpoint.scores``), or None if it has none."""
     advice = "start a new run instead (in the examples: --overwrite, or another --out)"
     try:
         state = load(path)
@@ -477,9 +479,10 @@ def _restore(
         ) from None
     keys = [str(k) for k in state["train/history_keys"]]
     history = [dict(zip(keys, map(float, row))) for row in state["train/history"]]
-    rows = state.get("train/selection")
+    rows, every = state.get("train/selection"), state.get("train/selection_every")
     scores = None if rows is None else [(int(a), float(b)) for a, b in rows]
-    return step, history, scores
+    every = None if every is None else int(every)
+    return step, history, None if scores is None else (every, scores)
 
 
 def _read_selected(best: BestCheckpoint) -> tuple[int, dict[str, np.ndarray]]:
@@ -507,23 +510,31 @@ def _read_selected(best: BestCheckpoint) -> tuple[int, dict[str, np.ndarray]]:
 def _resume_selection(
     model: Trainable,
     best: BestCheckpoint,
-    scores: list[tuple[int, float]] | None,
+    selection: tuple[int | None, list[tuple[int, float]]] | None,
     path: Path,
     start: int,
 ) -> None:
     """Continue the selection that the checkpoint ``path`` (at step ``start``, loaded into
-    ``model``) holds: restore its ``scores`` into ``best`` and check that ``best.path`` holds
-    the selected state of this run, or a later one (which the resumed run reaches again). If
-    not, the state is written again from the model where the checkpoint is at the selected
-    step; otherwise ``CheckpointError`` says what to do."""
+    ``model``) holds, ``(every, scores)``: check that it scored every ``best.every`` steps,
+    restore its scores into ``best`` and check that ``best.path`` holds the selected state of
+    this run, or a later one (which the resumed run reaches again). If not, the state is
+    written again from the model where the checkpoint is at the selected step; otherwise
+    ``CheckpointError`` says what to do."""
     advice = (
         "start the run again (in the examples: --overwrite), or resume it without selection "
         "(--select-every 0)"
     )
-    if scores is None:
+    if selection is None:
         raise CheckpointError(
             f"cannot resume the selection: {path} (step {start}) was written by a run without "
             f"one, so steps 1-{start} were never scored; {advice}"
+        )
+    every, scores = selection
+    if every not in (None, best.every):
+        raise CheckpointError(
+            f"cannot resume the selection: {path} scored it every {every} steps, not every "
+            f"{best.every}; resume it with the same interval (in the examples: --select-every "
+            f"{every}), or {advice}"
         )
     best.scores = scores
     if best.best is None:
