@@ -265,7 +265,7 @@ def make_out(args: argparse.Namespace) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def lock_folder(folder: Path) -> Iterator[Path]:
+def lock_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Hold the lock of the run folder ``folder`` while the block runs: an exclusive ``flock``
     on ``folder/LOCK_FILE``, which records its owner (host, process id, start time) and is
     removed at the end of the block.
@@ -275,12 +275,18 @@ def lock_folder(folder: Path) -> Iterator[Path]:
     host is refused: whether its process still runs cannot be checked from here (``flock``
     reaches other hosts only where the shared file system passes locks on).
 
+    Yields
+    ------
+    Path
+        The lock file.
+
     Raises
     ------
     UsageError
-        If another live run holds the lock (naming its owner), or it was taken on another host.
+        If another live run holds the lock (naming its owner), it was taken on another host,
+        or the file system cannot lock.
     """
-    path = folder / LOCK_FILE
+    path = Path(folder) / LOCK_FILE
     host = socket.gethostname()
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -301,7 +307,7 @@ def lock_folder(folder: Path) -> Iterator[Path]:
         yield path
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.remove(path)  # before the lock goes: a run waiting for it opens a new file
+            os.remove(path)  # before the lock goes: a run that opened it meanwhile sees it gone
         os.close(fd)
 
 
