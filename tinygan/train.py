@@ -411,7 +411,7 @@ def _describe(run: Mapping[str, Any]) -> str:
     return f"{run['data']} ({sha})" if "data" in run else sha
 
 
-RECORD = ("seed", "batch_size", "examples", "recipe", "data", "data_sha256")
+_RECORD = ("seed", "batch_size", "examples", "recipe", "data", "data_sha256")
 _DATA = ("data", "data_sha256")
 
 
@@ -421,8 +421,8 @@ def _record_entries(run: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def _record(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """The run's record that a file's ``state`` holds (the ``RECORD`` entries it has)."""
-    return {k: state[f"train/{k}"].item() for k in RECORD if f"train/{k}" in state}
+    """The run's record that a file's ``state`` holds (the ``_RECORD`` entries it has)."""
+    return {k: state[f"train/{k}"].item() for k in _RECORD if f"train/{k}" in state}
 
 
 def _differs(saved: Mapping[str, Any], run: Mapping[str, Any]) -> str | None:
