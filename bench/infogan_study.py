@@ -34,7 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tinygan import cli
 from tinygan.models.infogan import CONSISTENCY_OBJECTIVES, DEFAULT_CONSISTENCY_OBJECTIVE
+from tinygan.serialization import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "infogan_mnist.py"
@@ -46,7 +48,12 @@ def seed_list(text: str) -> list[int]:
     try:
         for part in text.split(","):
             low, _, high = part.partition("-")
-            seeds += range(int(low), int(high or low) + 1)
+            low, high = int(low), int(high or low)
+            if high < low:
+                raise argparse.ArgumentTypeError(
+                    f"the range {part} is reversed (write {high}-{low}); got {text!r}"
+                )
+            seeds += range(low, high + 1)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected seeds like 0-4 or 0,2,5; got {text!r}"
@@ -83,8 +90,8 @@ def finished(out: Path, steps: int) -> bool:
 
 
 def prepare(args: argparse.Namespace, seed: int, out: Path) -> list[str] | None:
-    """The command to run for ``seed`` (None if its run is finished); records it in
-    ``study.json``, or checks that a run being resumed was started with the same one."""
+    """The command to run for ``seed`` (None if its run is finished), checking that a run being
+    resumed was started with the same one (its ``study.json``); nothing is written."""
     argv = command(args, seed, out)
     record = out / "study.json"
     if record.exists():
@@ -98,9 +105,25 @@ def prepare(args: argparse.Namespace, seed: int, out: Path) -> list[str] | None:
             )
         if finished(out, args.steps):
             return None
-    out.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"command": argv}, indent=2))
     return [*argv, "--resume"] if args.resume else argv
+
+
+def launch(argv: list[str], out: Path, env: dict[str, str]) -> tuple[subprocess.Popen, Any]:
+    """Create the run's folder, record its command in ``study.json`` (so that only a run that
+    started makes a folder) and start it, logging to ``log.txt``; the process and the log."""
+    out.mkdir(parents=True, exist_ok=True)
+    recorded = argv[:-1] if argv[-1] == "--resume" else argv  # as ``command`` makes it
+    with atomic_path(out / "study.json") as tmp:
+        Path(tmp).write_text(json.dumps({"command": recorded}, indent=2))
+    log = open(out / "log.txt", "a")  # noqa: SIM115 (open while the run lasts)
+    log.write(f"\n$ {shlex.join(argv)}\n")
+    log.flush()
+    # its own session: a Ctrl-C in the terminal reaches the run once, through this driver
+    # (twice would stop it without saving); SIGINT handled even where this driver was started
+    # with it ignored (in the background)
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True, preexec_fn=default_sigint)  # fmt: skip
+    return proc, log
 
 
 def ensure_classifier(args: argparse.Namespace) -> None:
@@ -122,10 +145,18 @@ def interrupt(signum: int, frame: Any) -> None:
 
 
 def run_all(args: argparse.Namespace, folder: Path) -> int:
-    """Run the seeds' examples, ``--parallel`` at a time; on Ctrl-C or SIGTERM, interrupt them
-    (each saves its checkpoint after its current step) and wait for them."""
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    """Run the seeds' examples, ``--parallel`` at a time, once the scoring classifier is there;
+    on Ctrl-C or SIGTERM, interrupt them (each saves its checkpoint after its current step) and
+    wait for them."""
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run_all(args, folder)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_all(args: argparse.Namespace, folder: Path) -> int:
     jobs = []
     for seed in args.seeds:
         out = folder / f"seed{seed}"
@@ -136,26 +167,18 @@ def run_all(args: argparse.Namespace, folder: Path) -> int:
             jobs.append((seed, out, argv))
     if not jobs:
         return 0
-    ensure_classifier(args)
     threads = str(args.threads or max(1, (os.cpu_count() or 1) // args.parallel))
     env = {**os.environ, **{k: threads for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                   "MKL_NUM_THREADS")}}  # fmt: skip
     running: dict[int, tuple[subprocess.Popen, Any, float]] = {}
     failed = []
     try:
+        ensure_classifier(args)
         while jobs or running:
             while jobs and len(running) < args.parallel:
                 seed, out, argv = jobs.pop(0)
-                log = open(out / "log.txt", "a")  # noqa: SIM115 (open while the run lasts)
-                log.write(f"\n$ {shlex.join(argv)}\n")
-                log.flush()
+                proc, log = launch(argv, out, env)
                 print(f"seed {seed}: started, log {out / 'log.txt'}")
-                # its own session: a Ctrl-C in the terminal reaches the run once, through
-                # this driver (twice would stop it without saving); SIGINT handled even where
-                # this driver was started with it ignored (in the background)
-                proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                        env=env, start_new_session=True,
-                                        preexec_fn=default_sigint)  # fmt: skip
                 running[seed] = (proc, log, time.time())
             time.sleep(2)
             for seed, (proc, log, start) in list(running.items()):
@@ -242,33 +265,36 @@ def main(argv: list[str] | None = None) -> int:
     add = parser.add_argument
     add("--recipe", choices=["paper", "consistency"], required=True)
     add("--seeds", type=seed_list, default=seed_list("0-4"))
-    add("--steps", type=int, default=5000)
-    add("--batch-size", type=int, default=128)
-    add("--consistency", type=float, default=1.0, help="weight (recipe consistency)")
+    add("--steps", type=cli.integer(1), default=5000)
+    add("--batch-size", type=cli.integer(1), default=128)
+    add("--consistency", type=cli.real(0.0, low_open=True), default=1.0,
+        help="weight (recipe consistency)")  # fmt: skip
     add("--consistency-objective", choices=CONSISTENCY_OBJECTIVES,
         default=DEFAULT_CONSISTENCY_OBJECTIVE)  # fmt: skip
-    add("--select-every", type=int, default=250)
-    add("--checkpoint-every", type=int, default=250)
-    add("--parallel", type=int, default=2, help="runs at a time (at most 2 on 2 cores)")
-    add("--threads", type=int, default=0, help="BLAS threads per run (default cores/parallel)")
+    add("--select-every", type=cli.integer(0), default=250)
+    add("--checkpoint-every", type=cli.integer(1), default=250)
+    add("--parallel", type=cli.integer(1), default=2,
+        help="runs at a time (at most 2 on 2 cores)")  # fmt: skip
+    add("--threads", type=cli.integer(0), default=0,
+        help="BLAS threads per run (default cores/parallel)")  # fmt: skip
     add("--runs", default="runs/study", help="folder of the studies (default runs/study)")
-    add("--split", default="test")
+    add("--split", choices=["train", "test"], default="test")
     add("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     add("--resume", action="store_true", help="skip finished runs, continue interrupted ones")
     add("--table", action="store_true", help="only print the table of the finished runs")
     args = parser.parse_args(argv)
-    for name in ("steps", "batch_size", "select_every", "checkpoint_every", "parallel"):
-        if getattr(args, name) < (0 if name == "select_every" else 1):
-            parser.error(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
     explicit = {a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv)}
     if args.recipe == "paper" and explicit & {"--consistency", "--consistency-objective"}:
         parser.error("--consistency and --consistency-objective belong to --recipe consistency")
+    if not (args.table or Path(args.data_dir).is_dir()):
+        parser.error(f"argument --data-dir: no folder {args.data_dir}")
     folder = (ROOT / args.runs / study_name(args)).resolve()
     status = 0 if args.table else run_all(args, folder)
     text = table(args, folder)
     print(text)
     if folder.is_dir():
-        (folder / "table.md").write_text(text + "\n")
+        with atomic_path(folder / "table.md") as tmp:
+            Path(tmp).write_text(text + "\n")
     return status
 
 

@@ -118,65 +118,66 @@ def main(argv: list[str] | None = None) -> int:
     if args.arch == "mlp":
         x, x_test = x.reshape(len(x), -1), x_test.reshape(len(x_test), -1)
     check_batch(args.batch_size, x)
-    out = cli.make_out(args)
-    tune_allocator()
-    print(
-        f"{args.kind} {args.arch} autoencoder {sizes}: {len(x)} training images, writing to {out}"
-    )
-
-    report: dict[str, Any] = {}
-    if args.kind == "stacked":
-        histories = pretrain_stack(
-            layers,
-            x,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            checkpoint_dir=out,
-            resume=args.resume,
-            progress=not args.no_progress,
+    with cli.make_out(args) as out:
+        tune_allocator()
+        print(
+            f"{args.kind} {args.arch} autoencoder {sizes}: {len(x)} training images, "
+            f"writing to {out}"
         )
-        model = stack_autoencoders(layers, lr=args.lr)
-        report["greedy_test_reconstruction_error"] = model.reconstruction_error(x_test)
-    else:
-        histories = []
-    history = fit(model, x, args, args.batch_size, splits.train_name)
-    if isinstance(history, int):
-        return history
-    histories.append(history)
-    write_json(out / "history.json", histories)
 
-    codes = model.encode(x_test)
-    report.update(
-        test_reconstruction_error=model.reconstruction_error(x_test),
-        test_pixel_mse=float(np.mean((model.reconstruct(x_test) - x_test) ** 2)),
-        mean_hidden_activation=float(codes.mean()),
-        unit_mean_activation_min_median_max=np.percentile(codes.mean(0), [0, 50, 100]).tolist(),
-    )
-    # every kind is scored on masked inputs too (at its own rate, or 0.25), so that plain and
-    # denoising runs compare on the same corrupted test images
-    mu = args.corruption or 0.25
-    masked = mask_noise(x_test, mu, np.random.default_rng([args.seed, 2]))
-    report["masking_rate"] = mu
-    report["test_masked_reconstruction_error"] = model.reconstruction_error(masked, x_test)
-    noisy = masked if args.corruption else None
-    metrics = {
-        "model": f"{args.kind} {args.arch} autoencoder",
-        "loss": "binary cross-entropy" if args.loss == "bce" else "half squared error",
-        "errors_are": "per test image, summed over its pixels (pixel_mse: mean over pixels)",
-        **report,
-        "seconds": sum(h[-1]["seconds"] for h in histories),
-        "splits": splits.description,
-        "flags": vars(args),
-    }
-    write_json(out / "metrics.json", metrics)
-    write_figures(model, x_test, noisy, histories, out, args)
-    print(
-        f"test reconstruction error {report['test_reconstruction_error']:.3f} per image, "
-        f"mean hidden activation {report['mean_hidden_activation']:.3f}, "
-        f"{metrics['seconds']:.0f} s; wrote {out}"
-    )
-    return 0
+        report: dict[str, Any] = {}
+        if args.kind == "stacked":
+            histories = pretrain_stack(
+                layers,
+                x,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                checkpoint_dir=out,
+                resume=args.resume,
+                progress=not args.no_progress,
+            )
+            model = stack_autoencoders(layers, lr=args.lr)
+            report["greedy_test_reconstruction_error"] = model.reconstruction_error(x_test)
+        else:
+            histories = []
+        history = fit(model, x, args, args.batch_size, splits.train_name)
+        if isinstance(history, int):
+            return history
+        histories.append(history)
+        write_json(out / "history.json", histories)
+
+        codes = model.encode(x_test)
+        report.update(
+            test_reconstruction_error=model.reconstruction_error(x_test),
+            test_pixel_mse=float(np.mean((model.reconstruct(x_test) - x_test) ** 2)),
+            mean_hidden_activation=float(codes.mean()),
+            unit_mean_activation_min_median_max=np.percentile(codes.mean(0), [0, 50, 100]).tolist(),
+        )
+        # every kind is scored on masked inputs too (at its own rate, or 0.25), so that plain and
+        # denoising runs compare on the same corrupted test images
+        mu = args.corruption or 0.25
+        masked = mask_noise(x_test, mu, np.random.default_rng([args.seed, 2]))
+        report["masking_rate"] = mu
+        report["test_masked_reconstruction_error"] = model.reconstruction_error(masked, x_test)
+        noisy = masked if args.corruption else None
+        metrics = {
+            "model": f"{args.kind} {args.arch} autoencoder",
+            "loss": "binary cross-entropy" if args.loss == "bce" else "half squared error",
+            "errors_are": "per test image, summed over its pixels (pixel_mse: mean over pixels)",
+            **report,
+            "seconds": sum(h[-1]["seconds"] for h in histories),
+            "splits": splits.description,
+            "flags": vars(args),
+        }
+        write_json(out / "metrics.json", metrics)
+        write_figures(model, x_test, noisy, histories, out, args)
+        print(
+            f"test reconstruction error {report['test_reconstruction_error']:.3f} per image, "
+            f"mean hidden activation {report['mean_hidden_activation']:.3f}, "
+            f"{metrics['seconds']:.0f} s; wrote {out}"
+        )
+        return 0
 
 
 def write_figures(

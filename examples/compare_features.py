@@ -188,36 +188,46 @@ def main(argv: list[str] | None = None) -> int:
         for name in names
         if name in LOADED
     }
-    out = cli.make_out(args)
-    tune_allocator()
-    print(f"{splits.description}; probe on {args.labels} labels (class-balanced), writing to {out}")
-    results: dict[str, dict[str, Any]] = {}
-    for name in names:
-        start = time.perf_counter()
-        if name in LOADED:
-            encode, details = restored[name]
-        else:
-            encode = learn(name, x, args)
-            details = {"train_seconds": time.perf_counter() - start}
-        scores = feature_scores(
-            flat(encode(x)), y, flat(encode(x_test)), y_test, n_labelled=args.labels, seed=args.seed
+    with cli.make_out(args) as out:
+        tune_allocator()
+        print(
+            f"{splits.description}; probe on {args.labels} labels (class-balanced), "
+            f"writing to {out}"
         )
-        results[name] = {**scores, **details}
-        seconds = time.perf_counter() - start
-        print(f"{name}: {scores['dims']} dims, probe {scores['probe_accuracy']:.3f}, "
-              f"k-means {scores['kmeans_accuracy']:.3f}, {seconds:.0f} s")  # fmt: skip
-        summary = {
-            "splits": splits.description,
-            "labelled_subset": f"{args.labels} training images, class-balanced, seed {args.seed}",
-            "representations": results,
-            "flags": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        }
-        write_json(out / "metrics.json", summary)  # after each, so a long run keeps its part
-    if distributed.is_main():  # under mpiexec every rank computes, rank 0 writes
-        (out / "table.md").write_text(table(results, args.labels))
-    print(table(results, args.labels), end="")
-    print(f"wrote {out / 'metrics.json'} and {out / 'table.md'}")
-    return 0
+        results: dict[str, dict[str, Any]] = {}
+        for name in names:
+            start = time.perf_counter()
+            if name in LOADED:
+                encode, details = restored[name]
+            else:
+                encode = learn(name, x, args)
+                details = {"train_seconds": time.perf_counter() - start}
+            scores = feature_scores(
+                flat(encode(x)),
+                y,
+                flat(encode(x_test)),
+                y_test,
+                n_labelled=args.labels,
+                seed=args.seed,
+            )
+            results[name] = {**scores, **details}
+            seconds = time.perf_counter() - start
+            print(f"{name}: {scores['dims']} dims, probe {scores['probe_accuracy']:.3f}, "
+                  f"k-means {scores['kmeans_accuracy']:.3f}, {seconds:.0f} s")  # fmt: skip
+            summary = {
+                "splits": splits.description,
+                "labelled_subset": (
+                    f"{args.labels} training images, class-balanced, seed {args.seed}"
+                ),
+                "representations": results,
+                "flags": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            }
+            write_json(out / "metrics.json", summary)  # after each, so a long run keeps its part
+        if distributed.is_main():  # under mpiexec every rank computes, rank 0 writes
+            (out / "table.md").write_text(table(results, args.labels))
+        print(table(results, args.labels), end="")
+        print(f"wrote {out / 'metrics.json'} and {out / 'table.md'}")
+        return 0
 
 
 if __name__ == "__main__":

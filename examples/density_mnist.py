@@ -224,22 +224,22 @@ def main(argv: list[str] | None = None) -> int:
     tune_allocator()
     splits = load_splits(args.dataset, args.split, args.data_dir)
     check_sizes(args, splits)
-    out = cli.make_out(args)
-    start = time.perf_counter()
-    metrics = {"two_d": part_2d(args, out), "mnist": part_mnist(args, splits, out)}
-    metrics.update(seconds=time.perf_counter() - start, flags=vars(args))
-    write_json(out / "metrics.json", metrics)
-    for name, r in metrics["two_d"].items():
-        if name != "seconds":
-            print(f"2-D {name}: held-out {r['held_out']:.3f} nats, mass {r['mass_in_box']:.2f}")
-    g, c = metrics["mnist"]["gaussian_kde"], metrics["mnist"]["hypercube_kde"]
-    print(
-        f"MNIST test: Gaussian KDE (sigma {g['sigma']:.3f}) {g['mean']:.1f} +- "
-        f"{g['sem']:.1f} nats; hypercube (h {c['h']:.3f}) {c['test']['mean']:.1f} nats, "
-        f"finite for {c['test']['finite_fraction']:.0%}; {metrics['seconds']:.0f} s"
-    )
-    print("wrote", out / "density_2d.png", out / "bandwidth_mnist.png", out / "metrics.json")
-    return 0
+    with cli.make_out(args) as out:
+        start = time.perf_counter()
+        metrics = {"two_d": part_2d(args, out), "mnist": part_mnist(args, splits, out)}
+        metrics.update(seconds=time.perf_counter() - start, flags=vars(args))
+        write_json(out / "metrics.json", metrics)
+        for name, r in metrics["two_d"].items():
+            if name != "seconds":
+                print(f"2-D {name}: held-out {r['held_out']:.3f} nats, mass {r['mass_in_box']:.2f}")
+        g, c = metrics["mnist"]["gaussian_kde"], metrics["mnist"]["hypercube_kde"]
+        print(
+            f"MNIST test: Gaussian KDE (sigma {g['sigma']:.3f}) {g['mean']:.1f} +- "
+            f"{g['sem']:.1f} nats; hypercube (h {c['h']:.3f}) {c['test']['mean']:.1f} nats, "
+            f"finite for {c['test']['finite_fraction']:.0%}; {metrics['seconds']:.0f} s"
+        )
+        print("wrote", out / "density_2d.png", out / "bandwidth_mnist.png", out / "metrics.json")
+        return 0
 
 
 if __name__ == "__main__":

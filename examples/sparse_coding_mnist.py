@@ -55,70 +55,73 @@ def main(argv: list[str] | None = None) -> int:
         SparseCoding(args.atoms, penalty=args.penalty, eta=args.eta, code_iter=args.code_iter)
 
     splits = load_splits(args.dataset, args.split, args.data_dir)  # the protocol of every example
-    out = cli.make_out(args)
-    train, held_out = (images.astype(np.float64) for images, _ in (splits.train, splits.test))
-    rng = np.random.default_rng(args.seed)
-    if args.whole:
-        side = train.shape[-1]
-        pick = rng.choice(len(train), min(args.examples, len(train)), replace=False)
-        X, X_test = train[pick].reshape(len(pick), -1), held_out.reshape(len(held_out), -1)
-    else:
-        side = args.patch
-        X, X_test = patches(train, args.examples, side, rng), patches(held_out, 2000, side, rng)
-    print(f"learning {args.atoms} atoms on {len(X)} examples of dimension {X.shape[1]}")
+    with cli.make_out(args) as out:
+        train, held_out = (images.astype(np.float64) for images, _ in (splits.train, splits.test))
+        rng = np.random.default_rng(args.seed)
+        if args.whole:
+            side = train.shape[-1]
+            pick = rng.choice(len(train), min(args.examples, len(train)), replace=False)
+            X, X_test = train[pick].reshape(len(pick), -1), held_out.reshape(len(held_out), -1)
+        else:
+            side = args.patch
+            X, X_test = patches(train, args.examples, side, rng), patches(held_out, 2000, side, rng)
+        print(f"learning {args.atoms} atoms on {len(X)} examples of dimension {X.shape[1]}")
 
-    start = time.perf_counter()
-    model = SparseCoding(
-        args.atoms, penalty=args.penalty, eta=args.eta, code_iter=args.code_iter, rng=rng
-    ).fit(X, n_iter=args.iters)
-    seconds = time.perf_counter() - start
-    Z_test = model.encode(X_test)
+        start = time.perf_counter()
+        model = SparseCoding(
+            args.atoms, penalty=args.penalty, eta=args.eta, code_iter=args.code_iter, rng=rng
+        ).fit(X, n_iter=args.iters)
+        seconds = time.perf_counter() - start
+        Z_test = model.encode(X_test)
 
-    def summary(X: np.ndarray, Z: np.ndarray) -> dict[str, float]:
-        return {
-            "objective_per_example": model.objective(X, Z) / len(X),
-            "zero_fraction": float((Z == 0).mean()),
-            "active_per_code": float((np.abs(Z) > 1e-3).sum(axis=1).mean()),
-            "relative_error": float(((X - model.decode(Z)) ** 2).sum() / (X**2).sum()),
+        def summary(X: np.ndarray, Z: np.ndarray) -> dict[str, float]:
+            return {
+                "objective_per_example": model.objective(X, Z) / len(X),
+                "zero_fraction": float((Z == 0).mean()),
+                "active_per_code": float((np.abs(Z) > 1e-3).sum(axis=1).mean()),
+                "relative_error": float(((X - model.decode(Z)) ** 2).sum() / (X**2).sum()),
+            }
+
+        metrics = {
+            "train": {"objective": model.history[-1]["objective"], **summary(X, model.codes)},
+            "held_out": summary(X_test, Z_test),
+            "seconds": seconds,
+            "splits": splits.description,
+            "flags": vars(args),
         }
+        write_json(out / "metrics.json", metrics)
 
-    metrics = {
-        "train": {"objective": model.history[-1]["objective"], **summary(X, model.codes)},
-        "held_out": summary(X_test, Z_test),
-        "seconds": seconds,
-        "splits": splits.description,
-        "flags": vars(args),
-    }
-    write_json(out / "metrics.json", metrics)
-
-    A = model.dictionary.T.reshape(-1, side, side)
-    lo, hi = A.min(axis=(1, 2), keepdims=True), A.max(axis=(1, 2), keepdims=True)
-    cols = 16 if args.atoms % 16 == 0 else 10
-    grid = np.zeros((-(-args.atoms // cols) * cols, side, side))  # pad the last row with black
-    grid[: args.atoms] = (A - lo) / np.maximum(hi - lo, 1e-12)
-    viz.image_grid(
-        out / "atoms.png",
-        grid.reshape(-1, cols, side, side),
-        title=f"{args.atoms} atoms ({args.penalty}, eta {args.eta})",
-    )
-    steps = {s: [h for h in model.history if h["step"] == s] for s in ("codes", "dictionary")}
-    viz.curves(
-        out / "objective.png",
-        {
-            f"after {s} step": ([h["iteration"] for h in hs], [h["objective"] / len(X) for h in hs])
-            for s, hs in steps.items()
-        },
-        title="sparse coding objective",
-        ylabel="J / N",
-    )
-    t, h = metrics["train"], metrics["held_out"]
-    print(
-        f"{seconds:.0f} s: J/N {t['objective_per_example']:.3f}, "
-        f"relative error {t['relative_error']:.3f} (held out {h['relative_error']:.3f}), "
-        f"{t['active_per_code']:.1f} active atoms per code"
-    )
-    print("wrote", out / "atoms.png", out / "objective.png", out / "metrics.json")
-    return 0
+        A = model.dictionary.T.reshape(-1, side, side)
+        lo, hi = A.min(axis=(1, 2), keepdims=True), A.max(axis=(1, 2), keepdims=True)
+        cols = 16 if args.atoms % 16 == 0 else 10
+        grid = np.zeros((-(-args.atoms // cols) * cols, side, side))  # pad the last row with black
+        grid[: args.atoms] = (A - lo) / np.maximum(hi - lo, 1e-12)
+        viz.image_grid(
+            out / "atoms.png",
+            grid.reshape(-1, cols, side, side),
+            title=f"{args.atoms} atoms ({args.penalty}, eta {args.eta})",
+        )
+        steps = {s: [h for h in model.history if h["step"] == s] for s in ("codes", "dictionary")}
+        viz.curves(
+            out / "objective.png",
+            {
+                f"after {s} step": (
+                    [h["iteration"] for h in hs],
+                    [h["objective"] / len(X) for h in hs],
+                )
+                for s, hs in steps.items()
+            },
+            title="sparse coding objective",
+            ylabel="J / N",
+        )
+        t, h = metrics["train"], metrics["held_out"]
+        print(
+            f"{seconds:.0f} s: J/N {t['objective_per_example']:.3f}, "
+            f"relative error {t['relative_error']:.3f} (held out {h['relative_error']:.3f}), "
+            f"{t['active_per_code']:.1f} active atoms per code"
+        )
+        print("wrote", out / "atoms.png", out / "objective.png", out / "metrics.json")
+        return 0
 
 
 if __name__ == "__main__":

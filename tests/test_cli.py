@@ -3,9 +3,13 @@ created, runs never overwriting runs, and expected errors as one ``error:`` line
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -13,12 +17,14 @@ import urllib.error
 
 import pytest
 
-from tinygan import backend, cli, data
+from tinygan import backend, cli, data, experiments
 from tinygan.cli import CommandError, UsageError
-from tinygan.serialization import CheckpointError
+from tinygan.serialization import CheckpointError, load
 from tinygan.train import NonFiniteError
 
 from .conftest import ROOT
+from .test_distributed_mpi import MPIEXEC
+from .test_distributed_mpi import _missing as mpi_missing
 
 
 @pytest.fixture
@@ -117,7 +123,9 @@ def test_overwrite_removes_only_the_old_runs_files(tmp_path):
     args = cli.parser("").parse_args([])
     args.out, args.overwrite, args.resume = str(out), True, False
     cli.check_out(args)
-    assert cli.make_out(args) == out
+    with cli.make_out(args) as made:
+        assert made == out
+        assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "run.lock"]
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
@@ -130,9 +138,12 @@ def test_overwrite_removes_the_old_run_on_rank_0_only(tmp_path, monkeypatch):
     args = cli.parser("").parse_args([])
     args.out, args.overwrite, args.resume = str(out), True, False
     monkeypatch.setattr(cli.distributed, "is_main", lambda: False)
-    assert cli.make_out(args) == out and (out / "metrics.json").exists()
+    with cli.make_out(args) as made:
+        assert made == out and (out / "metrics.json").exists()
+        assert not (out / "run.lock").exists()  # the lock too is rank 0's
     monkeypatch.setattr(cli.distributed, "is_main", lambda: True)
-    assert cli.make_out(args) == out and not (out / "metrics.json").exists()
+    with cli.make_out(args) as made:
+        assert made == out and not (out / "metrics.json").exists()
 
 
 def can_write(folder) -> bool:
@@ -292,3 +303,221 @@ def test_a_script_prints_one_line_and_no_traceback(tmp_path, debug):
     else:
         assert done.stderr == "error: argument --batch-size: must be an int >= 1; got 0\n"
     assert done.stdout == "" and not (tmp_path / "runs").exists()
+
+
+# ---- the run folder's lock -----------------------------------------------------------------------
+HOLD = """
+import sys, time
+from pathlib import Path
+from tinygan import cli
+with cli.lock_folder(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.fixture
+def holder():
+    """``holder(folder)``: a process that holds the lock of ``folder`` until it is killed."""
+    procs = []
+
+    def start(folder):
+        proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        procs.append(proc)
+        assert proc.stdout.readline() == "locked\n"
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def quick_infogan(out, data):
+    """Flags of a short InfoGAN run into ``out`` (the lock is taken before it trains)."""
+    return ["--split", "test", "--data-dir", data, "--steps", "2", "--batch-size", "8",
+            "--select-every", "1", "--no-progress", "--eval-samples", "10",
+            "--classifier-steps", "1", "--classifier", str(out.parent / "clf.npz"),
+            "--out", str(out)]  # fmt: skip
+
+
+@pytest.mark.parametrize("how", [[], ["--resume"], ["--overwrite"]])
+def test_a_second_live_run_on_one_out_is_refused(how, tmp_path, example, holder, mnist_dir,
+                                                 capsys):  # fmt: skip
+    """Regression (issue 24): two runs on one --out at the same time both exited 0, the folder
+    held one run's files and the other reported its selected numbers from the first's best.npz.
+    --overwrite must not remove the live run's files either."""
+    out = tmp_path / "run"
+    out.mkdir()
+    live = holder(out)
+    (out / "notes.txt").write_text("the live run's")
+    argv = quick_infogan(out, mnist_dir) + how
+    with pytest.raises(UsageError) as info:
+        example("infogan_mnist").main(argv)
+    message = str(info.value)
+    assert message.startswith(
+        f"--out {out} is in use by another run (pid {live.pid} on host {socket.gethostname()}, "
+        "started 2"
+    )
+    assert message.endswith(
+        f"holding {out / 'run.lock'}); wait for it to end, or choose another --out"
+    )
+    assert cli.run(example("infogan_mnist").main, argv) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "run.lock"]
+    assert json.loads((out / "run.lock").read_text())["pid"] == live.pid
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_the_lock_of_a_dead_run_is_taken_over(signum, tmp_path, holder, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = holder(out)
+    dead.send_signal(signum)
+    dead.wait()
+    assert json.loads((out / "run.lock").read_text())["pid"] == dead.pid  # left behind
+    args = cli.parser("").parse_args([])
+    args.out, args.overwrite, args.resume = str(out), False, False
+    cli.check_out(args)  # the lock is no run's file
+    with cli.make_out(args):
+        assert json.loads((out / "run.lock").read_text())["pid"] == os.getpid()
+    assert not (out / "run.lock").exists()
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"{out / 'run.lock'}: taking over the lock of pid {dead.pid} on host")
+    assert printed.endswith(", which has ended\n")
+
+
+def test_a_lock_from_another_host_is_not_taken_over(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    record = '{"host": "elsewhere", "pid": 4242, "started": "2026-12-01 10:00:00"}'
+    (out / "run.lock").write_text(record)
+    with pytest.raises(UsageError) as info, cli.lock_folder(out):
+        pass
+    assert str(info.value) == (
+        f"--out {out} is locked by pid 4242 on host elsewhere, started 2026-12-01 10:00:00, "
+        f"which cannot be checked from {socket.gethostname()}; if that run has ended, remove "
+        f"{out / 'run.lock'}"
+    )
+    assert (out / "run.lock").read_text() == record
+
+
+@pytest.mark.parametrize("error", [None, RuntimeError("a bug"), KeyboardInterrupt()])
+def test_the_lock_is_released_on_every_exit(error, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    outcome = contextlib.suppress(type(error)) if error else contextlib.nullcontext()
+    with outcome, cli.lock_folder(out) as lock:
+        with pytest.raises(UsageError, match="in use by another run"), cli.lock_folder(out):
+            pass  # held: a second holder, in this same process, is refused
+        if error is not None:
+            raise error
+    assert not lock.exists()
+    with cli.lock_folder(out):  # free again
+        pass
+
+
+def test_an_example_releases_the_lock_when_interrupted(tmp_path, example, mnist_dir, monkeypatch):
+    out = tmp_path / "run"
+
+    def ctrl_c(*args, **kwargs):
+        assert (out / "run.lock").exists()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "evaluate_samples", ctrl_c)
+    assert cli.run(example("infogan_mnist").main, quick_infogan(out, mnist_dir)) == 130
+    assert (out / "checkpoint.npz").exists() and not (out / "run.lock").exists()
+
+
+MAKE_OUT = """
+import sys
+from tinygan import cli, distributed
+
+
+def main(argv):
+    args = cli.parser("").parse_args([])
+    args.out, args.overwrite, args.resume = sys.argv[1], False, False
+    with cli.make_out(args):
+        print(f"rank {distributed.rank()} went on", file=sys.stderr)
+    return 0
+
+
+sys.exit(cli.run(main))
+"""
+
+
+@pytest.mark.skipif(mpi_missing() is not None, reason=str(mpi_missing()))
+def test_under_mpiexec_every_rank_stops_at_a_locked_out(tmp_path):
+    """Only rank 0 takes the lock; were its refusal its own, the other ranks would go on into
+    the run and wait for rank 0 until the collectives' deadline."""
+    out = tmp_path / "run"
+    out.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PMI_SIZE", "PMI_RANK")}
+    with cli.lock_folder(out):
+        done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", MAKE_OUT, str(out)],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT,
+                              env={**env, "TINYGAN_DIST_TIMEOUT": "120"})  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"error: --out {out} is in use by another run (pid {os.getpid()}" in done.stderr
+    assert "went on" not in done.stderr
+
+
+def test_a_finished_run_resumed_with_fewer_steps_or_without_best_npz(tmp_path, example, mnist_dir,
+                                                                     capsys):  # fmt: skip
+    """Regression (issue 24): --resume --steps 1 on a run at step 2 was accepted (metrics.json
+    then claimed 1 step beside a 2-step history); a finished run whose best.npz was lost could
+    not be evaluated again, though its checkpoint holds the selected state (the last step's)."""
+    infogan_mnist = example("infogan_mnist").main
+    out = tmp_path / "run"
+    argv = [*quick_infogan(out, mnist_dir), "--select-every", "2"]  # one score: at step 2
+    assert infogan_mnist(argv) == 0
+    metrics = (out / "metrics.json").read_text()
+    capsys.readouterr()
+    assert cli.run(infogan_mnist, [*argv, "--resume", "--steps", "1"]) == 1
+    assert capsys.readouterr().err.startswith(
+        f"error: cannot resume from {out / 'checkpoint.npz'}: it is at step 2, after the last "
+        "step asked for (1); ask for 2 steps or more (in the examples: --steps 2)"
+    )
+    assert (out / "metrics.json").read_text() == metrics
+    (out / "best.npz").unlink()
+    assert infogan_mnist([*argv, "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["selected"]["step"] == 2
+    assert int(load(out / "best.npz")["select/step"]) == 2
+
+
+def test_a_folder_that_cannot_be_locked_is_one_error(tmp_path, monkeypatch):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(cli.fcntl, "flock", no_locks)
+    with pytest.raises(UsageError) as info, cli.lock_folder(tmp_path):
+        pass
+    assert str(info.value) == (
+        f"--out {tmp_path}: {tmp_path / 'run.lock'} cannot be locked (No locks available); "
+        "choose an --out on a file system that supports flock"
+    )
+
+
+def test_a_resumed_run_that_trains_on_drops_its_old_metrics(tmp_path, example, mnist_dir,
+                                                            monkeypatch):  # fmt: skip
+    """Regression (issue 24, of the kind of item 6): a finished 2-step run resumed with --steps 3
+    and stopped in its evaluation kept the 2-step metrics.json beside a 3-step history.json and
+    checkpoint (and compare_features took it for a finished run)."""
+    infogan_mnist = example("infogan_mnist").main
+    out = tmp_path / "run"
+    argv = [*quick_infogan(out, mnist_dir), "--select-every", "0"]
+    assert infogan_mnist(argv) == 0
+    assert json.loads((out / "metrics.json").read_text())["flags"]["steps"] == 2
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as mp:
+        mp.setattr(experiments, "evaluate_samples", ctrl_c)
+        assert cli.run(infogan_mnist, [*argv, "--resume", "--steps", "3"]) == 130
+    assert len(json.loads((out / "history.json").read_text())) == 3
+    assert not (out / "metrics.json").exists()
+    assert infogan_mnist([*argv, "--resume", "--steps", "3"]) == 0  # evaluated again
+    assert json.loads((out / "metrics.json").read_text())["flags"]["steps"] == 3

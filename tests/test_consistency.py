@@ -233,7 +233,8 @@ def test_selection_keeps_the_best_state_and_leaves_training_alone(tmp_path):
     snapshots = {}
     best = selection(model, tmp_path / "best.npz", every=5)
     history = train(model, data, steps=12, batch_size=32, seed=1, progress=False, best=best,
-                    on_step=lambda s, m: snapshots.update({s: model.state_dict()}))  # fmt: skip
+                    on_step=lambda s, m: snapshots.update(
+                        {s: {k: np.copy(v) for k, v in model.state_dict().items()}}))  # fmt: skip
     strip = [{k: v for k, v in h.items() if k != "seconds"} for h in history]
     assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in h_plain]
     assert [s for s, _ in best.scores] == [5, 10, 12]  # every 5 steps and the last

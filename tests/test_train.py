@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import signal
 
 import numpy as np
 import pytest
 
 from tinygan.models import InfoGAN, LatentSpec, MLPDiscriminator, MLPGenerator
-from tinygan.serialization import CheckpointError, load
+from tinygan.serialization import CheckpointError, load, save
 from tinygan.train import (
+    BestCheckpoint,
     NonFiniteLossError,
     NonFiniteStateError,
     batch_indices,
@@ -23,6 +25,10 @@ def model(seed=0):
     rng = np.random.default_rng(seed)
     return InfoGAN(spec, generator=MLPGenerator(spec.dim, 2, hidden=16, rng=rng),
                    discriminator=MLPDiscriminator(2, spec.q_dim, hidden=16, rng=rng), seed=seed)  # fmt: skip
+
+
+def copied(state):
+    return {k: np.copy(v) for k, v in state.items()}
 
 
 def without_time(history):
@@ -64,15 +70,16 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
 
 
 class Faulty:
-    """Wraps a model; at step ``at`` its step returns NaN, or Ctrl-C arrives mid-step."""
+    """Wraps a model; at step ``at`` its step returns NaN, or Ctrl-C (SIGTERM) arrives
+    mid-step."""
 
     def __init__(self, inner, at, fault):
         self.inner, self.at, self.fault, self.steps = inner, at, fault, 0
 
     def train_step(self, batch, rng):
         self.steps += 1
-        if self.steps == self.at and self.fault == "sigint":
-            signal.raise_signal(signal.SIGINT)  # as if Ctrl-C were pressed now
+        if self.steps == self.at and self.fault in ("sigint", "sigterm"):
+            signal.raise_signal(getattr(signal, self.fault.upper()))  # as if Ctrl-C came now
         metrics = self.inner.train_step(batch, rng)
         if self.steps == self.at and self.fault == "nan":
             metrics["g_loss"] = float("nan")
@@ -94,11 +101,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
 
 
-def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path):
+def killed(signum, frame):
+    """Stands in for SIGTERM's default action (the process dies at once, pytest with it)."""
+    raise RuntimeError("killed by SIGTERM without saving")
+
+
+@pytest.mark.parametrize("fault", ["sigint", "sigterm"])
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(fault, tmp_path):
+    """Regression (issue 24) for SIGTERM (``kill``, a scheduler ending the job): it ended the run
+    at once, losing every step since the last checkpoint."""
     ckpt = tmp_path / "ckpt.npz"
-    with pytest.raises(KeyboardInterrupt):
-        train(Faulty(model(), 3, "sigint"), DATA, steps=8, batch_size=20, seed=1,
-              checkpoint=ckpt, checkpoint_every=100, progress=False)  # fmt: skip
+    previous = signal.signal(signal.SIGTERM, killed)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(Faulty(model(), 3, fault), DATA, steps=8, batch_size=20, seed=1,
+                  checkpoint=ckpt, checkpoint_every=100, progress=False)  # fmt: skip
+        assert signal.getsignal(signal.SIGTERM) is killed  # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert int(load(ckpt)["train/step"]) == 3
     resumed = model(seed=5)
     train(
@@ -224,3 +244,138 @@ def test_resume_into_another_model_names_the_checkpoint(tmp_path):
         CheckpointError, match=rf"cannot resume from {ckpt}: it does not fit this model"
     ):
         train(wider, DATA, steps=4, batch_size=20, checkpoint=ckpt, resume=True, progress=False)
+
+
+def test_resume_past_the_steps_asked_for_is_refused_naming_both(tmp_path):
+    """Regression (issue 24): resuming a checkpoint at step 4 with steps=3 was accepted (the
+    example's metrics.json then claimed 3 steps beside a 4-step history)."""
+    ckpt = tmp_path / "ckpt.npz"
+    train(model(), DATA, steps=4, batch_size=20, seed=1, checkpoint=ckpt, progress=False)
+    m = model(seed=5)
+    before = copied(m.state_dict())
+    with pytest.raises(CheckpointError) as info:
+        train(m, DATA, steps=3, batch_size=20, seed=1, checkpoint=ckpt, resume=True,
+              progress=False)  # fmt: skip
+    assert str(info.value).startswith(
+        f"cannot resume from {ckpt}: it is at step 4, after the last step asked for (3); ask "
+        "for 4 steps or more (in the examples: --steps 4)"
+    )
+    for k, v in m.state_dict().items():  # refused before anything was loaded
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+# ---- the selected state (BestCheckpoint) on resume ---------------------------------------------
+def scripted(path, scores, every=2):
+    """A selection whose scores are ``scores``, in the order of its evaluations."""
+    values = iter(scores)
+    return BestCheckpoint(lambda: next(values), path, every)
+
+
+def selected_run(folder, scores, seed=1, resume=False):
+    """Six steps, selection every 2 steps (``scores`` at steps 2, 4, 6), into ``folder``; the
+    model and its BestCheckpoint."""
+    m = model()
+    best = scripted(folder / "best.npz", scores)
+    train(m, DATA, steps=6, batch_size=20, seed=seed, checkpoint=folder / "ckpt.npz",
+          resume=resume, progress=False, best=best, data_name="ring")  # fmt: skip
+    return m, best
+
+
+def test_the_selected_state_records_its_run(tmp_path):
+    snapshots = {}
+    best = scripted(tmp_path / "best.npz", [1.0, 3.0, 2.0])
+    m = model()
+    train(m, DATA, steps=6, batch_size=20, seed=1, progress=False, best=best, data_name="ring",
+          on_step=lambda s, _: snapshots.update({s: copied(m.state_dict())}))  # fmt: skip
+    saved = load(tmp_path / "best.npz")
+    assert int(saved["select/step"]) == 4 and float(saved["select/score"]) == 3.0
+    assert int(saved["train/seed"]) == 1 and int(saved["train/batch_size"]) == 20
+    assert str(saved["train/data"]) == "ring" and str(saved["train/recipe"]) == json.dumps(
+        m.recipe(), sort_keys=True
+    )
+    assert str(saved["train/data_sha256"]) == fingerprint(DATA)
+    for k, v in best.load().items():
+        np.testing.assert_array_equal(v, snapshots[4][k], err_msg=k)
+
+
+def test_another_runs_selected_state_is_refused(tmp_path):
+    """Regression (issue 24): best.npz was used whoever wrote it: a resumed run (and then the
+    example's "selected" numbers) took another run's state for its own."""
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    mine.mkdir()
+    other.mkdir()
+    selected_run(mine, [1.0, 3.0, 2.0], seed=1)
+    selected_run(other, [1.0, 3.0, 2.0], seed=2)
+    (mine / "best.npz").write_bytes((other / "best.npz").read_bytes())
+    with pytest.raises(CheckpointError) as info:
+        selected_run(mine, [], resume=True)
+    message = str(info.value)
+    assert message.startswith(
+        f"cannot resume the selection: the selected state {mine / 'best.npz'} is another run's: "
+        "it was written by a run with {'seed': 2, "
+    )
+    assert message.endswith(
+        f"the selection chose step 4 and the checkpoint {mine / 'ckpt.npz'} is at step 6, so "
+        "that state is lost; start the run again (in the examples: --overwrite), or resume it "
+        "without selection (--select-every 0)"
+    )
+    best = scripted(mine / "best.npz", [])
+    best.scores, best.run = [(4, 3.0)], {"seed": 1}
+    with pytest.raises(CheckpointError, match=r"is another run's: .*'seed': 2.*'seed': 1"):
+        best.load()
+
+
+@pytest.mark.parametrize("how", ["missing", "damaged", "another run's", "another step"])
+def test_a_lost_selected_state_of_the_checkpoints_step_is_written_again(how, tmp_path):
+    """Regression (issue 24): a finished run whose best.npz was missing or damaged could not be
+    evaluated again, though its checkpoint holds the selected state (the last step's)."""
+    other = tmp_path / "other"
+    other.mkdir()
+    selected_run(other, [1.0, 2.0, 3.0], seed=2)
+    m, _ = selected_run(tmp_path, [1.0, 2.0, 3.0])
+    path = tmp_path / "best.npz"
+    if how == "missing":
+        path.unlink()
+    elif how == "damaged":
+        path.write_bytes(path.read_bytes()[:100])
+    elif how == "another run's":
+        path.write_bytes((other / "best.npz").read_bytes())
+    else:  # a state of this run, but not the selected step
+        state = load(path)
+        state["select/step"] = np.array(2)
+        save(state, path)
+    _, best = selected_run(tmp_path, [], resume=True)  # finished: nothing to train
+    assert best.scores == [(2, 1.0), (4, 2.0), (6, 3.0)]
+    assert int(load(path)["select/step"]) == 6
+    for k, v in best.load().items():
+        np.testing.assert_array_equal(v, m.state_dict()[k], err_msg=k)
+
+
+def test_a_selection_cannot_resume_a_checkpoint_without_one(tmp_path):
+    """Regression (issue 24): --select-every K added on the resume of a run trained without
+    selection gave it no scores for the steps already trained (for a finished run none at all:
+    the example then failed with a TypeError)."""
+    train(model(), DATA, steps=6, batch_size=20, seed=1, checkpoint=tmp_path / "ckpt.npz",
+          progress=False, data_name="ring")  # fmt: skip
+    with pytest.raises(CheckpointError) as info:
+        selected_run(tmp_path, [], resume=True)
+    assert str(info.value) == (
+        f"cannot resume the selection: {tmp_path / 'ckpt.npz'} (step 6) was written by a run "
+        "without one, so steps 1-6 were never scored; start the run again (in the examples: "
+        "--overwrite), or resume it without selection (--select-every 0)"
+    )
+
+
+def test_a_selection_resumes_only_at_its_own_interval(tmp_path):
+    """Regression (issue 24): a resume with another --select-every mixed the checkpoint's scores
+    (every 2 steps) with the new interval's, and metrics.json named the new one."""
+    selected_run(tmp_path, [1.0, 3.0, 2.0])
+    best = BestCheckpoint(lambda: 0.0, tmp_path / "best.npz", 3)
+    with pytest.raises(CheckpointError) as info:
+        train(model(), DATA, steps=9, batch_size=20, seed=1, checkpoint=tmp_path / "ckpt.npz",
+              resume=True, progress=False, best=best, data_name="ring")  # fmt: skip
+    assert str(info.value).startswith(
+        f"cannot resume the selection: {tmp_path / 'ckpt.npz'} scored it every 2 steps, not "
+        "every 3; resume it with the same interval (in the examples: --select-every 2), or start"
+    )
+    assert best.scores == []

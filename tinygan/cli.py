@@ -9,7 +9,8 @@ An example is written as::
         cli.add_out_flags(parser, "runs/example")
         args = cli.parse(parser, argv)  # every flag checked; nothing read or created yet
         ...                             # load the data, then
-        out = cli.make_out(args)        # create --out (emptied of an old run with --overwrite)
+        with cli.make_out(args) as out: # create --out and lock it while the run lasts
+            ...                         # (emptied of an old run with --overwrite)
 
 
     if __name__ == "__main__":
@@ -22,15 +23,20 @@ no GPU, a full disk, training that diverged), 130 for Ctrl-C. Any other exceptio
 keeps its traceback; ``TINYGAN_DEBUG=1`` shows the traceback of expected errors too.
 
 Runs never overwrite runs: an ``--out`` holding a run's files (``RUN_FILES``) is refused unless
-``--resume`` continues it or ``--overwrite`` replaces it.
+``--resume`` continues it or ``--overwrite`` replaces it, and an ``--out`` that a live run is
+writing (its lock, ``LOCK_FILE``) is refused even then.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
+import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -40,6 +46,7 @@ from .serialization import CheckpointError
 from .train import NonFiniteError
 
 RUN_FILES = ("checkpoint.npz", "best.npz", "history.json", "metrics.json", "layer*.npz")
+LOCK_FILE = "run.lock"  # present while a run writes the folder (not a run's file)
 
 
 class UsageError(Exception):
@@ -244,13 +251,117 @@ def found_run(out: Path) -> list[str]:
     return sorted({p.name for pattern in RUN_FILES for p in out.glob(pattern) if p.is_file()})
 
 
-def make_out(args: argparse.Namespace) -> Path:
-    """Create ``--out``; with ``--overwrite``, first remove the run files it holds (the rest of
-    an old run, its figures, is overwritten as the new run writes its own). Under ``mpiexec``
-    only rank 0, the process that writes, removes them."""
+@contextlib.contextmanager
+def make_out(args: argparse.Namespace) -> Iterator[Path]:
+    """Create ``--out`` and hold its lock (``lock_folder``) while the block runs; once it is
+    held, ``--overwrite`` removes the run files the folder holds (the rest of an old run, its
+    figures, is overwritten as the new run writes its own). Under ``mpiexec`` only rank 0, the
+    process that writes, takes the lock and removes files; a refusal is raised on every rank."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.overwrite and distributed.is_main():
-        for name in found_run(out):
-            (out / name).unlink(missing_ok=True)
-    return out
+    with contextlib.ExitStack() as lock:
+        refusal = None
+        if distributed.is_main():
+            try:
+                lock.enter_context(lock_folder(out))
+            except (UsageError, OSError) as e:
+                refusal = e
+        refusal = distributed.world().allgather(refusal, what="the lock of --out")[0]
+        if refusal is not None:
+            raise refusal
+        if args.overwrite and distributed.is_main():
+            for name in found_run(out):
+                (out / name).unlink(missing_ok=True)
+        yield out
+
+
+@contextlib.contextmanager
+def lock_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold the lock of the run folder ``folder`` while the block runs: an exclusive ``flock``
+    on ``folder/LOCK_FILE``, which records its owner (host, process id, start time) and is
+    removed at the end of the block.
+
+    The kernel releases a ``flock`` when its process ends, however it ends (SIGTERM, SIGKILL),
+    so the file left by a dead run on this host is taken over. A free lock recorded by another
+    host is refused: whether its process still runs cannot be checked from here (``flock``
+    reaches other hosts only where the shared file system passes locks on).
+
+    Yields
+    ------
+    Path
+        The lock file.
+
+    Raises
+    ------
+    UsageError
+        If another live run holds the lock (naming its owner), it was taken on another host,
+        or the file system cannot lock.
+    """
+    path = Path(folder) / LOCK_FILE
+    host = socket.gethostname()
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            owner = _take(fd, path, host)
+        except BaseException:
+            os.close(fd)
+            raise
+        if owner is not None:
+            break
+        os.close(fd)  # its holder removed the file as it was opened here: take the new one
+    if owner:
+        print(f"{path}: taking over the lock of {_describe_owner(owner)}, which has ended")
+    record = {"host": host, "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)  # before the lock goes: a run that opened it meanwhile sees it gone
+        os.close(fd)
+
+
+def _take(fd: int, path: Path, host: str) -> dict | None:
+    """Lock ``fd``, the file ``path`` opened; the owner it records (empty if none), or None if
+    ``path`` is no longer that file."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(
+            f"--out {path.parent} is in use by another run ({_describe_owner(_owner(fd))}, "
+            f"holding {path}); wait for it to end, or choose another --out"
+        ) from None
+    except OSError as e:  # e.g. a network file system mounted without locks
+        raise UsageError(
+            f"--out {path.parent}: {path} cannot be locked ({e.strerror or e}); choose an --out "
+            "on a file system that supports flock"
+        ) from None
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if (now.st_dev, now.st_ino) != (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+        return None
+    owner = _owner(fd)
+    if owner.get("host", host) != host:
+        raise UsageError(
+            f"--out {path.parent} is locked by {_describe_owner(owner)}, which cannot be "
+            f"checked from {host}; if that run has ended, remove {path}"
+        )
+    return owner
+
+
+def _owner(fd: int) -> dict:
+    """The owner a lock file records (empty if it records none yet, or cannot be read)."""
+    try:
+        owner = json.loads(os.pread(fd, 4096, 0))
+    except ValueError:
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _describe_owner(owner: dict) -> str:
+    if not owner:
+        return "a run that has not recorded itself yet"
+    return f"pid {owner.get('pid')} on host {owner.get('host')}, started {owner.get('started')}"

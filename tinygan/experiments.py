@@ -194,7 +194,14 @@ def fit(
     130 if Ctrl-C stopped it (after saving). ``data_name`` goes into the checkpoint beside the
     data's hash; ``best`` selects a state during training (``train.BestCheckpoint``). A run that
     diverges raises ``train.NonFiniteError`` (the last good checkpoint kept); ``cli.run``
-    reports it."""
+    reports it. A resumed run that trains on removes its old ``metrics.json`` at its first
+    step: it no longer describes the run (the evaluation writes it again)."""
+    old = [Path(args.out) / "metrics.json"] if distributed.is_main() else []
+
+    def moved_on(step: int, metrics: dict[str, float]) -> None:
+        while old:
+            old.pop().unlink(missing_ok=True)
+
     try:
         return train(
             model,
@@ -208,6 +215,7 @@ def fit(
             progress=not args.no_progress,
             data_name=data_name,
             best=best,
+            on_step=moved_on,
         )
     except KeyboardInterrupt:
         return 130
@@ -387,43 +395,45 @@ def run_generative(
     images = splits.train[0]
     batch_size = batch_size or args.batch_size
     check_batch(batch_size, images, model)
-    out = cli.make_out(args)
-    print(
-        f"{name}: {args.dataset} {args.split} ({len(images)} training images), device {device}, "
-        f"{args.steps} steps, seed {args.seed}, writing to {out}"
-    )
-    history = fit(model, images, args, batch_size, splits.train_name)
-    if isinstance(history, int):
-        return history
-    write_json(out / "history.json", history)
-    summary: dict[str, Any] = {"model": name, **evaluate_samples(model, splits, args)}
-    if extra is not None:
-        summary.update(extra(model, splits, out))
-    summary.update(
-        splits=splits.description,
-        train_seconds=history[-1]["seconds"] if history else 0.0,
-        final={  # means over the last 50 steps
-            k: float(np.mean([h[k] for h in history[-50:]]))
-            for k in history[-1]
-            if k not in ("step", "seconds")
-        },
-        flags=vars(args),
-        device=device,
-    )
-    write_json(out / "metrics.json", summary)
-    steps = [h["step"] for h in history]
-    for figure, keys in curves.items():
-        viz.curves(out / f"{figure}.png", {k: (steps, [h[k] for h in history]) for k in keys},
-                   title=f"{name}: {figure}", ylabel=", ".join(keys))  # fmt: skip
-    samples = model.sample(100, np.random.default_rng([args.seed, 3]))
-    viz.image_grid(out / "samples.png", samples.reshape(10, 10, 28, 28), title=f"{name} samples")
-    parzen = summary["parzen"]
-    print(
-        f"Parzen log-likelihood {parzen['mean']:.1f} +- {parzen['sem']:.1f} nats "
-        f"(sigma {parzen['sigma']:.3f}), classifier score {summary['classifier_score']:.2f}"
-    )
-    print(f"wrote {out / 'metrics.json'}, figures and checkpoint in {out}")
-    return 0
+    with cli.make_out(args) as out:
+        print(
+            f"{name}: {args.dataset} {args.split} ({len(images)} training images), "
+            f"device {device}, {args.steps} steps, seed {args.seed}, writing to {out}"
+        )
+        history = fit(model, images, args, batch_size, splits.train_name)
+        if isinstance(history, int):
+            return history
+        write_json(out / "history.json", history)
+        summary: dict[str, Any] = {"model": name, **evaluate_samples(model, splits, args)}
+        if extra is not None:
+            summary.update(extra(model, splits, out))
+        summary.update(
+            splits=splits.description,
+            train_seconds=history[-1]["seconds"] if history else 0.0,
+            final={  # means over the last 50 steps
+                k: float(np.mean([h[k] for h in history[-50:]]))
+                for k in history[-1]
+                if k not in ("step", "seconds")
+            },
+            flags=vars(args),
+            device=device,
+        )
+        write_json(out / "metrics.json", summary)
+        steps = [h["step"] for h in history]
+        for figure, keys in curves.items():
+            viz.curves(out / f"{figure}.png", {k: (steps, [h[k] for h in history]) for k in keys},
+                       title=f"{name}: {figure}", ylabel=", ".join(keys))  # fmt: skip
+        samples = model.sample(100, np.random.default_rng([args.seed, 3]))
+        viz.image_grid(
+            out / "samples.png", samples.reshape(10, 10, 28, 28), title=f"{name} samples"
+        )
+        parzen = summary["parzen"]
+        print(
+            f"Parzen log-likelihood {parzen['mean']:.1f} +- {parzen['sem']:.1f} nats "
+            f"(sigma {parzen['sigma']:.3f}), classifier score {summary['classifier_score']:.2f}"
+        )
+        print(f"wrote {out / 'metrics.json'}, figures and checkpoint in {out}")
+        return 0
 
 
 def _rows(*arrays: np.ndarray) -> np.ndarray:
@@ -510,56 +520,57 @@ def run_infogan(args: argparse.Namespace) -> int:
     splits = load_splits(args.dataset, args.split, args.data_dir)
     images, labels = splits.train
     check_batch(args.batch_size, images, model)
-    out = cli.make_out(args)
-    name = "GAN baseline (Q trained, G not rewarded)" if args.baseline else "InfoGAN"
-    if model.consistency:
-        name += f" + consistency {model.consistency:g} ({model.consistency_objective})"
-    print(
-        f"{name}: {args.dataset} {args.split} ({len(images)} images), device {device}, "
-        f"{args.steps} steps of batch {args.batch_size}, seed {args.seed}, writing to {out}"
-    )
-    best = infogan_selection(model, splits, args.select_every, args.seed, out)
-    history = fit(model, images, args, args.batch_size, splits.train_name, best)
-    if isinstance(history, int):
-        return history
-    seconds = history[-1].get("seconds", math.nan) if history else 0.0
-    write_json(out / "history.json", history)
-
-    result = evaluate(model, *splits.test)
-    info = [h["info_cat"] for h in history]
-    summary = {
-        "model": "gan" if args.baseline else "infogan",
-        "accuracy": result["accuracy"],
-        "info_cat_at_1000": float(np.mean(info[990:1000])) if len(info) >= 1000 else None,
-        "info_cat_final": float(np.mean(info[-10:])),
-        "info_cat_ceiling": spec.categorical_entropy,
-        "accuracy_on_training_images": evaluate(model, images, labels)["accuracy"],
-        **evaluate_samples(model, splits, args),
-        "splits": splits.description,
-        "train_seconds": seconds,
-        "flags": {k: v for k, v in vars(args).items() if k != "compare"},
-        "device": device,  # what "auto" resolved to
-        **result,
-    }
-    paths = write_figures(model, history, result, out, args)
-    print(
-        f"accuracy {result['accuracy']:.4f}, L_I {summary['info_cat_final']:.3f} of "
-        f"{spec.categorical_entropy:.3f} nats, Parzen {summary['parzen']['mean']:.1f} nats, "
-        f"{seconds:.0f} s"
-    )
-    if best is not None:  # last: it loads the selected state into the model
-        summary.update(evaluate_selected(model, best, history, splits, args, out, summary))
-        selected = summary["selected"]
+    with cli.make_out(args) as out:
+        name = "GAN baseline (Q trained, G not rewarded)" if args.baseline else "InfoGAN"
+        if model.consistency:
+            name += f" + consistency {model.consistency:g} ({model.consistency_objective})"
         print(
-            f"selected (label-free, step {selected['step']} of {args.steps}): accuracy "
-            f"{selected['accuracy']:.4f}, Parzen {selected['parzen']['mean']:.1f} nats"
+            f"{name}: {args.dataset} {args.split} ({len(images)} images), device {device}, "
+            f"{args.steps} steps of batch {args.batch_size}, seed {args.seed}, writing to {out}"
         )
-        paths += [best.path, out / "selected"]
-    write_json(out / "metrics.json", summary)
-    print(
-        "wrote", ", ".join(str(p) for p in [out / "metrics.json", out / "checkpoint.npz", *paths])
-    )
-    return 0
+        best = infogan_selection(model, splits, args.select_every, args.seed, out)
+        history = fit(model, images, args, args.batch_size, splits.train_name, best)
+        if isinstance(history, int):
+            return history
+        seconds = history[-1].get("seconds", math.nan) if history else 0.0
+        write_json(out / "history.json", history)
+
+        result = evaluate(model, *splits.test)
+        info = [h["info_cat"] for h in history]
+        summary = {
+            "model": "gan" if args.baseline else "infogan",
+            "accuracy": result["accuracy"],
+            "info_cat_at_1000": float(np.mean(info[990:1000])) if len(info) >= 1000 else None,
+            "info_cat_final": float(np.mean(info[-10:])),
+            "info_cat_ceiling": spec.categorical_entropy,
+            "accuracy_on_training_images": evaluate(model, images, labels)["accuracy"],
+            **evaluate_samples(model, splits, args),
+            "splits": splits.description,
+            "train_seconds": seconds,
+            "flags": {k: v for k, v in vars(args).items() if k != "compare"},
+            "device": device,  # what "auto" resolved to
+            **result,
+        }
+        paths = write_figures(model, history, result, out, args)
+        print(
+            f"accuracy {result['accuracy']:.4f}, L_I {summary['info_cat_final']:.3f} of "
+            f"{spec.categorical_entropy:.3f} nats, Parzen {summary['parzen']['mean']:.1f} nats, "
+            f"{seconds:.0f} s"
+        )
+        if best is not None:  # last: it loads the selected state into the model
+            summary.update(evaluate_selected(model, best, history, splits, args, out, summary))
+            selected = summary["selected"]
+            print(
+                f"selected (label-free, step {selected['step']} of {args.steps}): accuracy "
+                f"{selected['accuracy']:.4f}, Parzen {selected['parzen']['mean']:.1f} nats"
+            )
+            paths += [best.path, out / "selected"]
+        write_json(out / "metrics.json", summary)
+        print(
+            "wrote",
+            ", ".join(str(p) for p in [out / "metrics.json", out / "checkpoint.npz", *paths]),
+        )
+        return 0
 
 
 def infogan_selection(
@@ -586,23 +597,14 @@ def evaluate_selected(
     out: Path,
     final: dict[str, Any],
 ) -> dict[str, Any]:
-    """Load the selected state (``best.path``) into ``model`` and score it as the final one
-    (test and training accuracy, L_I, Parzen, classifier score; figures in ``out/selected``):
-    ``{"selection": how it was chosen, "selected": its numbers}``. Where the final state is the
-    selected one, ``final``'s numbers (the run's summary) are reused."""
+    """Load the selected state (``best.load()``: this run's, of the selected step) into
+    ``model`` and score it as the final one (test and training accuracy, L_I, Parzen, classifier
+    score; figures in ``out/selected``): ``{"selection": how it was chosen, "selected": its
+    numbers}``. Where the final state is the selected one, it is the model's own (``best.path``
+    is not read) and ``final``'s numbers (the run's summary) are reused."""
     step, score = best.best
-    try:
-        state = load(best.path)
-        saved = int(state["select/step"])
-    except (OSError, KeyError) as e:
-        raise CheckpointError(f"the selected state {best.path} cannot be read ({e})") from None
-    if saved != step:
-        raise CheckpointError(
-            f"{best.path} holds step {saved}, but the selection's scores chose step {step}; "
-            "rerun with --overwrite"
-        )
-    model.load_state_dict({k[len("model/") :]: v for k, v in state.items()
-                           if k.startswith("model/")})  # fmt: skip
+    if step != len(history):
+        model.load_state_dict(best.load())
     result = evaluate(model, *splits.test)
     info = [h["info_cat"] for h in history[:step]]
     selected = {"step": step, "score": score, "info_cat": float(np.mean(info[-10:])), **result}

@@ -54,11 +54,14 @@ class BestCheckpoint:
 
     ``train`` calls ``score()`` every ``every`` steps and at the last step; when the value beats
     every earlier one (ties keep the earlier step), it checks the model's state for NaN and
-    infinity and writes it atomically to ``path`` with ``select/step`` and ``select/score``
-    (``tinygan.load`` reads it; ``model/...`` keys as in a training checkpoint). The scores so
+    infinity and writes it atomically to ``path`` with ``select/step``, ``select/score`` and
+    the run's record (``train/...``: seed, batch size, data fingerprint, recipe, as in a
+    training checkpoint; ``tinygan.load`` reads it; ``model/...`` keys as there). ``load``
+    gives the selected state back only if the file holds that step of this run. The scores so
     far are saved in the training checkpoint too, so a resumed run continues the same selection
     (a state saved after that checkpoint is either found again by the resumed run, which
-    repeats those steps exactly, or replaced by a better one).
+    repeats those steps exactly, or replaced by a better one); a resume checks that ``path``
+    holds the selected state, and writes it again where the checkpoint is at that step.
 
     Parameters
     ----------
@@ -75,12 +78,16 @@ class BestCheckpoint:
     ----------
     scores : list of (int, float)
         (step, score) of every evaluation so far, in order.
+    run : dict
+        The record of the run that selects (set by ``train``): written into ``path`` with the
+        state, and checked by ``load``.
     """
 
     score: Callable[[], float]
     path: str | os.PathLike
     every: int
     scores: list[tuple[int, float]] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.every = checks.integer(self.every, "every", 1)
@@ -90,6 +97,25 @@ class BestCheckpoint:
     def best(self) -> tuple[int, float] | None:
         """(step, score) of the selected state (the earliest of equal scores), or None."""
         return max(self.scores, key=lambda s: s[1]) if self.scores else None
+
+    def load(self) -> dict[str, np.ndarray]:
+        """The selected state from ``path``, keyed as the model's ``state_dict()``.
+
+        Raises
+        ------
+        CheckpointError
+            If nothing is selected yet, or ``path`` is missing, damaged, written by another run
+            (another seed, batch size, data or recipe than ``run``) or holds another step.
+        """
+        if self.best is None:
+            raise CheckpointError(f"nothing is selected yet (no scores): {self.path} is not read")
+        step, state = _read_selected(self)
+        if step != self.best[0]:
+            raise CheckpointError(
+                f"the selected state {self.path} holds step {step}, but the selection's scores "
+                f"chose step {self.best[0]}"
+            )
+        return state
 
 
 class NonFiniteError(FloatingPointError):
@@ -180,13 +206,13 @@ def train(
         Non-negative.
     checkpoint : path, optional
         ``.npz`` file written atomically every ``checkpoint_every`` steps, at the end, and on
-        Ctrl-C, once the model's state is checked to be finite. It holds that state, the step,
-        the history, the seed, batch size and data size, the model's ``recipe()`` if it has
-        one, and the data's fingerprint (SHA-256 and ``data_name``). Stale temporary files of
-        killed writers beside it are removed at start.
+        Ctrl-C or SIGTERM, once the model's state is checked to be finite. It holds that state,
+        the step, the history, the seed, batch size and data size, the model's ``recipe()`` if
+        it has one, and the data's fingerprint (SHA-256 and ``data_name``). Stale temporary
+        files of killed writers beside it are removed at start.
     resume : bool
         Continue from ``checkpoint`` if it exists; one written with another seed, batch size,
-        data or recipe is refused.
+        data or recipe, or past ``steps``, is refused.
     on_step : callable, optional
         Called as ``on_step(step, metrics)`` after every step (step counts from 1).
     data_name : str, optional
@@ -194,10 +220,12 @@ def train(
         a refused resume.
     best : BestCheckpoint, optional
         Score the model every ``best.every`` steps and at the end, and keep the best state in
-        ``best.path``; its ``scores`` are restored on resume (from ``checkpoint``).
+        ``best.path``; its ``scores`` are restored on resume (from ``checkpoint``), and
+        ``best.path`` is checked to hold the selected state (written again from the checkpoint
+        when it is at the selected step).
 
-    Ctrl-C lets the current step finish, writes the checkpoint, then raises KeyboardInterrupt
-    (press it twice to stop at once, without saving).
+    Ctrl-C (or SIGTERM) lets the current step finish, writes the checkpoint, then raises
+    KeyboardInterrupt (press it twice to stop at once, without saving).
 
     Returns
     -------
@@ -214,8 +242,10 @@ def train(
         If the model's state holds NaN or infinity when a checkpoint is due, or at the end; the
         message names the first such array and the step. The last good checkpoint is kept.
     CheckpointError
-        If the checkpoint to resume is damaged, does not fit the model, or was written by a run
-        with another seed, batch size, data or recipe.
+        If the checkpoint to resume is damaged, does not fit the model, was written by a run
+        with another seed, batch size, data or recipe, or is past ``steps``; or if ``best``'s
+        selected state cannot be resumed (another run's, missing or damaged, and not the
+        checkpoint's step; or the checkpoint has no selection).
     OSError
         If a checkpoint cannot be written (disk full...): the last good one is kept.
     """
@@ -243,10 +273,12 @@ def train(
         remove_stale_temporaries(path)
     if best is not None and not isinstance(best, BestCheckpoint):
         raise TypeError(f"best must be a BestCheckpoint; got {type(best).__name__}")
+    if best is not None:
+        best.run = run
     if resume and path is not None and path.exists():
-        start, history, scores = _restore(model, path, run)
+        start, history, selection = _restore(model, path, run, steps)
         if best is not None:
-            best.scores = scores
+            _resume_selection(model, best, selection, path, start)
     # a no-op in one process; under mpiexec the ranks must agree on the run's settings
     settings = {**run, "steps": steps, "select_every": best.every if best else None}
     parallel = distributed.DataParallel(model, batch_size, start, settings=settings)
@@ -295,9 +327,10 @@ def train(
 
 @contextlib.contextmanager
 def _deferred_interrupt() -> Iterator[list[bool]]:
-    """Let a Ctrl-C finish the step in progress: the first SIGINT only sets a flag (the loop
-    saves a consistent checkpoint and stops after the step); a second one interrupts at once.
-    Outside the main thread signals cannot be caught, and nothing changes."""
+    """Let a Ctrl-C or SIGTERM (``kill``, a scheduler ending a job) finish the step in
+    progress: the first SIGINT or SIGTERM only sets a flag (the loop saves a consistent
+    checkpoint and stops after the step); a second one interrupts at once. Outside the main
+    thread signals cannot be caught, and nothing changes."""
     flag: list[bool] = []
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -308,11 +341,12 @@ def _deferred_interrupt() -> Iterator[list[bool]]:
             raise KeyboardInterrupt
         flag.append(True)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, action in previous.items():
+            signal.signal(signum, action)
 
 
 def _kept(path: Path | None, saved: int | None) -> str:
@@ -356,7 +390,7 @@ def _checkpoint(
         return
     keys = sorted({k for h in history for k in h})
     state = {f"model/{k}": v for k, v in model_state.items()}
-    state.update({f"train/{k}": np.array(v) for k, v in run.items()})
+    state.update(_record_entries(run))
     state["train/step"] = np.array(step)
     state["train/history_keys"] = np.array(keys)
     state["train/history"] = np.array(
@@ -364,6 +398,7 @@ def _checkpoint(
     )
     if best is not None:
         state["train/selection"] = np.array(best.scores, np.float64).reshape(-1, 2)
+        state["train/selection_every"] = np.array(best.every)
     try:
         save(state, path)
     except OSError as e:
@@ -378,12 +413,39 @@ def _describe(run: Mapping[str, Any]) -> str:
     return f"{run['data']} ({sha})" if "data" in run else sha
 
 
+_RECORD = ("seed", "batch_size", "examples", "recipe", "data", "data_sha256")
+_DATA = ("data", "data_sha256")
+
+
+def _record_entries(run: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A run's record as the ``train/...`` entries of a file."""
+    return {f"train/{k}": np.array(v) for k, v in run.items()}
+
+
+def _record(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The run's record that a file's ``state`` holds (the ``_RECORD`` entries it has)."""
+    return {k: state[f"train/{k}"].item() for k in _RECORD if f"train/{k}" in state}
+
+
+def _differs(saved: Mapping[str, Any], run: Mapping[str, Any]) -> str | None:
+    """Why the record ``saved`` of a file is not the record of ``run`` (entries that either
+    lacks are not compared), or None if it is."""
+    if any(saved[k] != run[k] for k in _DATA if k in saved and k in run):
+        return f"it was trained on {_describe(saved)}, but this run's data is {_describe(run)}"
+    settings = {k: v for k, v in saved.items() if k not in _DATA and k in run}
+    now = {k: run[k] for k in settings}
+    if settings != now:
+        return f"it was written by a run with {settings}; this run has {now}"
+    return None
+
+
 def _restore(
-    model: Trainable, path: Path, run: dict[str, Any]
-) -> tuple[int, list[dict[str, float]], list[tuple[int, float]]]:
+    model: Trainable, path: Path, run: dict[str, Any], steps: int
+) -> tuple[int, list[dict[str, float]], tuple[int | None, list[tuple[int, float]]] | None]:
     """Load the checkpoint at ``path`` into ``model`` after checking that it continues ``run``
-    (entries older checkpoints lack are not compared); its step, history and the selection's
-    scores (``BestCheckpoint.scores``; empty if it has none)."""
+    (entries older checkpoints lack are not compared) and is not past ``steps``; its step,
+    history and selection: its ``every`` (None in older checkpoints) and scores
+    (``BestCheckpoint.scores``), or None if it has none."""
     advice = "start a new run instead (in the examples: --overwrite, or another --out)"
     try:
         state = load(path)
@@ -395,21 +457,18 @@ def _restore(
             f"cannot resume from {path}: not a training checkpoint (no {', '.join(missing)}); "
             + advice
         )
-    record = ("seed", "batch_size", "examples", "recipe", "data", "data_sha256")
-    saved = {k: state[f"train/{k}"].item() for k in record if f"train/{k}" in state}
-    data_keys = ("data", "data_sha256")
-    if any(saved[k] != run[k] for k in data_keys if k in saved and k in run):
+    why = _differs(_record(state), run)
+    if why:
         raise CheckpointError(
-            f"cannot resume from {path}: it was trained on {_describe(saved)}, but this run's "
-            f"data is {_describe(run)}; resume it with the data it was trained on, or {advice}"
+            f"cannot resume from {path}: {why}; resume it with the same seed, batch size, data "
+            f"and model settings, or {advice}"
         )
-    settings = {k: v for k, v in saved.items() if k not in data_keys and k in run}
-    if settings != {k: run[k] for k in settings}:
-        now = {k: run[k] for k in settings}
+    step = int(state["train/step"])
+    if step > steps:
         raise CheckpointError(
-            f"cannot resume from {path}: it was written by a run with {settings}; resuming it "
-            f"with {now} would not continue that run (use the same seed, batch size, data and "
-            f"model settings, or {advice})"
+            f"cannot resume from {path}: it is at step {step}, after the last step asked for "
+            f"({steps}); ask for {step} steps or more (in the examples: --steps {step}), or "
+            f"{advice}"
         )
     try:
         model.load_state_dict(
@@ -422,8 +481,81 @@ def _restore(
         ) from None
     keys = [str(k) for k in state["train/history_keys"]]
     history = [dict(zip(keys, map(float, row))) for row in state["train/history"]]
-    rows = state.get("train/selection", np.zeros((0, 2)))
-    return int(state["train/step"]), history, [(int(a), float(b)) for a, b in rows]
+    rows, every = state.get("train/selection"), state.get("train/selection_every")
+    scores = None if rows is None else [(int(a), float(b)) for a, b in rows]
+    every = None if every is None else int(every)
+    return step, history, None if scores is None else (every, scores)
+
+
+def _read_selected(best: BestCheckpoint) -> tuple[int, dict[str, np.ndarray]]:
+    """The step and model state that ``best.path`` holds, checked to be written by the run
+    ``best.run`` (``CheckpointError`` saying why not)."""
+    what = f"the selected state {best.path}"
+    try:
+        state = load(best.path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{what} is missing") from None
+    except (OSError, CheckpointError) as e:
+        raise CheckpointError(f"{what} cannot be read ({e})") from None
+    saved = _record(state)
+    missing = [k for k in best.run if k not in saved]
+    if "select/step" not in state or missing:
+        lacks = ", ".join(f"train/{k}" for k in missing) or "select/step"
+        raise CheckpointError(f"{what} is not a selected state of this run (it has no {lacks})")
+    why = _differs(saved, best.run)
+    if why:
+        raise CheckpointError(f"{what} is another run's: {why}")
+    model_state = {k[len("model/") :]: v for k, v in state.items() if k.startswith("model/")}
+    return int(state["select/step"]), model_state
+
+
+def _resume_selection(
+    model: Trainable,
+    best: BestCheckpoint,
+    selection: tuple[int | None, list[tuple[int, float]]] | None,
+    path: Path,
+    start: int,
+) -> None:
+    """Continue the selection that the checkpoint ``path`` (at step ``start``, loaded into
+    ``model``) holds, ``(every, scores)``: check that it scored every ``best.every`` steps,
+    restore its scores into ``best`` and check that ``best.path`` holds the selected state of
+    this run, or a later one (which the resumed run reaches again). If not, the state is
+    written again from the model where the checkpoint is at the selected step; otherwise
+    ``CheckpointError`` says what to do."""
+    advice = (
+        "start the run again (in the examples: --overwrite), or resume it without selection "
+        "(--select-every 0)"
+    )
+    if selection is None:
+        raise CheckpointError(
+            f"cannot resume the selection: {path} (step {start}) was written by a run without "
+            f"one, so steps 1-{start} were never scored; {advice}"
+        )
+    every, scores = selection
+    if every not in (None, best.every):
+        raise CheckpointError(
+            f"cannot resume the selection: {path} scored it every {every} steps, not every "
+            f"{best.every}; resume it with the same interval (in the examples: --select-every "
+            f"{every}), or {advice}"
+        )
+    best.scores = scores
+    if best.best is None:
+        return
+    step, score = best.best
+    try:
+        held, _ = _read_selected(best)
+        problem = None if held == step or held > start else f"{best.path} holds step {held}"
+    except CheckpointError as e:
+        problem = str(e)
+    if problem is None:
+        return
+    if step != start:
+        raise CheckpointError(
+            f"cannot resume the selection: {problem}; the selection chose step {step} and the "
+            f"checkpoint {path} is at step {start}, so that state is lost; {advice}"
+        )
+    if distributed.is_main():  # the checkpoint holds the selected state: write it again
+        _save_selected(best, _finite_state(model, step, path, start), step, score)
 
 
 def _select(
@@ -448,6 +580,15 @@ def _select(
         return
     model_state = _finite_state(model, step, path, saved)
     if write:
-        state = {f"model/{k}": v for k, v in model_state.items()}
-        state.update({"select/step": np.array(step), "select/score": np.array(value)})
-        save(state, best.path)
+        _save_selected(best, model_state, step, value)
+
+
+def _save_selected(
+    best: BestCheckpoint, model_state: Mapping[str, Any], step: int, score: float
+) -> None:
+    """Write the selected state of ``step`` to ``best.path`` with its score and the run's
+    record."""
+    state = {f"model/{k}": v for k, v in model_state.items()}
+    state.update(_record_entries(best.run))
+    state.update({"select/step": np.array(step), "select/score": np.array(score)})
+    save(state, best.path)
