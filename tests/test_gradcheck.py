@@ -16,7 +16,7 @@ from hypothesis import given
 
 import tinygan as tg
 from tests.gradcheck_zoo import CORRECT, PLANTED, Square, WrongScale
-from tinygan.gradcheck import GradcheckReport, check_vjp
+from tinygan.gradcheck import GradcheckReport, as_layout, check_vjp
 from tinygan.testing import seeds, shapes, values
 
 
@@ -336,3 +336,25 @@ def test_refuses_options_that_would_check_nothing_or_crash(option, message):
     ZeroDivisionError, float32_tol=1e-3 "cannot unpack non-iterable float"."""
     with pytest.raises((TypeError, ValueError), match=message):
         tg.gradcheck(lambda t: WrongScale()(t), [_x()], **option)
+
+
+def test_check_vjp_refuses_what_it_cannot_check():
+    """n_directions=0 returned ok=True having checked nothing; eps=0 and an int x raised
+    ZeroDivisionError; a u or analytic of the wrong shape, NumPy's reshape/broadcast errors."""
+    x, u = values(0, (4, 3)), values(1, (4, 3))
+    good = np.cos(x) * u
+    for args, options, error, message in [
+        ((x, u, good), dict(mode="vjp", n_directions=0), ValueError, "n_directions must be"),
+        ((x, u, good), dict(eps=0.0), ValueError, "eps must be a finite number > 0"),
+        ((x, u, good), dict(seed=-1), ValueError, "seed must be an int >= 0; got -1"),
+        ((x.astype(int), u, good), {}, TypeError, "x must be float64 .*; got int64"),
+        ((x, u[:2], good), {}, ValueError, r"u must have the shape of f\(x\), \(4, 3\); got \(2,"),
+        ((x, u, good[0]), {}, ValueError, r"analytic must have the shape of x, \(4, 3\); got"),
+        ((np.where(x > 0, x, np.nan), u, good), {}, ValueError, "x holds .* non-finite values"),
+    ]:  # fmt: skip
+        with pytest.raises(error, match=message):
+            check_vjp(np.sin, *args, **options)
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        tg.gradcheck(lambda t: t * 2, [_x()], seed=-1)
+    with pytest.raises(TypeError, match="as_layout: a must be a NumPy or CuPy array; got list"):
+        as_layout([1.0, 2.0], "F")

@@ -188,6 +188,8 @@ def test_bad_input_errors(tmp_path):
         draw_graph(np.ones(3))
     with pytest.raises(TypeError, match=r"names\['a'\] is a float, not a Tensor"):
         draw_graph(y, names={"a": 3.0})
+    with pytest.raises(TypeError, match=r"names must map labels to Tensors \(a dict\); got list"):
+        draw_graph(y, names=[y])
     with pytest.raises(ValueError, match=r"renderer must be one of .* got 'graphviz'"):
         draw_graph(y, tmp_path / "g.png", renderer="graphviz")
     with pytest.raises(ValueError, match=r"path must end in one of .*g\.jpg"):

@@ -62,6 +62,8 @@ def as_layout(a: Array, layout: str) -> Array:
     array
         Equal to ``a`` elementwise, same shape and dtype; never shares memory with ``a``.
     """
+    if not _is_array(a):
+        raise TypeError(f"as_layout: a must be a NumPy or CuPy array; got {type(a).__name__}")
     xp = get_array_module(a)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
@@ -207,10 +209,11 @@ class VJPCheck:
 
 
 class _Line:
-    """``f`` along one line through ``x``: element ``j`` moved alone, or ``x + t v``."""
+    """``f`` along one line through ``x``: element ``j`` moved alone, or ``x + t v``. ``y0`` is
+    ``f(x)``."""
 
-    def __init__(self, f: Callable[[Array], Array], x: Array, u: Array, base: Callable[[], Array]):
-        self.f, self.x, self.base = f, x, base
+    def __init__(self, f: Callable[[Array], Array], x: Array, u: Array, y0: Array):
+        self.f, self.x, self.y0 = f, x, y0
         self.xp = get_array_module(x)
         self.u = self.xp.ascontiguousarray(u).ravel()
         self.abs_u = self.xp.abs(self.u)
@@ -238,9 +241,8 @@ class _Line:
     def sided(self, where: Any, h: float) -> tuple[float, float, float]:
         """Central, left and right differences along ``where`` with step ``h``."""
         yp, ym, tp, tm = self.outputs(where, h)
-        y0 = self.base()
         central = self.dot(yp - ym) / (tp + tm)
-        return central, self.dot(y0 - ym) / tm, self.dot(yp - y0) / tp
+        return central, self.dot(self.y0 - ym) / tm, self.dot(yp - self.y0) / tp
 
 
 def _close(a: float, n: float, atol: float, rtol: float) -> bool:
@@ -322,18 +324,25 @@ def check_vjp(
     Returns
     -------
     VJPCheck
+
+    Raises
+    ------
+    TypeError, ValueError
+        An option out of range (as ``gradcheck``'s), ``x`` not float64 or not finite, or
+        ``analytic``, ``u`` not of the shapes of ``x``, ``f(x)``.
     """
-    if mode not in ("full", "vjp"):
-        raise ValueError(f"mode must be 'full' or 'vjp'; got {mode!r}")
+    _check_options(mode, eps, atol, rtol, n_directions, seed)
     xp = get_array_module(x, u)
-    base: list[Array] = []
-
-    def at_x() -> Array:
-        if not base:
-            base.append(xp.array(f(x), copy=True))
-        return base[0]
-
-    line = _Line(f, x, u, at_x)
+    if x.dtype != np.float64:
+        raise TypeError(f"check_vjp: x must be float64 (for the differences); got {x.dtype}")
+    require_finite(x, "check_vjp: x")
+    y0 = xp.array(f(x), copy=True)
+    for name, a, shape in (("analytic", analytic, x.shape), ("u", u, y0.shape)):
+        if tuple(a.shape) != tuple(shape):
+            what = "x" if name == "analytic" else "f(x)"
+            raise ValueError(f"check_vjp: {name} must have the shape of {what}, {shape}; got "
+                             f"{tuple(a.shape)}")  # fmt: skip
+    line = _Line(f, x, u, y0)
     g = np.asarray(to_device(analytic, "cpu"), dtype=np.float64)
     if mode == "full":
         numerical, magnitude = np.empty(x.shape), np.empty(x.shape)
@@ -400,6 +409,17 @@ def check_vjp(
         more = f" and {len(places) - 1} more" if len(places) > 1 else ""
         result.notes.append(f"passed after a closer look at {places[0]}{more}: {why[verdict]}")
     return result
+
+
+def _check_options(mode: str, eps: float, atol: float, rtol: float, n_directions: int,
+                   seed: int) -> None:  # fmt: skip
+    """The options of the numerics (``gradcheck``'s and ``check_vjp``'s), checked."""
+    checks.choice(mode, "mode", ("full", "vjp"))
+    checks.real(eps, "eps", 0.0, low_open=True)
+    checks.real(atol, "atol", 0.0)
+    checks.real(rtol, "rtol", 0.0)
+    checks.integer(n_directions, "n_directions", 1)
+    checks.integer(seed, "seed", 0)
 
 
 def _mismatch(where: str, n: float, a: float, atol: float, rtol: float, atol_text: str,
@@ -832,15 +852,12 @@ def gradcheck(
     TypeError, ValueError
         Before any check: ``inputs`` is neither a Tensor nor a sequence; no input requires grad;
         one that does is neither float32 nor float64, or holds NaN or infinite values; an option
-        is out of range (``eps`` not positive, a negative tolerance, ``n_directions`` below 1,
-        ``dtypes`` not a subset of float64 and float32, an unknown ``mode``).
+        is out of range (``eps`` not positive, a negative tolerance or ``seed``,
+        ``n_directions`` below 1, ``dtypes`` not a subset of float64 and float32, an unknown
+        ``mode``).
     """
     __tracebackhide__ = True  # pytest: show the report, not this function's source
-    checks.choice(mode, "mode", ("full", "vjp"))
-    checks.real(eps, "eps", 0.0, low_open=True)
-    checks.real(atol, "atol", 0.0)
-    checks.real(rtol, "rtol", 0.0)
-    checks.integer(n_directions, "n_directions", 1)
+    _check_options(mode, eps, atol, rtol, n_directions, seed)
     if not isinstance(float32_tol, Sequence) or len(float32_tol) != 2:
         raise TypeError(f"float32_tol must be a pair (atol, rtol); got {float32_tol!r}")
     for k, tol in enumerate(float32_tol):
@@ -958,6 +975,7 @@ def gradgradcheck(
         As ``gradcheck``; its messages name the inputs of ``fn`` by position, ``u`` last.
     """
     __tracebackhide__ = True
+    checks.integer(seed, "seed", 0)
     inputs, checked = _checked_inputs(inputs, "gradgradcheck")
     try:
         with no_grad():

@@ -258,6 +258,10 @@ class _Graph:
     def __init__(self, root: Tensor, names: Mapping[str, Tensor] | None) -> None:
         if not isinstance(root, Tensor):
             raise TypeError(f"expected a Tensor; got {type(root).__name__}")
+        if names is not None and not isinstance(names, Mapping):
+            raise TypeError(
+                f"names must map labels to Tensors (a dict); got {type(names).__name__}"
+            )
         self.names: dict[int, str] = {}
         for name, t in (names or {}).items():
             if not isinstance(t, Tensor):
