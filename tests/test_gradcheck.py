@@ -7,13 +7,16 @@ The zoos live in tests/gradcheck_zoo.py. Full mode costs 2 calls of the op per i
 
 from __future__ import annotations
 
+import inspect
+import traceback
+
 import numpy as np
 import pytest
 from hypothesis import given
 
 import tinygan as tg
 from tests.gradcheck_zoo import CORRECT, PLANTED, Square, WrongScale
-from tinygan.gradcheck import GradcheckReport, check_vjp
+from tinygan.gradcheck import GradcheckReport, as_layout, check_vjp
 from tinygan.testing import seeds, shapes, values
 
 
@@ -213,3 +216,145 @@ def test_check_vjp_checks_any_array_function():
     assert not result.ok and result.message.startswith("element (1, 2): numerical")
     assert check_vjp(np.sin, x, u, np.cos(x) * u, mode="vjp").ok
     assert not check_vjp(np.sin, x, u, 1.01 * np.cos(x) * u, mode="vjp").ok
+
+
+# ---- errors that point at the user's line ------------------------------------------------
+class RaisesInBackward(tg.Function):
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, gy):
+        raise ValueError("a bug in the user's backward")
+
+
+class ReshapesWronglyInBackward(tg.Function):
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, gy):
+        return gy.reshape(-1, 7)  # raises inside tinygan's Reshape
+
+
+def _bug(t):
+    raise RuntimeError("a bug")
+
+
+def _line_of(fn, text: str) -> int:
+    lines, first = inspect.getsourcelines(fn)
+    return first + next(k for k, line in enumerate(lines) if text in line)
+
+
+def test_an_exception_in_backward_is_chained_and_names_the_user_s_line():
+    with pytest.raises(tg.GradcheckError) as err:
+        tg.gradcheck(lambda t: RaisesInBackward()(t), [_x()])
+    cause = err.value.__cause__
+    assert isinstance(cause, ValueError) and str(cause) == "a bug in the user's backward"
+    first = traceback.extract_tb(cause.__traceback__)[0]  # the traceback starts at the user's code
+    line = _line_of(RaisesInBackward.backward, "raise ValueError")
+    assert (first.filename, first.lineno, first.name) == (__file__, line, "backward")
+    where = f"(at {__file__}:{line}, in backward)"
+    assert f"backward failed: ValueError: a bug in the user's backward {where}" in str(err.value)
+    report = _report(lambda t: RaisesInBackward()(t), [values(0, (3,))])
+    assert report.failures[0].exception.__class__ is ValueError
+
+
+def test_an_error_raised_inside_tinygan_names_the_user_s_line_that_called_it():
+    with pytest.raises(tg.GradcheckError) as err:
+        tg.gradcheck(lambda t: ReshapesWronglyInBackward()(t), [_x((2, 3))])
+    line = _line_of(ReshapesWronglyInBackward.backward, "gy.reshape")
+    where = f"(at {__file__}:{line}, in backward)"
+    assert f"cannot reshape a tensor of shape (2, 3) to (-1, 7) {where}" in str(err.value)
+    frames = traceback.extract_tb(err.value.__cause__.__traceback__)
+    assert (frames[0].filename, frames[0].name) == (__file__, "backward")
+
+
+def test_an_exception_in_fn_is_chained():
+    def fn(t):
+        raise KeyError("no such op")
+
+    with pytest.raises(tg.GradcheckError, match=r"\[forward\] fn on float64 inputs") as err:
+        tg.gradcheck(fn, [_x()])
+    assert isinstance(err.value.__cause__, KeyError)
+    assert traceback.extract_tb(err.value.__cause__.__traceback__)[0].name == "fn"
+
+
+# ---- bad inputs and options: refused up front, with what was expected ---------------------
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_are_refused_not_blamed_on_the_op(bad):
+    a = values(0, (2, 3))
+    a[1, 2] = bad
+    x = tg.tensor(a, requires_grad=True)
+    message = rf"input 0 holds 1 non-finite value \(the first {bad} at element \(1, 2\)\)"
+    for check in (tg.gradcheck, tg.gradgradcheck):
+        with pytest.raises(ValueError, match=message):
+            check(lambda t: t * t, [x])
+    u = np.ones(3)
+    u[0] = bad
+    with pytest.raises(ValueError, match="grad_outputs holds 1 non-finite value"):
+        tg.gradgradcheck(lambda t: t * t, [_x((3,))], grad_outputs=u)
+    masked = np.array([0.0, -np.inf, 0.0])  # a non-finite constant (a mask) is the op's business
+    assert tg.gradcheck(lambda t, m: tg.logsumexp(t + m, 0), [_x((3,)), masked])
+
+
+def test_gradgradcheck_checks_what_fn_returns_and_its_grad_outputs():
+    """A tuple was "AttributeError: 'tuple' object has no attribute 'data'"."""
+    with pytest.raises(tg.GradcheckError, match="fn must return a Tensor; got tuple"):
+        tg.gradgradcheck(lambda t: (t * t, t), [_x()])
+    report = tg.gradgradcheck(lambda t: (t * t, t), [_x()], raise_exception=False)
+    assert [f.check for f in report.failures] == ["forward"]
+    with pytest.raises(tg.GradcheckError, match=r"\[forward\] fn: RuntimeError: a bug") as err:
+        tg.gradgradcheck(_bug, [_x()])
+    assert isinstance(err.value.__cause__, RuntimeError)
+    with pytest.raises(ValueError, match=r"shape \(3, 4\); got float64 of shape \(4,\)"):
+        tg.gradgradcheck(lambda t: t * t, [_x()], grad_outputs=np.ones(4))
+    with pytest.raises(ValueError, match="got int64 of shape"):
+        tg.gradgradcheck(lambda t: t * t, [_x()], grad_outputs=np.ones((3, 4), np.int64))
+
+
+def test_a_bare_tensor_is_the_one_input():
+    """It used to be iterated by rows: fn got two arguments for a (2, 3) tensor."""
+    x = _x((2, 3))
+    assert tg.gradcheck(lambda t: t * t, x) is True
+    assert tg.gradgradcheck(lambda t: t * t * t, x) is True
+    for inputs in (x.data, None, "x"):
+        with pytest.raises(TypeError, match="inputs must be a Tensor or a sequence"):
+            tg.gradcheck(lambda t: t * t, inputs)
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [({"eps": 0.0}, "eps must be a finite number > 0; got 0.0"),
+     ({"atol": -1e-7}, "atol must be a finite number >= 0"),
+     ({"rtol": np.nan}, "rtol must be a finite number >= 0"),
+     ({"mode": "vjp", "n_directions": 0}, "n_directions must be an int >= 1; got 0"),
+     ({"float32_tol": 1e-3}, r"float32_tol must be a pair \(atol, rtol\); got 0.001"),
+     ({"float32_tol": (1e-4, -1.0)}, r"float32_tol\[1\] must be a finite number >= 0"),
+     ({"dtypes": "float64"}, "dtypes must be a non-empty subset")],
+)  # fmt: skip
+def test_refuses_options_that_would_check_nothing_or_crash(option, message):
+    """n_directions=0 used to pass any backward without checking it; eps=0 raised
+    ZeroDivisionError, float32_tol=1e-3 "cannot unpack non-iterable float"."""
+    with pytest.raises((TypeError, ValueError), match=message):
+        tg.gradcheck(lambda t: WrongScale()(t), [_x()], **option)
+
+
+def test_check_vjp_refuses_what_it_cannot_check():
+    """n_directions=0 returned ok=True having checked nothing; eps=0 and an int x raised
+    ZeroDivisionError; a u or analytic of the wrong shape, NumPy's reshape/broadcast errors."""
+    x, u = values(0, (4, 3)), values(1, (4, 3))
+    good = np.cos(x) * u
+    for args, options, error, message in [
+        ((x, u, good), dict(mode="vjp", n_directions=0), ValueError, "n_directions must be"),
+        ((x, u, good), dict(eps=0.0), ValueError, "eps must be a finite number > 0"),
+        ((x, u, good), dict(seed=-1), ValueError, "seed must be an int >= 0; got -1"),
+        ((x.astype(int), u, good), {}, TypeError, "x must be float64 .*; got int64"),
+        ((x, u[:2], good), {}, ValueError, r"u must have the shape of f\(x\), \(4, 3\); got \(2,"),
+        ((x, u, good[0]), {}, ValueError, r"analytic must have the shape of x, \(4, 3\); got"),
+        ((np.where(x > 0, x, np.nan), u, good), {}, ValueError, "x holds .* non-finite values"),
+    ]:  # fmt: skip
+        with pytest.raises(error, match=message):
+            check_vjp(np.sin, *args, **options)
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        tg.gradcheck(lambda t: t * 2, [_x()], seed=-1)
+    with pytest.raises(TypeError, match="as_layout: a must be a NumPy or CuPy array; got list"):
+        as_layout([1.0, 2.0], "F")

@@ -88,6 +88,21 @@ def test_grad_checks_its_arguments():
         tg.grad(x * x, x, grad_outputs=np.ones(3))
 
 
+def test_grad_says_what_outputs_and_inputs_it_expects():
+    """``tg.grad(1.0, x)`` was "'float' object is not iterable"; ``tg.grad(np.ones(3), x)`` iterated
+    the array and blamed a backward() on a tensor that does not require grad."""
+    x = _x(1.0, 2.0)
+    expected = "must be a Tensor or a list or tuple of Tensors"
+    with pytest.raises(TypeError, match=f"grad: outputs {expected}; got float$"):
+        tg.grad(1.0, x)
+    with pytest.raises(TypeError, match=f"grad: outputs {expected}; got ndarray$"):
+        tg.grad(np.ones(3), x)
+    with pytest.raises(TypeError, match=rf"grad: outputs {expected}; got float at outputs\[1\]"):
+        tg.grad([x.sum(), 2.0], x)
+    with pytest.raises(TypeError, match=f"grad: inputs {expected}; got ndarray$"):
+        tg.grad((x * x).sum(), x.data)
+
+
 def test_grad_frees_the_graph_unless_retained():
     x = _x(1.0, 2.0)
     y = (x * x).sum()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 
@@ -166,3 +167,90 @@ def test_readme_example_shrinks_to_two_rows_of_one():
         settings(quick, max_examples=100, phases=[Phase.generate, Phase.shrink])(buggy)()
     assert "Draw 1 (shapes): (2, 1)" in "\n".join(err.value.__notes__)
     quick(op_test(lambda x: Softmax(False)(x), softmax_np, shapes=shapes(min_dims=1)))()
+
+
+# ---- failures name the user's test and show the inputs; bad arguments are refused ---------
+def test_op_test_failure_names_the_test_and_shows_the_drawn_values():
+    test_scaled = op_test(lambda x: WrongScale()(x), np.square, shapes=st.just(((2, 3),)))
+    line = inspect.currentframe().f_lineno - 1
+    with pytest.raises(tg.GradcheckError) as err:
+        no_shrink(test_scaled)()
+    notes = "\n".join(err.value.__notes__)
+    assert "test case: test_scaled(" in notes  # hypothesis's header names it too
+    assert f"test_scaled: the test made by op_test(...) at {__file__}:{line}" in notes
+    shown = notes.split("input 0 (shape (2, 3), float64, layout ")[1]
+    values_shown = eval(shown.split(": ", 1)[1], {"np": np})  # exact: it reads back the same
+    seed = int(notes.split("Draw 2 (seed of input 0): ")[1].split()[0])
+    np.testing.assert_array_equal(values_shown, values(seed, (2, 3)))
+
+
+def test_op_test_called_in_a_test_is_named_after_it_and_summarises_large_inputs():
+    big = op_test(lambda x: WrongScale()(x), np.square, shapes=st.just(((20, 30),)), modes=("vjp",))
+    with pytest.raises(tg.GradcheckError) as err:
+        no_shrink(big)()
+    notes = "\n".join(err.value.__notes__)
+    name = "test_op_test_called_in_a_test_is_named_after_it_and_summarises_large_inputs"
+    assert f"{name}: the test made by op_test(...)" in notes
+    assert "input 0 (shape (20, 30), float64, layout " in notes and "..." in notes
+    assert "(min " in notes and "np.array(" not in notes
+
+
+def test_check_op_refuses_bad_arguments():
+    """dtypes=("float16",) was a KeyError and second_order with no modes an IndexError."""
+    a = values(0, (3,))
+    bad = a.copy()
+    bad[2] = np.nan
+    for options, error, message in [
+        (dict(dtypes=("float16",)), ValueError, "dtypes must be a non-empty subset"),
+        (dict(second_order=True, modes=()), ValueError, "modes must be a non-empty sequence"),
+        (dict(modes="full"), ValueError, "modes must be a non-empty sequence"),
+        (dict(params=[1]), TypeError, "params must be a dict; got list"),
+    ]:  # fmt: skip
+        with pytest.raises(error, match=message):
+            check_op(tg.tanh, [a], np.tanh, **options)
+    with pytest.raises(ValueError, match=r"arrays\[0\] holds 1 non-finite value"):
+        check_op(tg.tanh, [bad], np.tanh)
+    with pytest.raises(TypeError, match=r"arrays\[1\] must be a float NumPy array; got Tensor"):
+        check_op(lambda p, q: p * q, [a, tg.tensor(a)], np.multiply)
+    with pytest.raises(
+        TypeError, match=r"arrays\[0\] must be a float NumPy array; got int64 array"
+    ):
+        check_op(tg.tanh, [np.arange(3)], np.tanh)
+    with pytest.raises(TypeError, match="arrays must be a sequence of arrays"):
+        check_op(tg.tanh, tg.tensor(a), np.tanh)
+    check_op(tg.tanh, values(0, (2, 3)), np.tanh)  # a bare array is the one input, not 2 rows
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [(dict(inputs=0), ValueError, "inputs must be an int >= 1 or Domains; got 0"),
+     (dict(inputs=[0.0]), ValueError, r"inputs must be an int >= 1 or Domains; got \[0.0\]"),
+     (dict(inputs=1.5), TypeError, "inputs must be an int or a sequence of Domain"),
+     (dict(shapes=(2, 3)), TypeError, r"shapes must be a hypothesis strategy; got \(2, 3\)"),
+     (dict(layouts=("C", "Z")), ValueError, r"layouts must be a non-empty subset .* \('C', 'Z'\)"),
+     (dict(modes=()), ValueError, "modes must be a non-empty sequence"),
+     (dict(dtypes=("float16",)), ValueError, "dtypes must be a non-empty subset")],
+)  # fmt: skip
+def test_op_test_refuses_bad_arguments_when_called(options, error, message):
+    """Before, each failed only when the test ran (AttributeError, IndexError, KeyError...)."""
+    with pytest.raises(error, match=message):
+        op_test(tg.tanh, np.tanh, **options)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [(dict(margin=-0.1), "margin must be a finite number >= 0"),
+     (dict(scale=0.0), "scale must be a finite number > 0"),
+     (dict(kinks=(0.0, 0.25)), "kinks must be more than 4 \\* margin apart"),
+     (dict(low=0.0, kinks=(0.15,)), "kink 0.15 lies within 2 \\* margin of a bound"),
+     (dict(high=1.0, kinks=(0.9,)), "kink 0.9 lies within 2 \\* margin of a bound"),
+     (dict(low=np.nan), "low must be a finite number"),
+     (dict(kinks="0"), "kinks must be a sequence of numbers")],
+)  # fmt: skip
+def test_domain_refuses_what_it_cannot_keep(options, message):
+    """Each of these used to draw values it promises not to: next to a kink (365 of 10,000 for
+    kinks 0 and 0.25), below low + margin (366 of 10,000 for low=0 and a kink at 0.15), or below
+    low (a negative margin)."""
+    with pytest.raises((TypeError, ValueError), match=message):
+        Domain(**options)
+    assert Domain(low=0.0, high=1.0, kinks=(0.0, 0.5, 1.0)).kinks == (0.0, 0.5, 1.0)

@@ -188,12 +188,19 @@ def test_bad_input_errors(tmp_path):
         draw_graph(np.ones(3))
     with pytest.raises(TypeError, match=r"names\['a'\] is a float, not a Tensor"):
         draw_graph(y, names={"a": 3.0})
+    with pytest.raises(TypeError, match=r"names must map labels to Tensors \(a dict\); got list"):
+        draw_graph(y, names=[y])
     with pytest.raises(ValueError, match=r"renderer must be one of .* got 'graphviz'"):
         draw_graph(y, tmp_path / "g.png", renderer="graphviz")
     with pytest.raises(ValueError, match=r"path must end in one of .*g\.jpg"):
         draw_graph(y, tmp_path / "g.jpg")
-    with pytest.raises(ValueError, match="rankdir must be 'LR' or 'TB'; got 'BT'"):
+    with pytest.raises(ValueError, match="rankdir must be 'LR', 'TB' or None; got 'BT'"):
         draw_graph(y, rankdir="BT")
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(
+            ValueError, match=f"max_nodes must be an integer >= 1 or None; got {bad}"
+        ):
+            draw_graph(y, tmp_path / "g.png", max_nodes=bad)
     with pytest.raises(ValueError, match="max_values must be an integer >= 0; got -1"):
         draw_graph(y, max_values=-1)
     with pytest.raises(TypeError, match="trace must be a BackwardTrace; got dict"):
@@ -204,3 +211,87 @@ def test_bad_input_errors(tmp_path):
         draw_graph(y)
     with pytest.raises(RuntimeError, match="freed by a backward"):
         BackwardTrace(y)
+
+
+# ---- large graphs ------------------------------------------------------------------------
+def chain(n, ops=(lambda y: y * 1.0,)):
+    """x and y = ops applied n times in turn to x (``y * 1.0``: a new constant each time)."""
+    x = tg.tensor(1.0, requires_grad=True)
+    y = x
+    for k in range(n):
+        y = ops[k % len(ops)](y)
+    return x, y
+
+
+def image_shape(path):
+    import matplotlib.image
+
+    return matplotlib.image.imread(path).shape[:2]
+
+
+def test_a_long_chain_is_drawn_folded_into_one_node(tmp_path):
+    """A 2,000-op chain (6,001 nodes) drew a 420,399-pixel-wide PNG in a minute and 2.6 GB."""
+    x, y = chain(2000)
+    assert draw_graph(y).count("->") == 3 * 2000  # the text holds the whole graph
+    graph = viz._Graph(y, {"x": x})
+    graph.collapse_chains()
+    assert [graph.label(t) for t in graph.tensors] == ["t0", "x"]
+    assert [graph.op_labels[graph.ids[id(f)]] for f in graph.functions] == [
+        "Mul ×2000\n2000 constants"
+    ]
+    assert [(s, d) for s, d, _ in graph.edges] == [("f0", "t0"), (graph.ids[id(x)], "f0")]
+    draw_graph(y, tmp_path / "chain.png", names={"x": x}, renderer="matplotlib")
+    height, width = image_shape(tmp_path / "chain.png")
+    assert height < 1000 and width < 1000
+
+
+def test_folding_keeps_named_tensors_shared_inputs_and_other_ops():
+    w = tg.tensor(np.ones(3), requires_grad=True)
+    x = tg.tensor(np.ones(3), requires_grad=True)
+    y = x
+    for _ in range(5):
+        y = y * w  # the same leaf into every op: one edge into the folded node
+    kept = y
+    for _ in range(4):
+        y = y * w
+    loss = (y.tanh() + kept).sum()
+    graph = viz._Graph(loss, {"kept": kept, "w": w, "x": x})
+    graph.collapse_chains()
+    labels = {graph.ids[id(f)]: graph.op_labels[graph.ids[id(f)]] for f in graph.functions}
+    assert sorted(labels.values()) == ["Add", "Mul ×4", "Mul ×5", "Sum", "Tanh"]
+    assert {graph.label(t) for t in graph.tensors} >= {"kept", "w", "x"}
+    into = {label: [s for s, d, _ in graph.edges if d == node] for node, label in labels.items()}
+    assert sorted(into["Mul ×5"]) == sorted([graph.ids[id(w)], graph.ids[id(x)]])
+    assert sorted(into["Mul ×4"]) == sorted([graph.ids[id(w)], graph.ids[id(kept)]])
+
+
+def test_a_picture_above_max_nodes_is_refused_and_nothing_is_written(tmp_path, monkeypatch):
+    _, y = chain(400, (lambda y: y * 1.0, tg.tanh))  # no two ops alike in a row: nothing folds
+    with pytest.raises(ValueError, match=r"has 1001 nodes \(1001 with .* max_nodes=300; pass "):
+        draw_graph(y, tmp_path / "g.png")
+    with pytest.raises(ValueError, match="more than max_nodes=1000"):
+        draw_graph(y, tmp_path / "g.svg", max_nodes=1000)
+    assert not list(tmp_path.iterdir())
+    assert draw_graph(y, tmp_path / "g.dot") == (tmp_path / "g.dot").read_text()  # no limit
+    drawn = []
+    monkeypatch.setattr(viz, "_render_matplotlib", lambda graph, *args: drawn.append(graph.size))
+    monkeypatch.setattr(viz.shutil, "which", lambda name: None)
+    draw_graph(y, tmp_path / "g.png", max_nodes=None)
+    draw_graph(chain(2000)[1], tmp_path / "h.png", max_nodes=3)
+    assert drawn == [1001, 3]
+
+
+def test_rankdir_defaults_to_top_to_bottom_for_large_graphs():
+    y, _ = reuse_graph()
+    loss, _ = mlp_graph()
+    assert "rankdir=LR;" in draw_graph(y)
+    assert viz._Graph(loss, None).size > 20 and "rankdir=TB;" in draw_graph(loss)
+    assert "rankdir=LR;" in draw_graph(loss, rankdir="LR")
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_dot_renderer_draws_the_folded_graph(tmp_path):
+    _, y = chain(2000)
+    draw_graph(y, tmp_path / "chain.svg", renderer="dot")
+    svg = (tmp_path / "chain.svg").read_text()
+    assert "Mul ×2000" in svg and svg.count('<g id="node') == 3

@@ -22,12 +22,17 @@ reuses it on the map from ``x`` to a gradient).
 
 from __future__ import annotations
 
+import os
+import sysconfig
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 
+from . import checks
 from .backend import get_array_module, is_cupy_array, to_device
 from .function import grad_mode, is_grad_enabled, no_grad
 from .ops import cat
@@ -57,6 +62,8 @@ def as_layout(a: Array, layout: str) -> Array:
     array
         Equal to ``a`` elementwise, same shape and dtype; never shares memory with ``a``.
     """
+    if not _is_array(a):
+        raise TypeError(f"as_layout: a must be a NumPy or CuPy array; got {type(a).__name__}")
     xp = get_array_module(a)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
@@ -86,11 +93,14 @@ def distinct_layouts(ndim: int) -> tuple[str, ...]:
 # ---- the report -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Failure:
-    """One failed check: which check, the input blamed (None: the op as a whole), what happened."""
+    """One failed check: which check, the input blamed (None: the op as a whole), what happened,
+    and the exception that ``fn`` or its backward raised, if one did (its traceback begins at the
+    first frame outside the checker and the engine: the user's code)."""
 
     check: str
     input: int | None
     message: str
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"[{self.check}] {self.message}"
@@ -142,7 +152,8 @@ class GradcheckReport:
 class GradcheckError(AssertionError):
     """Raised when an analytic gradient disagrees with the numerical one (or misbehaves).
 
-    ``report`` holds every failure found (a ``GradcheckReport``).
+    ``report`` holds every failure found (a ``GradcheckReport``). Where ``fn`` or its backward
+    raised, the first such exception is the ``__cause__``, so a traceback shows the user's line.
     """
 
     def __init__(self, report: GradcheckReport | str) -> None:
@@ -198,10 +209,11 @@ class VJPCheck:
 
 
 class _Line:
-    """``f`` along one line through ``x``: element ``j`` moved alone, or ``x + t v``."""
+    """``f`` along one line through ``x``: element ``j`` moved alone, or ``x + t v``. ``y0`` is
+    ``f(x)``."""
 
-    def __init__(self, f: Callable[[Array], Array], x: Array, u: Array, base: Callable[[], Array]):
-        self.f, self.x, self.base = f, x, base
+    def __init__(self, f: Callable[[Array], Array], x: Array, u: Array, y0: Array):
+        self.f, self.x, self.y0 = f, x, y0
         self.xp = get_array_module(x)
         self.u = self.xp.ascontiguousarray(u).ravel()
         self.abs_u = self.xp.abs(self.u)
@@ -229,9 +241,8 @@ class _Line:
     def sided(self, where: Any, h: float) -> tuple[float, float, float]:
         """Central, left and right differences along ``where`` with step ``h``."""
         yp, ym, tp, tm = self.outputs(where, h)
-        y0 = self.base()
         central = self.dot(yp - ym) / (tp + tm)
-        return central, self.dot(y0 - ym) / tm, self.dot(yp - y0) / tp
+        return central, self.dot(self.y0 - ym) / tm, self.dot(yp - self.y0) / tp
 
 
 def _close(a: float, n: float, atol: float, rtol: float) -> bool:
@@ -313,18 +324,25 @@ def check_vjp(
     Returns
     -------
     VJPCheck
+
+    Raises
+    ------
+    TypeError, ValueError
+        An option out of range (as ``gradcheck``'s), ``x`` not float64 or not finite, or
+        ``analytic``, ``u`` not of the shapes of ``x``, ``f(x)``.
     """
-    if mode not in ("full", "vjp"):
-        raise ValueError(f"mode must be 'full' or 'vjp'; got {mode!r}")
+    _check_options(mode, eps, atol, rtol, n_directions, seed)
     xp = get_array_module(x, u)
-    base: list[Array] = []
-
-    def at_x() -> Array:
-        if not base:
-            base.append(xp.array(f(x), copy=True))
-        return base[0]
-
-    line = _Line(f, x, u, at_x)
+    if x.dtype != np.float64:
+        raise TypeError(f"check_vjp: x must be float64 (for the differences); got {x.dtype}")
+    require_finite(x, "check_vjp: x")
+    y0 = xp.array(f(x), copy=True)
+    for name, a, shape in (("analytic", analytic, x.shape), ("u", u, y0.shape)):
+        if tuple(a.shape) != tuple(shape):
+            what = "x" if name == "analytic" else "f(x)"
+            raise ValueError(f"check_vjp: {name} must have the shape of {what}, {shape}; got "
+                             f"{tuple(a.shape)}")  # fmt: skip
+    line = _Line(f, x, u, y0)
     g = np.asarray(to_device(analytic, "cpu"), dtype=np.float64)
     if mode == "full":
         numerical, magnitude = np.empty(x.shape), np.empty(x.shape)
@@ -393,6 +411,17 @@ def check_vjp(
     return result
 
 
+def _check_options(mode: str, eps: float, atol: float, rtol: float, n_directions: int,
+                   seed: int) -> None:  # fmt: skip
+    """The options of the numerics (``gradcheck``'s and ``check_vjp``'s), checked."""
+    checks.choice(mode, "mode", ("full", "vjp"))
+    checks.real(eps, "eps", 0.0, low_open=True)
+    checks.real(atol, "atol", 0.0)
+    checks.real(rtol, "rtol", 0.0)
+    checks.integer(n_directions, "n_directions", 1)
+    checks.integer(seed, "seed", 0)
+
+
 def _mismatch(where: str, n: float, a: float, atol: float, rtol: float, atol_text: str,
               count: str) -> str:  # fmt: skip
     return (
@@ -436,15 +465,48 @@ def _is_array(x: Any) -> bool:
     return isinstance(x, np.ndarray) or is_cupy_array(x)
 
 
+_ENGINE = {str(Path(__file__).with_name(f)) for f in ("gradcheck.py", "tensor.py", "function.py")}
+_LIBRARIES = {sysconfig.get_path(k) for k in ("stdlib", "purelib", "platlib")}
+_NOT_USER = tuple(os.path.join(d, "") for d in {str(Path(__file__).parent), *_LIBRARIES})
+
+
+def _caught(e: BaseException) -> str:
+    """``e`` as a report line naming the user's line that raised it; cuts ``e``'s traceback to
+    begin at the first frame outside the checker and the engine (``tensor.py``, ``function.py``),
+    so that the chained exception's traceback starts in the user's code.
+
+    The line named is the innermost frame outside tinygan and the Python and site libraries (an
+    error raised in a tinygan op or in NumPy is placed where the user's code called it), else the
+    first frame outside the checker and the engine (an op of tinygan's own).
+    """
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename in _ENGINE:
+        tb = tb.tb_next
+    text = f"{type(e).__name__}: {e}"
+    if tb is None:  # raised by the checker or the engine itself: no user frame to show
+        return text
+    e.with_traceback(tb)
+    frames = list(traceback.walk_tb(tb))
+    users = [(f, n) for f, n in frames if not f.f_code.co_filename.startswith(_NOT_USER)]
+    frame, line = users[-1] if users else frames[0]
+    return f"{text} (at {frame.f_code.co_filename}:{line}, in {frame.f_code.co_name})"
+
+
 @dataclass
 class _Run:
-    """One call of ``fn`` (and its backward): arguments, output, upstream gradient, grads, error."""
+    """One call of ``fn`` (and its backward): arguments, output, upstream gradient, grads, and
+    what went wrong (the report line, and the exception ``fn`` or its backward raised)."""
 
     args: list[Any]
     out: Any = None
     upstream: Array = None
     grads: dict[int, Array] = field(default_factory=dict)
     error: str | None = None
+    exception: BaseException | None = None
+
+    def caught(self, e: BaseException) -> _Run:
+        self.error, self.exception = _caught(e), e
+        return self
 
 
 class _Checker:
@@ -453,8 +515,8 @@ class _Checker:
     def __init__(self, fn: Callable[..., Tensor], inputs: list[Any], report: GradcheckReport):
         self.fn, self.inputs, self.report = fn, inputs, report
 
-    def fail(self, check: str, i: int | None, message: str) -> None:
-        self.report.failures.append(Failure(check, i, message))
+    def fail(self, check: str, i: int | None, message: str, exception: Any = None) -> None:
+        self.report.failures.append(Failure(check, i, message, exception))
 
     def args(self, dtype: Any, leaves: Sequence[int] = (), layouts: dict | None = None) -> list:
         """Fresh arguments: float arrays cast to ``dtype`` (copies), leaves for ``leaves``."""
@@ -476,14 +538,14 @@ class _Checker:
         r = _Run(self.args(dtype, leaves, layouts))
         try:
             r.out = self.fn(*r.args)
-            if not isinstance(r.out, Tensor):
-                raise TypeError(f"fn must return a Tensor; got {type(r.out).__name__}")
-            if r.out.dtype != dtype:
-                raise TypeError(f"the output is {r.out.dtype} for {dtype} inputs")
-            if not r.out.requires_grad:
-                raise RuntimeError("the output does not depend on any input that requires grad")
         except Exception as e:  # a user's op may raise anything: report it
-            r.error = f"{type(e).__name__}: {e}"
+            return r.caught(e)
+        if (wrong := _not_a_tensor(r.out)) is not None:
+            r.error = wrong
+        elif r.out.dtype != dtype:
+            r.error = f"TypeError: the output is {r.out.dtype} for {dtype} inputs"
+        elif not r.out.requires_grad:
+            r.error = "RuntimeError: the output does not depend on any input that requires grad"
         return r
 
     def backward(self, r: _Run, u: Array, retain: bool = False) -> _Run:
@@ -494,8 +556,7 @@ class _Checker:
         try:
             r.out.backward(u, retain_graph=retain)
         except Exception as e:  # a user's op may raise anything: report it
-            r.error = f"{type(e).__name__}: {e}"
-            return r
+            return r.caught(e)
         xp = get_array_module(u)
         for i, a in enumerate(r.args):
             if isinstance(a, Tensor) and a.requires_grad:
@@ -505,24 +566,25 @@ class _Checker:
     def run(self, dtype: Any, u: Array, leaves: Sequence[int], layouts: dict | None = None):
         return self.backward(self.forward(dtype, leaves, layouts), u)
 
-    def blame(self, dtype: Any, u: Array, leaves: list[int], what: str, error: str, retain: bool):
-        """A joint run failed with ``error``: try each input alone and blame those that fail.
+    def blame(self, dtype: Any, u: Array, leaves: list[int], what: str, failed: _Run,
+              retain: bool) -> _Run | None:  # fmt: skip
+        """A joint run ``failed``: try each input alone and blame those that fail.
 
         Returns a run of the others together (None if none is left or that fails too).
         """
-        errors = {i: self.run(dtype, u.copy(), [i]).error for i in leaves}
-        culprits = [i for i in leaves if errors[i] is not None]
+        alone = {i: self.run(dtype, u.copy(), [i]) for i in leaves}
+        culprits = [i for i in leaves if alone[i].error is not None]
         for i in culprits:
-            self.fail(what, i, f"input {i}: {what} failed: {errors[i]}")
+            self.fail(what, i, f"input {i}: {what} failed: {alone[i].error}", alone[i].exception)
         if not culprits:
-            self.fail(what, None, f"{what} failed: {error}")
+            self.fail(what, None, f"{what} failed: {failed.error}", failed.exception)
             return None
         rest = [i for i in leaves if i not in culprits]
         if not rest:
             return None
         r = self.backward(self.forward(dtype, rest), u.copy(), retain)
         if r.error is not None:
-            self.fail(what, None, f"{what} failed with inputs {rest} alone: {r.error}")
+            self.fail(what, None, f"{what} failed with inputs {rest} alone: {r.error}", r.exception)
             return None
         return r
 
@@ -572,8 +634,9 @@ class _Checker:
             try:
                 main.out.backward(upstream, retain_graph=check == "zero upstream")
             except Exception as e:  # a user's op may raise anything: report it
+                error = _caught(e)
                 for i in leaves:
-                    self.fail(check, i, f"input {i}: {check} failed: {type(e).__name__}: {e}")
+                    self.fail(check, i, f"input {i}: {check} failed: {error}", e)
                 return
             for i in leaves:
                 g = main.args[i].grad
@@ -589,22 +652,22 @@ class _Checker:
 
     def relaid(self, dtype: Any, u: Array, grads: dict, lay: str, causes: list, tol) -> dict:
         """The grads that differ from ``grads`` when the inputs in ``causes`` (None: the upstream
-        gradient) are in layout ``lay``: ``{input: why}``."""
+        gradient) are in layout ``lay``: ``{input: (why, the exception raised or None)}``."""
         up = as_layout(u, lay) if None in causes else u.copy()
         r = self.run(dtype, up, list(grads), {i: lay for i in causes if i is not None})
         out = {}
         for j, g in grads.items():
             if r.error:
-                out[j] = f"backward failed: {r.error}"
+                out[j] = f"backward failed: {r.error}", r.exception
             elif bad := _compare(_numbers(g), _numbers(r.grads[j]), *tol):
                 name = _LAYOUT_NAMES[lay]
-                out[j] = bad.replace("numerical", "C order").replace("analytic", name)
+                out[j] = bad.replace("numerical", "C order").replace("analytic", name), None
         return out
 
     def layouts(self, dtype: Any, u: Array, grads: dict[int, Array], atol: float, rtol: float):
         """The same grads with the inputs and the upstream gradient in other layouts: all of
         them at once per layout, then one at a time where a grad differs, to name the cause."""
-        found: dict[int, str] = {}
+        found: dict[int, tuple[str, Any]] = {}
         for lay in ("F", "transposed", "strided", "reversed"):
             causes: list = [i for i in grads if lay in distinct_layouts(self.inputs[i].ndim)]
             causes += [None] if lay in distinct_layouts(u.ndim) else []
@@ -617,14 +680,12 @@ class _Checker:
                 alone = together
                 if len(causes) > 1:
                     alone = self.relaid(dtype, u, grads, lay, [cause], (atol, rtol))
-                for j, why in alone.items():
-                    found.setdefault(
-                        j, f"input {j}: the gradient differs when {what} is {name}: {why}"
-                    )
-            for j, why in together.items():  # only all of them together
-                found.setdefault(j, f"input {j}: the gradient differs when all are {name}: {why}")
-        for j, message in sorted(found.items()):
-            self.fail("layout", j, message)
+                for j, (why, e) in alone.items():
+                    found.setdefault(j, (f"when {what} is {name}: {why}", e))
+            for j, (why, e) in together.items():  # only all of them together
+                found.setdefault(j, (f"when all are {name}: {why}", e))
+        for j, (message, e) in sorted(found.items()):
+            self.fail("layout", j, f"input {j}: the gradient differs {message}", e)
 
 
 _ZERO = "a zero upstream gradient gave a nonzero grad"
@@ -648,6 +709,68 @@ _LAYOUT_NAMES = {
 
 def _numbers(a: Array) -> np.ndarray:
     return np.asarray(to_device(a, "cpu"), dtype=np.float64)
+
+
+def _not_a_tensor(out: Any) -> str | None:
+    if isinstance(out, Tensor):
+        return None
+    return f"TypeError: fn must return a Tensor; got {type(out).__name__}"
+
+
+def require_finite(a: Array, what: str) -> None:
+    """Refuse an array with NaN or infinite values: finite differences through one are
+    meaningless, and every check would blame the op. ``what`` names the array in the error."""
+    xp = get_array_module(a)
+    bad = ~xp.isfinite(a)
+    if xp.any(bad):
+        where = tuple(int(k) for k in np.unravel_index(int(xp.argmax(bad)), a.shape))
+        n = int(bad.sum())
+        raise ValueError(
+            f"{what} holds {n} non-finite value{'s' * (n > 1)} (the first {float(a[where])} at "
+            f"element {where}); the finite differences need finite inputs"
+        )
+
+
+def run_dtypes(dtypes: Any) -> list[np.dtype]:
+    """``dtypes`` (a ``gradcheck`` option) as NumPy dtypes, checked: a non-empty sequence of
+    float64 and float32."""
+    try:
+        out = [np.dtype(d) for d in dtypes] if not isinstance(dtypes, str) else []
+    except TypeError:
+        out = []
+    if not out or any(d not in (np.float32, np.float64) for d in out):
+        raise ValueError(f"dtypes must be a non-empty subset of (float64, float32); got {dtypes!r}")
+    return out
+
+
+def _checked_inputs(inputs: Any, who: str) -> tuple[list[Any], list[int]]:
+    """``inputs`` as a list (a bare Tensor is the one input) and the positions of those that
+    require grad, each float32 or float64 and finite."""
+    if isinstance(inputs, Tensor):
+        inputs = [inputs]
+    if not isinstance(inputs, Sequence) or isinstance(inputs, str):
+        raise TypeError(
+            f"{who}: inputs must be a Tensor or a sequence of inputs (a list or a tuple); "
+            f"got {type(inputs).__name__}"
+        )
+    inputs = list(inputs)
+    checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    if not checked:
+        raise ValueError(f"{who}: no input is a Tensor with requires_grad=True")
+    for i in checked:
+        if inputs[i].dtype not in (np.float32, np.float64):
+            raise ValueError(
+                f"{who}: input {i} is {inputs[i].dtype}; only float32 and float64 are checked"
+            )
+        require_finite(inputs[i].data, f"{who}: input {i}")
+    return inputs, checked
+
+
+def _raise(report: GradcheckReport) -> NoReturn:
+    """Raise ``GradcheckError(report)``, chained to the first exception ``fn`` raised."""
+    __tracebackhide__ = True
+    cause = next((f.exception for f in report.failures if f.exception is not None), None)
+    raise GradcheckError(report) from cause
 
 
 def gradcheck(
@@ -688,11 +811,12 @@ def gradcheck(
     ----------
     fn : callable
         ``fn(*inputs) -> Tensor``; must be deterministic.
-    inputs : sequence
-        Tensors with ``requires_grad=True`` are checked (float32 or float64: the numerics always
-        run in float64). Anything else (constants, integer targets, options) is passed through;
-        float Tensors and arrays among them are cast to the dtype of each run. ``fn`` always gets
-        fresh copies: the caller's tensors and their ``.grad`` are left alone.
+    inputs : Tensor or sequence
+        Tensors with ``requires_grad=True`` are checked (float32 or float64, finite: the numerics
+        always run in float64); a single Tensor is the one input. Anything else (constants,
+        integer targets, options) is passed through; float Tensors and arrays among them are
+        cast to the dtype of each run. ``fn`` always gets fresh copies: the caller's tensors and
+        their ``.grad`` are left alone.
     eps : float
         Finite-difference step.
     atol, rtol : float
@@ -725,28 +849,21 @@ def gradcheck(
     GradcheckError
         Listing every failed check: the input blamed and, for the numerics, its worst element (or
         direction), both values and the tolerance. ``.report`` holds the ``GradcheckReport``.
-    ValueError
-        If no input requires grad, one that does is neither float32 nor float64, ``dtypes``
-        holds anything else, or ``mode`` is unknown.
+    TypeError, ValueError
+        Before any check: ``inputs`` is neither a Tensor nor a sequence; no input requires grad;
+        one that does is neither float32 nor float64, or holds NaN or infinite values; an option
+        is out of range (``eps`` not positive, a negative tolerance or ``seed``,
+        ``n_directions`` below 1, ``dtypes`` not a subset of float64 and float32, an unknown
+        ``mode``).
     """
     __tracebackhide__ = True  # pytest: show the report, not this function's source
-    if mode not in ("full", "vjp"):
-        raise ValueError(f"mode must be 'full' or 'vjp'; got {mode!r}")
-    try:
-        run_dtypes = [np.dtype(d) for d in dtypes]
-    except TypeError:
-        run_dtypes = []
-    if not run_dtypes or any(d not in (np.float32, np.float64) for d in run_dtypes):
-        raise ValueError(f"dtypes must be a non-empty subset of (float64, float32); got {dtypes}")
-    inputs = list(inputs)
-    checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
-    if not checked:
-        raise ValueError("gradcheck: no input is a Tensor with requires_grad=True")
-    for i in checked:
-        if inputs[i].dtype not in (np.float32, np.float64):
-            raise ValueError(
-                f"gradcheck: input {i} is {inputs[i].dtype}; only float32 and float64 are checked"
-            )
+    _check_options(mode, eps, atol, rtol, n_directions, seed)
+    if not isinstance(float32_tol, Sequence) or len(float32_tol) != 2:
+        raise TypeError(f"float32_tol must be a pair (atol, rtol); got {float32_tol!r}")
+    for k, tol in enumerate(float32_tol):
+        checks.real(tol, f"float32_tol[{k}]", 0.0)
+    dtypes = run_dtypes(dtypes)
+    inputs, checked = _checked_inputs(inputs, "gradcheck")
     report = GradcheckReport(checked=checked)
     checker = _Checker(fn, inputs, report)
     f64, f32 = np.dtype(np.float64), np.dtype(np.float32)
@@ -754,15 +871,15 @@ def gradcheck(
     # Structural checks, float64 then float32.
     main = checker.forward(f64, checked)
     if main.error is not None:
-        checker.fail("forward", None, f"fn on float64 inputs: {main.error}")
+        checker.fail("forward", None, f"fn on float64 inputs: {main.error}", main.exception)
         if raise_exception:
-            raise GradcheckError(report)
+            _raise(report)
         return report
     xp = get_array_module(main.out.data)
     u = xp.asarray(np.random.default_rng((seed, _STREAM)).standard_normal(main.out.shape))
     checker.backward(main, u.copy(), retain=True)
     if main.error is not None:
-        main = checker.blame(f64, u, checked, "backward", main.error, retain=True)
+        main = checker.blame(f64, u, checked, "backward", main, retain=True)
     grads: dict[int, Array] = {}
     if main is not None:
         grads = checker.structure(main, f64, u)
@@ -770,11 +887,11 @@ def gradcheck(
         if layouts:
             checker.layouts(f64, u, grads, atol, rtol)
     grads32: dict[int, Array] = {}
-    if f32 in run_dtypes:
+    if f32 in dtypes:
         u32 = u.astype(f32)
         run32 = checker.run(f32, u32.copy(), checked)
         if run32.error is not None:
-            run32 = checker.blame(f32, u32, checked, "float32 run", run32.error, retain=False)
+            run32 = checker.blame(f32, u32, checked, "float32 run", run32, retain=False)
         if run32 is not None:
             grads32 = checker.structure(run32, f32, u32, tag="float32 run: ")
 
@@ -782,7 +899,7 @@ def gradcheck(
     copies = any(x.check == "purity" for x in report.failures)  # fn writes its inputs: fresh ones
     base_args = checker.args(f64)
     for i in checked:
-        analytic = grads.get(i) if f64 in run_dtypes else None
+        analytic = grads.get(i) if f64 in dtypes else None
         if analytic is None and i not in grads32:
             continue
 
@@ -820,7 +937,7 @@ def gradcheck(
     if not raise_exception:
         return report
     if not report.ok:
-        raise GradcheckError(report)
+        _raise(report)
     return True
 
 
@@ -846,8 +963,9 @@ def gradgradcheck(
     ----------
     fn, inputs
         As for ``gradcheck``.
-    grad_outputs : array, optional
-        The upstream gradient ``u`` (the output's shape); default: a random one from ``seed``.
+    grad_outputs : array or Tensor, optional
+        The upstream gradient ``u`` (the output's shape, finite); default: a random one from
+        ``seed``.
     seed : int
         Seeds ``u`` and ``gradcheck``'s own draws.
     **options
@@ -857,16 +975,33 @@ def gradgradcheck(
         As ``gradcheck``; its messages name the inputs of ``fn`` by position, ``u`` last.
     """
     __tracebackhide__ = True
-    inputs = list(inputs)
-    checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
-    if not checked:
-        raise ValueError("gradgradcheck: no input is a Tensor with requires_grad=True")
-    if grad_outputs is None:
+    checks.integer(seed, "seed", 0)
+    inputs, checked = _checked_inputs(inputs, "gradgradcheck")
+    try:
         with no_grad():
             out = fn(*inputs)
-        xp = get_array_module(out.data)
+        wrong = _not_a_tensor(out)
+        failure = None if wrong is None else Failure("forward", None, f"fn: {wrong}")
+    except Exception as e:  # a user's op may raise anything: report it
+        failure = Failure("forward", None, f"fn: {_caught(e)}", e)
+    if failure is not None:
+        report = GradcheckReport([failure], checked=checked)
+        if options.get("raise_exception", True):
+            _raise(report)
+        return report
+    xp = get_array_module(out.data)
+    if grad_outputs is None:
         rng = np.random.default_rng((seed, _STREAM + 1))
         grad_outputs = xp.asarray(rng.standard_normal(out.shape), dtype=out.dtype)
+    if isinstance(grad_outputs, Tensor):
+        grad_outputs = grad_outputs.data
+    grad_outputs = xp.asarray(grad_outputs)
+    if grad_outputs.shape != out.shape or grad_outputs.dtype.kind != "f":
+        raise ValueError(
+            f"gradgradcheck: grad_outputs must be a float array of the output's shape "
+            f"{tuple(out.shape)}; got {grad_outputs.dtype} of shape {tuple(grad_outputs.shape)}"
+        )
+    require_finite(grad_outputs, "gradgradcheck: grad_outputs")
     u = Tensor(grad_outputs, requires_grad=True)
 
     def first_derivatives(*args: Any) -> Tensor:

@@ -274,6 +274,15 @@ def grad(
     -------
     tuple of Tensor (or None), one per input, each of the input's shape and dtype.
     """
+    for what, given in (("outputs", outputs), ("inputs", inputs)):
+        items = given if isinstance(given, (list, tuple)) else [given]
+        for i, t in enumerate(items):
+            if not isinstance(t, Tensor):
+                where = f" at {what}[{i}]" if items is given else ""
+                raise TypeError(
+                    f"grad: {what} must be a Tensor or a list or tuple of Tensors; got "
+                    f"{type(t).__name__}{where}"
+                )
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     if grad_outputs is None or isinstance(grad_outputs, Tensor) or hasattr(grad_outputs, "shape"):

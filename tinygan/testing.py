@@ -18,6 +18,10 @@ Strategies: ``shapes``, ``broadcastable_shapes``, ``seeds``, ``layouts``, ``floa
 
 from __future__ import annotations
 
+import itertools
+import linecache
+import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +29,7 @@ from typing import Any
 import numpy as np
 
 try:
-    from hypothesis import given
+    from hypothesis import given, note
     from hypothesis import strategies as st
     from hypothesis.extra import numpy as hnp
 except ImportError:
@@ -33,7 +37,16 @@ except ImportError:
         "tinygan.testing needs hypothesis: pip install hypothesis (or pip install tinygan[test])"
     ) from None
 
-from .gradcheck import LAYOUTS, as_layout, distinct_layouts, gradcheck, gradgradcheck
+from . import checks
+from .gradcheck import (
+    LAYOUTS,
+    as_layout,
+    distinct_layouts,
+    gradcheck,
+    gradgradcheck,
+    require_finite,
+    run_dtypes,
+)
 from .tensor import Tensor
 
 Shape = tuple[int, ...]
@@ -95,10 +108,13 @@ class Domain:
         one, ``margin`` plus the absolute value of a normal draw beyond it; with none, normal.
     kinks : sequence of float
         Points where the op is not differentiable (0 for relu): values are kept at least
-        ``margin`` away from each. Kinks must be more than ``4 * margin`` apart.
+        ``margin`` away from each. Kinks must be more than ``4 * margin`` apart, and a kink
+        between the bounds at least ``2 * margin`` from each (else moving a value away from it
+        could put it next to another kink or outside the bounds).
     margin : float
+        At least 0.
     scale : float
-        Standard deviation of the normal draws.
+        Standard deviation of the normal draws, above 0.
     """
 
     low: float | None = None
@@ -108,10 +124,26 @@ class Domain:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kinks", tuple(float(k) for k in self.kinks))
-        lo, hi = self.low, self.high
-        if lo is not None and hi is not None and hi - lo <= 2 * self.margin:
+        if isinstance(self.kinks, str) or not isinstance(self.kinks, Sequence):
+            raise TypeError(f"Domain: kinks must be a sequence of numbers; got {self.kinks!r}")
+        kinks = tuple(checks.real(k, f"Domain: kinks[{i}]") for i, k in enumerate(self.kinks))
+        object.__setattr__(self, "kinks", kinks)
+        lo, hi, m = self.low, self.high, checks.real(self.margin, "Domain: margin", 0.0)
+        checks.real(self.scale, "Domain: scale", 0.0, low_open=True)
+        for bound in ("low", "high"):
+            if getattr(self, bound) is not None:
+                checks.real(getattr(self, bound), f"Domain: {bound}")
+        if lo is not None and hi is not None and hi - lo <= 2 * m:
             raise ValueError(f"Domain: high - low must exceed 2 * margin; got {self}")
+        ordered = sorted(kinks)
+        if any(b - a <= 4 * m for a, b in itertools.pairwise(ordered)):
+            raise ValueError(f"Domain: kinks must be more than 4 * margin apart; got {self}")
+        for k in kinks:
+            if (lo is not None and lo < k < lo + 2 * m) or (hi is not None and hi - 2 * m < k < hi):
+                raise ValueError(
+                    f"Domain: kink {k} lies within 2 * margin of a bound (values moved away "
+                    f"from it could leave the bounds); got {self}"
+                )
 
     def sample(self, seed: int, shape: Shape, dtype: Any = np.float64) -> np.ndarray:
         """Values in this domain, drawn from ``numpy.random.default_rng(seed)``."""
@@ -197,7 +229,8 @@ def check_op(
     fn : callable
         ``fn(*tensors, **params) -> Tensor``.
     arrays : sequence of numpy.ndarray
-        The op's differentiable inputs (float64; any memory layout).
+        The op's differentiable inputs (float, finite; any memory layout); a single array is the
+        one input.
     reference : callable, optional
         ``reference(*arrays, **params) -> array``, in NumPy. Compared in float64 (``FORWARD_TOL``)
         and, on the inputs rounded to float32, with the op run in float32 (unless
@@ -217,10 +250,25 @@ def check_op(
     ------
     AssertionError
         From the forward comparison, or ``GradcheckError``.
+    TypeError, ValueError
+        Before any check: an input that is not a float NumPy array or holds NaN or infinite
+        values, ``params`` not a dict, ``modes`` empty or unknown, ``dtypes`` not a subset of
+        float64 and float32.
     """
     __tracebackhide__ = True  # pytest: show the failure, not this function's source
+    arrays = [arrays] if isinstance(arrays, np.ndarray) else arrays
+    if not isinstance(arrays, Sequence):
+        raise TypeError(f"check_op: arrays must be a sequence of arrays; got {arrays!r}")
+    for k, a in enumerate(arrays):
+        if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
+            what = f"{a.dtype} array" if isinstance(a, np.ndarray) else type(a).__name__
+            raise TypeError(f"check_op: arrays[{k}] must be a float NumPy array; got {what}")
+        require_finite(a, f"check_op: arrays[{k}]")
+    if params is not None and not isinstance(params, dict):
+        raise TypeError(f"check_op: params must be a dict; got {type(params).__name__}")
     params = params or {}
-    dtypes = [np.dtype(d) for d in gradcheck_options.get("dtypes", ("float64", "float32"))]
+    _check_modes(modes)
+    dtypes = run_dtypes(gradcheck_options.get("dtypes", ("float64", "float32")))
     if reference is not None:
         for dtype in dtypes:
             xs = [np.asarray(a, dtype) for a in arrays]
@@ -242,6 +290,23 @@ def check_op(
         tensors = [Tensor(np.asarray(a, np.float64), requires_grad=True) for a in arrays]
         options = {"layouts": False, "dtypes": ("float64",), **gradcheck_options}
         gradgradcheck(lambda *ts: fn(*ts, **params), tensors, mode=modes[-1], **options)
+
+
+def _check_modes(modes: Sequence[str]) -> None:
+    if isinstance(modes, str) or not modes or any(m not in ("full", "vjp") for m in modes):
+        raise ValueError(f"modes must be a non-empty sequence of 'full' and 'vjp'; got {modes!r}")
+
+
+def _shown(a: np.ndarray, limit: int = 64) -> str:
+    """``a``'s values to paste back (each the shortest decimal that reads back the same float)
+    if it has at most ``limit`` elements; else its corners, smallest and largest value."""
+    if a.size <= limit:
+        text = np.array2string(
+            a, max_line_width=100, separator=", ", floatmode="unique", prefix="np.array("
+        )
+        return f"np.array({text})"
+    corners = np.array2string(a, separator=", ", threshold=0, edgeitems=2, precision=4)
+    return f"{corners} (min {a.min():.6g}, max {a.max():.6g})"
 
 
 def op_test(
@@ -288,9 +353,28 @@ def op_test(
     Returns
     -------
     callable
-        A test function taking no arguments, run by pytest (or by calling it).
+        A test function taking no arguments, run by pytest (or by calling it). A failure names
+        it (the name it is assigned to, else the test function that called ``op_test``), where
+        ``op_test`` was called, and the drawn inputs' values.
+
+    Raises
+    ------
+    TypeError, ValueError
+        At once, for arguments that cannot make a test (``inputs`` not a positive int or a
+        sequence of ``Domain``, ``shapes`` not a strategy, an unknown layout or mode, ...).
     """
+    if isinstance(inputs, bool) or not isinstance(inputs, (int, Sequence)):
+        raise TypeError(f"op_test: inputs must be an int or a sequence of Domain; got {inputs!r}")
     domains = [Domain()] * inputs if isinstance(inputs, int) else list(inputs)
+    if not domains or not all(isinstance(d, Domain) for d in domains):
+        raise ValueError(f"op_test: inputs must be an int >= 1 or Domains; got {inputs!r}")
+    if shapes is not None and not isinstance(shapes, st.SearchStrategy):
+        raise TypeError(f"op_test: shapes must be a hypothesis strategy; got {shapes!r}")
+    if isinstance(layouts, str) or not layouts or any(k not in LAYOUTS for k in layouts):
+        raise ValueError(f"op_test: layouts must be a non-empty subset of {LAYOUTS}; got {layouts}")
+    _check_modes(modes)
+    run_dtypes(gradcheck_options.get("dtypes", ("float64", "float32")))
+    origin, name = _caller(fn)
     n = len(domains)
     shape_strategy = shapes if shapes is not None else _ANY_SHAPE.map(lambda s: (s,) * n)
     layout_strategy = st.sampled_from(list(layouts))
@@ -303,16 +387,37 @@ def op_test(
         if len(drawn) != n:
             raise ValueError(f"op_test: the shapes strategy drew {drawn!r} for {n} inputs")
         kwargs = data.draw(params(drawn), label="params") if params is not None else {}
-        arrays = []
+        arrays, drawn_layouts = [], []
         for k, (domain, shape) in enumerate(zip(domains, drawn)):
             seed = data.draw(seeds, label=f"seed of input {k}")
-            layout = data.draw(layout_strategy, label=f"layout of input {k}")
-            arrays.append(as_layout(domain.sample(seed, shape), layout))
-        check_op(
-            fn, arrays, reference, kwargs, modes=modes, second_order=second_order,
-            **gradcheck_options,
-        )  # fmt: skip
+            drawn_layouts.append(data.draw(layout_strategy, label=f"layout of input {k}"))
+            arrays.append(as_layout(domain.sample(seed, shape), drawn_layouts[-1]))
+        try:
+            check_op(
+                fn, arrays, reference, kwargs, modes=modes, second_order=second_order,
+                **gradcheck_options,
+            )  # fmt: skip
+        except Exception:
+            note(f"{name}: the test made by op_test(...) at {origin}, on the drawn inputs:")
+            for k, (a, lay) in enumerate(zip(arrays, drawn_layouts)):
+                note(f"input {k} (shape {a.shape}, {a.dtype}, layout {lay!r}): {_shown(a)}")
+            raise
 
-    name = getattr(fn, "__name__", "")
-    test.__name__ = test.__qualname__ = f"test_{name if name.isidentifier() else 'op'}"
+    test.__name__ = test.__qualname__ = name
     return given(data=st.data())(test)
+
+
+def _caller(fn: Callable) -> tuple[str, str]:
+    """Where ``op_test`` was called (``file:line``), and the name of the test it makes: the
+    ``test...`` name assigned on that line, else the test function that called it, else
+    ``test_<fn's name>``."""
+    code, line = sys._getframe(2).f_code, sys._getframe(2).f_lineno
+    assigned = re.match(r"\s*(test\w*)\s*=", linecache.getline(code.co_filename, line))
+    name = getattr(fn, "__name__", "")
+    if assigned:
+        name = assigned[1]
+    elif code.co_name.startswith("test"):
+        name = code.co_name
+    else:
+        name = f"test_{name if name.isidentifier() else 'op'}"
+    return f"{code.co_filename}:{line}", name

@@ -258,6 +258,10 @@ class _Graph:
     def __init__(self, root: Tensor, names: Mapping[str, Tensor] | None) -> None:
         if not isinstance(root, Tensor):
             raise TypeError(f"expected a Tensor; got {type(root).__name__}")
+        if names is not None and not isinstance(names, Mapping):
+            raise TypeError(
+                f"names must map labels to Tensors (a dict); got {type(names).__name__}"
+            )
         self.names: dict[int, str] = {}
         for name, t in (names or {}).items():
             if not isinstance(t, Tensor):
@@ -266,6 +270,7 @@ class _Graph:
         self.tensors: list[Tensor] = [root]
         self.functions: list[Function] = []
         self.ids: dict[int, str] = {id(root): "t0"}
+        self.op_labels: dict[str, str] = {}  # op node -> its label: the Function's class name
         self.edges: list[tuple[str, str, str]] = []  # (from, to, input position or "")
         for t in self.tensors:  # the list grows as the walk finds inputs
             fn = t.creator
@@ -277,6 +282,7 @@ class _Graph:
             if fid is None:
                 fid = self.ids[id(fn)] = f"f{len(self.functions)}"
                 self.functions.append(fn)
+                self.op_labels[fid] = type(fn).__name__
             self.edges.append((fid, self.ids[id(t)], ""))
             for k, x in enumerate(fn.inputs):
                 if id(x) not in self.ids:
@@ -287,6 +293,73 @@ class _Graph:
     def label(self, t: Tensor) -> str:
         """The tensor's name in ``names``, else its id in the walk (``t3``)."""
         return self.names.get(id(t), self.ids[id(t)])
+
+    @property
+    def size(self) -> int:
+        """The number of nodes: tensors and ops."""
+        return len(self.tensors) + len(self.functions)
+
+    def collapse_chains(self, shortest: int = 3) -> None:
+        """Fold every chain of ``shortest`` or more ops of one class into one node, the chain's
+        last op, labelled ``"Mul ×2000"``.
+
+        A chain links an op to the next when its output is used once, by the next op, and is
+        neither named nor the root. The tensors inside a chain are dropped, and so are the
+        constants that only the chain's ops use (counted in the label); every other input of
+        the chain is drawn once, with one edge into the folded node.
+        """
+        made_by, inputs_of, uses = {}, {}, {}
+        for src, dst, _ in self.edges:
+            if src.startswith("f"):
+                made_by[dst] = src
+            else:
+                inputs_of.setdefault(dst, []).append(src)
+                uses.setdefault(src, []).append(dst)
+        output_of = {f: t for t, f in made_by.items()}
+        nodes = {self.ids[id(x)]: x for x in (*self.tensors, *self.functions)}
+        named = {self.ids[k] for k in self.names if k in self.ids}
+        feeds: dict[str, list[str]] = {}  # op -> the ops of its class whose output only it uses
+        for t, f in made_by.items():
+            users = uses.get(t, [])
+            user = users[0] if len(users) == 1 and t != "t0" and t not in named else None
+            if user is not None and type(nodes[f]) is type(nodes[user]):
+                feeds.setdefault(user, []).append(f)
+        after = {fs[0]: g for g, fs in feeds.items() if len(fs) == 1}  # chains, not trees
+        linked = set(after.values())
+        folded: dict[str, str] = {}  # op -> the node it is folded into
+        dropped: set[str] = set()
+        for start in list(self.op_labels):
+            if start in linked or start not in after:
+                continue  # not the first op of a chain
+            chain = [start]
+            while chain[-1] in after:
+                chain.append(after[chain[-1]])
+            if len(chain) < shortest:
+                continue
+            members = set(chain)
+            constants = {
+                x
+                for f in chain
+                for x in inputs_of[f]
+                if self.kind(nodes[x]) == "constant" and x not in named and set(uses[x]) <= members
+            }
+            dropped |= constants | members - {chain[-1]} | {output_of[f] for f in chain[:-1]}
+            folded.update((f, chain[-1]) for f in chain)
+            more = f"\n{len(constants)} constants" if constants else ""
+            self.op_labels[chain[-1]] = f"{self.op_labels[start]} ×{len(chain)}{more}"
+        edges, seen = [], set()
+        for src, dst, position in self.edges:
+            if src in dropped:
+                continue
+            if dst in folded:
+                dst, position = folded[dst], ""
+                if (src, dst) in seen:
+                    continue
+                seen.add((src, dst))
+            edges.append((src, dst, position))
+        self.edges = edges
+        self.tensors = [t for t in self.tensors if self.ids[id(t)] not in dropped]
+        self.functions = [f for f in self.functions if self.ids[id(f)] not in dropped]
 
     def kind(self, t: Tensor) -> str:
         if t.creator is not None:
@@ -432,6 +505,7 @@ _DOT_STYLE = {
     "constant": 'shape=box, style="rounded,dashed"',
 }
 RENDERERS = ("auto", "dot", "matplotlib")
+_MAX_SIDE = 2**15  # pixels: the longest side of a picture (Graphviz's own limit)
 GRAPH_FORMATS = (".png", ".svg", ".dot", ".gv")
 
 
@@ -442,8 +516,9 @@ def draw_graph(
     names: Mapping[str, Tensor] | None = None,
     trace: BackwardTrace | None = None,
     renderer: str = "auto",
-    rankdir: str = "LR",
+    rankdir: str | None = None,
     max_values: int = 6,
+    max_nodes: int | None = 300,
 ) -> str:
     """The autograd graph behind ``tensor`` as Graphviz DOT text, optionally drawn to a file.
 
@@ -452,6 +527,12 @@ def draw_graph(
     class name. Edges run from inputs to consumers; an op's input edges are numbered by position,
     so a tensor used twice (``a * a``) has two edges. Leaves that require grad are filled blue,
     constants dashed, ``tensor`` itself bold.
+
+    A picture (``.png``, ``.svg``) of a graph of more than ``max_nodes`` nodes (tensors and ops)
+    shows every chain of three or more ops of one class as one node (``"Mul ×2000"``: the
+    tensors inside the chain, and the constants only it uses, are left out); if that is still
+    more than ``max_nodes``, nothing is drawn and a ``ValueError`` says so. The DOT text (the
+    return value, and ``.dot`` / ``.gv`` files) always holds the whole graph.
 
     Gradients: a leaf's ``.grad`` (after ``backward``); an op output's gradient only from
     ``trace`` (the engine keeps no intermediate gradients). A ``backward`` without
@@ -473,11 +554,16 @@ def draw_graph(
         "dot" runs Graphviz's ``dot`` program (Debian: ``apt-get install graphviz``);
         "matplotlib" lays the graph out in columns by depth itself; "auto" is "dot" when the
         program is on the PATH, else "matplotlib".
-    rankdir : {"LR", "TB"}
-        Inputs to the left of their consumers, or above them.
+    rankdir : {"LR", "TB"}, optional
+        Inputs to the left of their consumers, or above them. Default: "LR" for graphs of up to
+        20 nodes, "TB" for larger ones (a deep graph drawn left to right is too wide to view).
     max_values : int
         Tensors with at most this many elements show their values (and gradients); larger ones
         show their largest magnitude.
+    max_nodes : int or None
+        The most nodes a picture draws (after folding chains); None: no limit. A drawing takes
+        time and memory that grow faster than the number of nodes, and past a few hundred it is
+        too large to read.
 
     Returns
     -------
@@ -489,17 +575,22 @@ def draw_graph(
     TypeError
         ``tensor`` is not a Tensor, or a value of ``names`` is not one.
     ValueError
-        Unknown ``renderer``, ``rankdir`` or file suffix, or a negative ``max_values``.
+        Unknown ``renderer``, ``rankdir`` or file suffix, a negative ``max_values``, a
+        ``max_nodes`` below 1, or a picture of more than ``max_nodes`` nodes.
     RuntimeError
         The graph was freed by a backward, or ``renderer="dot"`` without the ``dot`` program
         (or it failed).
     """
     if renderer not in RENDERERS:
         raise ValueError(f"renderer must be one of {RENDERERS}; got {renderer!r}")
-    if rankdir not in ("LR", "TB"):
-        raise ValueError(f"rankdir must be 'LR' or 'TB'; got {rankdir!r}")
+    if rankdir not in (None, "LR", "TB"):
+        raise ValueError(f"rankdir must be 'LR', 'TB' or None; got {rankdir!r}")
     if isinstance(max_values, bool) or not isinstance(max_values, int) or max_values < 0:
         raise ValueError(f"max_values must be an integer >= 0; got {max_values!r}")
+    if max_nodes is not None and (
+        isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1
+    ):
+        raise ValueError(f"max_nodes must be an integer >= 1 or None; got {max_nodes!r}")
     suffix = None if path is None else Path(path).suffix.lower()
     if suffix is not None and suffix not in GRAPH_FORMATS:
         raise ValueError(f"path must end in one of {GRAPH_FORMATS}; got {os.fspath(path)!r}")
@@ -509,16 +600,28 @@ def draw_graph(
     tensor_lines = {
         graph.ids[id(t)]: _tensor_lines(graph, t, trace, max_values) for t in graph.tensors
     }
+    rankdir = rankdir or ("LR" if graph.size <= 20 else "TB")
     text = _dot_text(graph, tensor_lines, rankdir)
     if path is None:
         return text
     path = Path(path)
+    drawn = text
+    if suffix not in (".dot", ".gv") and max_nodes is not None and graph.size > max_nodes:
+        whole = graph.size
+        graph.collapse_chains()
+        if graph.size > max_nodes:
+            raise ValueError(
+                f"draw_graph: the graph has {whole} nodes ({graph.size} with its chains of one "
+                f"op folded), more than max_nodes={max_nodes}; pass max_nodes={graph.size} (or "
+                "None) to draw it anyway, or write its DOT text (a path ending in .dot)"
+            )
+        drawn = _dot_text(graph, tensor_lines, rankdir)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix in (".dot", ".gv"):
         with atomic_path(path) as tmp:
             Path(tmp).write_text(text)
     elif renderer == "dot" or (renderer == "auto" and shutil.which("dot")):
-        _render_dot(text, path, suffix[1:])
+        _render_dot(drawn, path, suffix[1:])
     else:
         _render_matplotlib(graph, tensor_lines, path, suffix[1:], rankdir)
     return text
@@ -539,7 +642,7 @@ def _dot_text(graph: _Graph, tensor_lines: Mapping[str, list[str]], rankdir: str
         node = graph.ids[id(fn)]
         lines.append(
             f'  {node} [shape=ellipse, style=filled, fillcolor="#eeeeee", '
-            f"label={_dot_quote(type(fn).__name__)}];"
+            f"label={_dot_quote(graph.op_labels[node])}];"
         )
     for src, dst, position in graph.edges:
         attributes = f" [label={_dot_quote(position)}]" if position else ""
@@ -610,7 +713,7 @@ def _render_matplotlib(
     box to box."""
     place = _layout(graph)
     texts = {graph.ids[id(t)]: "\n".join(tensor_lines[graph.ids[id(t)]]) for t in graph.tensors}
-    texts.update({graph.ids[id(f)]: type(f).__name__ for f in graph.functions})
+    texts.update({graph.ids[id(f)]: graph.op_labels[graph.ids[id(f)]] for f in graph.functions})
     size = 8  # points; the font is monospaced, so a box's size follows from its text
     pad = 0.08  # inches around the text
     box_w = {n: 0.61 * size / 72 * max(map(len, s.split("\n"))) + 2 * pad for n, s in texts.items()}
@@ -630,7 +733,8 @@ def _render_matplotlib(
     xs, ys = [c[0] for c in centre.values()], [c[1] for c in centre.values()]
     x0, x1 = min(xs) - max(box_w.values()), max(xs) + max(box_w.values())
     y0, y1 = min(ys) - max(box_h.values()), max(ys) + max(box_h.values())
-    fig = Figure(figsize=(x1 - x0, y1 - y0), dpi=100)
+    dpi = min(100, _MAX_SIDE / max(x1 - x0, y1 - y0))  # a huge graph: smaller, not gigapixels
+    fig = Figure(figsize=(x1 - x0, y1 - y0), dpi=dpi)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
