@@ -61,7 +61,7 @@ EOF
 } >"$out/env.txt" 2>&1 || status=1
 tail -n 4 "$out/env.txt" | tee -a "$out/summary.txt"
 
-[ -f bench/nvrtc_check.py ] && part nvrtc 120 $py bench/nvrtc_check.py --arch native
+part nvrtc 120 $py bench/nvrtc_check.py --arch native
 per_test=()
 $py -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 90)
 part gpu_tests 240 $py -m pytest -m gpu -p no:cacheprovider -q -rfE "${per_test[@]}" \
