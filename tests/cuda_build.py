@@ -2,8 +2,8 @@
 
 - **NVRTC**, through CuPy's own compile path (``compile_with_cache``: CuPy's headers, its
   options, ``-arch=sm_XX``), for an architecture given explicitly instead of read from a device;
-  the cubin is returned instead of loaded. Needs CuPy, NVRTC and the CUDA runtime headers (CI:
-  ``pip install cupy-cuda13x "cuda-toolkit[nvrtc,cudart]==13.*"``).
+  the cubin is returned instead of loaded. Needs CuPy, NVRTC and the CUDA runtime headers, from
+  their pip wheels (.ci/run installs them).
 - **The host's C++ compiler** (g++), with a shim that makes ``blockIdx``, ``threadIdx``,
   ``blockDim`` and ``gridDim`` globals and ``__global__`` nothing; a launch runs every thread of
   the grid in turn (``HostKernel``). The elementwise operations are wrapped in a grid-stride
