@@ -42,9 +42,11 @@ part() {  # part NAME SECONDS COMMAND...: run with a limit, log to FOLDER/NAME.l
 if $py -c "import cupy" 2>/dev/null; then  # CuPy is there: install tinygan alone (works offline)
     $py -m pip install --quiet --no-deps --no-build-isolation -e . >"$out/install.log" 2>&1 ||
         export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-else  # the extra for the driver's CUDA major version (README, "GPU")
+else  # the extra for the driver's CUDA version (README, "GPU"): cuda13 from 13 on, else cuda12
     major=$(nvidia-smi | sed -n 's/.*CUDA Version: \([0-9]*\).*/\1/p' | head -n 1)
-    $py -m pip install --quiet -e ".[test,cuda${major:-12}]" >"$out/install.log" 2>&1 || status=1
+    extra=cuda12
+    [ "${major:-12}" -ge 13 ] && extra=cuda13
+    $py -m pip install --quiet -e ".[test,$extra]" >"$out/install.log" 2>&1 || status=1
 fi
 
 {
@@ -61,7 +63,7 @@ EOF
 } >"$out/env.txt" 2>&1 || status=1
 tail -n 4 "$out/env.txt" | tee -a "$out/summary.txt"
 
-[ -f bench/nvrtc_check.py ] && part nvrtc 120 $py bench/nvrtc_check.py --arch native
+part nvrtc 120 $py bench/nvrtc_check.py --arch native
 per_test=()
 $py -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 90)
 part gpu_tests 240 $py -m pytest -m gpu -p no:cacheprovider -q -rfE "${per_test[@]}" \
