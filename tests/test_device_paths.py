@@ -166,34 +166,37 @@ def test_train_for_a_few_steps(model):
     data = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
     if model == "classifier":
         data = (data, np.arange(64) % 10)
-    losses, states = {}, {}
+    cpu = {}  # the CPU's weights and statistics before the first step and after steps 1 and 3
+    off = {}  # the device's distance from them after steps 1 and 3
+    losses = {}
+
+    def check(step, m):
+        if m.device == "cpu":
+            cpu[step] = host_state(m, cpu.get(0))
+        elif step in cpu:
+            dev = host_state(m, cpu[0])
+            off[step] = np.sqrt(sum(np.sum((dev[k] - cpu[step][k]) ** 2.0) for k in dev))
+
     for device in ("cpu", "cuda"):
         if model == "infogan":
             m = InfoGAN(seed=0, device=device)
         else:
             m = Classifier(mnist_cnn(np.random.default_rng(0)), device=device)
-        states[device] = [host_state(m)]
-
-        def snapshot(step, losses, m=m, states=states[device]):
-            states.append(host_state(m))
-
-        history = train(m, data, steps=3, batch_size=16, seed=0, progress=False, on_step=snapshot)
+        check(0, m)
+        history = train(m, data, steps=3, batch_size=16, seed=0, progress=False,
+                        on_step=lambda step, _, m=m: check(step, m) if step in (1, 3) else None)  # fmt: skip
         losses[device] = np.array([v for k, v in sorted(history[0].items()) if "loss" in k])
         assert all(np.isfinite(v) for h in history for v in h.values())
     assert losses["cpu"].size >= 1
     assert_same(losses["cpu"], losses["cuda"], 1e-5)
-    start = states["cpu"][0]
     for step, bound in ((1, 0.01), (3, 0.2)):
-        cpu, dev = states["cpu"][step], states["cuda"][step]
-        update = np.sqrt(sum(np.sum((cpu[k] - start[k]) ** 2) for k in start))
-        off = np.sqrt(sum(np.sum((dev[k] - cpu[k]) ** 2) for k in start))
-        assert off < bound * update, (
-            f"step {step}: the updates differ by {off / update:.2g} of them"
-        )
+        update = np.sqrt(sum(np.sum((cpu[step][k] - cpu[0][k]) ** 2.0) for k in cpu[0]))
+        assert off[step] < bound * update, f"step {step}: off by {off[step] / update:.2g} of it"
 
 
-def host_state(model) -> dict[str, np.ndarray]:
-    """A float64 copy of the model's float state arrays, on the host (before the first step:
-    the weights and statistics; the optimizers' moments only come later)."""
-    return {k: backend.to_device(v, "cpu").astype(np.float64) for k, v in model.state_dict().items()
-            if getattr(v, "dtype", np.dtype(int)).kind == "f"}  # fmt: skip
+def host_state(model, like: dict | None = None) -> dict[str, np.ndarray]:
+    """A host copy of the model's float state arrays (or of those in ``like``: the state
+    before the first step, weights and statistics, without the optimizers' moments)."""
+    state = model.state_dict()
+    keys = like or [k for k, v in state.items() if getattr(v, "dtype", np.dtype(int)).kind == "f"]
+    return {k: np.array(backend.to_device(state[k], "cpu")) for k in keys}
