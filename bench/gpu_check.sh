@@ -9,8 +9,8 @@
 # everything into FOLDER:
 #   env.txt          GPU, driver, CuPy/NVRTC/NCCL versions
 #   nvrtc.log        every CUDA kernel compiled for this GPU (bench/nvrtc_check.py)
-#   gpu_tests.log    the gpu-marked tests on hardware (junit XML beside it)
-#   paths.log        every device path against the CPU (bench/gpu_paths.py)
+#   gpu_tests.log    the gpu-marked tests on hardware, every device path against the CPU (junit
+#                    XML beside it; without a GPU the same tests run on tests/cupy_standin.py)
 #   step.log         the InfoGAN step against PyTorch CUDA at batch 64 and 128 (bench_step.py)
 #   infogan/         the paper's InfoGAN trained on the GPU (metrics.json, figures, log)
 # Environment: TINYGAN_DATA (the MNIST folder), GPU_CHECK_STEPS (default 5000),
@@ -68,7 +68,6 @@ per_test=()
 $py -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 90)
 part gpu_tests 240 $py -m pytest -m gpu -p no:cacheprovider -q -rfE "${per_test[@]}" \
     --junitxml="$out/gpu_tests.xml" tests
-part paths 120 $py bench/gpu_paths.py --json "$out/paths.json"
 part step 150 $py bench/bench_step.py --device cuda --batches 64 128 --repeats 20 --warmup 5
 
 data=()

@@ -1,4 +1,10 @@
-"""Shared test set-up: hypothesis profiles, the ``xp`` backend fixture, and outcome tests.
+"""Shared test set-up: hypothesis profiles, the device for ``gpu`` tests, the ``xp`` backend
+fixture, and outcome tests.
+
+Tests marked ``gpu`` run on every machine: on the real CuPy where it sees a GPU, else on the
+test-only stand-in ``tests/cupy_standin.py`` (NumPy underneath, CuPy's rules enforced), to
+which ``tinygan.backend`` is pointed for the test's duration. Such a test reaches CuPy only
+through ``backend.cupy()`` (never ``import cupy``), so that it gets whichever is in use.
 
 HYPOTHESIS_PROFILE=dev|ci|thorough picks how many examples each property test draws
 (default: ci, or dev when running one file by hand is what you want).
@@ -22,6 +28,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests import cupy_standin
 from tinygan import backend
 
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -81,8 +88,13 @@ def pytest_addoption(parser):
     )
 
 
+REAL_GPU = backend.cuda_available()  # else gpu tests run on the stand-in
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs CuPy and a CUDA GPU (skipped without one)")
+    config.addinivalue_line(
+        "markers", "gpu: runs on CuPy with a GPU, else on the CuPy stand-in (tests/cupy_standin.py)"
+    )
     config.addinivalue_line(
         "markers", "outcome: asserts a training outcome; its seeds move with --seed-offset"
     )
@@ -93,22 +105,22 @@ def pytest_collection_modifyitems(config, items):
         marked = "outcome" in item.keywords
         if marked != ("seed_offset" in getattr(item, "fixturenames", ())):
             raise pytest.UsageError(f"{item.nodeid}: mark it outcome iff it uses seed_offset")
-    if backend.cuda_available():
-        return
-    skip = pytest.mark.skip(reason="no CUDA GPU / CuPy on this machine")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Without a GPU, a gpu test (its fixtures too) runs with the backend on the stand-in."""
+    real = backend._cupy
+    if "gpu" in item.keywords and not REAL_GPU:
+        backend._cupy = cupy_standin
+    yield
+    backend._cupy = real
 
 
 @pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
 def xp(request):
-    """The array module a backend test runs on: numpy always, cupy where a GPU is present."""
-    if request.param == "numpy":
-        return np
-    import cupy
-
-    return cupy
+    """The array module a backend test runs on: numpy, and CuPy (or its stand-in)."""
+    return np if request.param == "numpy" else backend.cupy()
 
 
 @pytest.fixture

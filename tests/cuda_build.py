@@ -407,5 +407,9 @@ def host_elementwise(grid: tuple[int, int], operations: dict[str, str] | None = 
         operation = (operations or {}).get(args[-1], operation)
         return HostElementwise(in_params, out_params, operation, grid)
 
-    with mock.patch.object(cuda, "_elementwise", kernel):
+    # the launchers pass backend.cupy() to _elementwise: no CuPy is needed to run them here
+    with (
+        mock.patch.object(cuda, "_elementwise", kernel),
+        mock.patch.object(cuda.backend, "cupy", lambda: None),
+    ):
         yield

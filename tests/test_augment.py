@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import reference
+from tinygan import backend
 from tinygan.augment import (
     AffineParams,
     RandomAffine,
@@ -131,8 +132,7 @@ def test_float16_images_are_warped_with_float32_coordinates():
 
 @pytest.mark.gpu
 def test_cpu_and_gpu_give_the_same_images():
-    import cupy
-
+    cupy = backend.cupy()
     x, p = images(0, (8, 1, 28, 28)), maps(1, 8, 15.0, (0.9, 1.1), 2.0)
     for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-5)):
         cpu = affine_transform(x.astype(dtype), p)

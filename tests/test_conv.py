@@ -287,8 +287,7 @@ def test_float32_stays_float32_in_forward_and_backward(case, seed):
 @with_examples(EDGE_CONVS + EDGE_TRANSPOSED)
 @given(case=both(max_batch=3, max_channels=4, max_kernel=4, max_extra=6), seed=seeds)
 def test_gpu_matches_cpu(dtype, tol, case, seed):
-    import cupy
-
+    cupy = tg.backend.cupy()
     host = tensors(case, seed, dtype)
     dev = [None if a is None else tg.tensor(cupy.asarray(a.data), requires_grad=True) for a in host]
     y_host, y_dev = run(case, *host), run(case, *dev)

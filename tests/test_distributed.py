@@ -444,8 +444,7 @@ def test_nccl_in_a_world_of_one():
     pytest.importorskip(
         "mpi4py", reason="mpi4py is not installed (pip install -e '.[distributed]')"
     )
-    import cupy
-
+    cupy = tg.backend.cupy()
     comm = dist.MPICommunicator(guard=False)  # MPI's singleton world: rank 0 of 1
     a = cupy.arange(6, dtype=cupy.float32)
     assert comm.allreduce_(a) is a and comm.bcast_(a) is a

@@ -189,8 +189,7 @@ def test_gradcheck_activation_and_conjugate_of_activation(name, seed):
 @pytest.mark.gpu
 @per_divergence
 def test_gpu_matches_cpu(name):
-    import cupy
-
+    cupy = tg.backend.cupy()
     div = DIVERGENCES[name]
     v = np.linspace(-20, 20, 101)
     for fn in (div.activation, div.conjugate_of_activation):

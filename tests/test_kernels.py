@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tests import reference
 from tests.reference import Dim, conv_dim, conv_transpose_dim
-from tinygan import kernels
+from tinygan import backend, kernels
 from tinygan.kernels import cpu, shapes
 from tinygan.testing import seeds
 
@@ -241,8 +241,7 @@ DTYPES_TOL = [(np.float32, 1e-5), (np.float64, 1e-12)]
 @with_edge_examples
 @given(h=any_dims(), w=any_dims(), n=st.integers(1, 2), c=st.integers(1, 3), seed=seeds)
 def test_gpu_im2col_col2im_match_cpu(dtype, tol, h, w, n, c, seed):
-    import cupy
-
+    cupy = backend.cupy()
     from tinygan.kernels import cuda
 
     k, s, p, d = geometry_args(h, w)
@@ -263,8 +262,7 @@ def test_gpu_im2col_col2im_match_cpu(dtype, tol, h, w, n, c, seed):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype, tol", DTYPES_TOL)
 def test_gpu_im2col_on_a_strided_view_and_a_large_input(dtype, tol):
-    import cupy
-
+    cupy = backend.cupy()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 64, 14, 14)).astype(dtype)  # NCHW; im2col reads an NHWC view
     args = (4, 4, (2, 2), (1, 1), (1, 1), (7, 7))
@@ -279,8 +277,7 @@ def test_gpu_im2col_on_a_strided_view_and_a_large_input(dtype, tol):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype, tol", DTYPES_TOL)
 def test_gpu_leaky_relu_matches_cpu(dtype, tol):
-    import cupy
-
+    cupy = backend.cupy()
     rng = np.random.default_rng(1)
     x, gy = (rng.standard_normal(1000).astype(dtype) for _ in range(2))
     x[:3] = 0
@@ -298,8 +295,7 @@ def test_gpu_leaky_relu_matches_cpu(dtype, tol):
 @pytest.mark.parametrize("dtype, tol", DTYPES_TOL)
 @pytest.mark.parametrize("beta1, weight_decay", [(0.5, 0.0), (0.9, 0.01)])
 def test_gpu_adam_update_matches_cpu(dtype, tol, beta1, weight_decay):
-    import cupy
-
+    cupy = backend.cupy()
     rng = np.random.default_rng(2)
     lr, beta2, eps = 2e-4, 0.999, 1e-8
     host = [rng.standard_normal((30, 40)).astype(dtype), np.zeros((30, 40), dtype),

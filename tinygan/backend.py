@@ -1,7 +1,9 @@
 """Array backends: NumPy always, CuPy when installed and a GPU is present.
 
-This is the only module that imports CuPy. Every op asks ``get_array_module`` which library
-its arrays belong to; there is no global device mode.
+This is the only module that imports CuPy, and ``_cupy`` the one place tinygan reaches it
+through: ``cupy()`` returns it to the kernels and the NCCL communicator. (The tests point
+``_cupy`` at a NumPy-backed stand-in to run the device paths where no GPU is present.) Every op
+asks ``get_array_module`` which library its arrays belong to; there is no global device mode.
 """
 
 from __future__ import annotations
@@ -18,6 +20,19 @@ except Exception as e:  # kept, to say why when "cuda" is asked for
     _cupy, _cupy_error = None, e
 
 DEVICES = ("cpu", "cuda")
+
+
+def cupy() -> ModuleType:
+    """The CuPy module (``cupy``), for code that needs more than ``get_array_module``.
+
+    Raises
+    ------
+    RuntimeError
+        If CuPy is not importable, saying why.
+    """
+    if _cupy is None:
+        raise RuntimeError(f"CuPy is not usable: {type(_cupy_error).__name__}: {_cupy_error}")
+    return _cupy
 
 
 def cuda_available() -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import math
 import os
 import sys
@@ -350,10 +351,8 @@ class NCCLCommunicator(Communicator):
 
     def __init__(self, mpi: MPICommunicator) -> None:
         super().__init__()
-        import cupy
-        from cupy.cuda import nccl
-
-        self.cupy, self.nccl_module, self.mpi = cupy, nccl, mpi
+        nccl = nccl_module()
+        self.cupy, self.nccl_module, self.mpi = backend.cupy(), nccl, mpi
         self.rank, self.size = mpi.rank, mpi.size
         self.local_rank, self.local_size = mpi.local_rank, mpi.local_size
         self.device = pin_device(mpi)
@@ -420,11 +419,28 @@ class NCCLCommunicator(Communicator):
         self.mpi.abort(message, code)
 
 
+def nccl_module() -> Any:
+    """CuPy's NCCL bindings, ``cupy.cuda.nccl``.
+
+    Raises
+    ------
+    RuntimeError
+        If CuPy cannot load the NCCL library (``nccl.available`` is False).
+    """
+    cupy = backend.cupy()
+    nccl = getattr(cupy.cuda, "nccl", None) or importlib.import_module(f"{cupy.__name__}.cuda.nccl")
+    if not nccl.available:
+        raise RuntimeError(
+            "NCCL is not available to CuPy (cupy.cuda.nccl.available is False): install the NCCL "
+            "library for your CUDA version (the README's GPU section says which package)"
+        )
+    return nccl
+
+
 def pin_device(comm: Communicator) -> int:
     """Make GPU ``local_rank`` CuPy's current device in this process (one process per GPU);
     return its index. Raises if the machine has fewer GPUs than ranks on it."""
-    import cupy
-
+    cupy = backend.cupy()
     count = cupy.cuda.runtime.getDeviceCount()
     if comm.local_size > count:
         raise RuntimeError(

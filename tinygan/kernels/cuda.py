@@ -1,7 +1,8 @@
 """CUDA kernels through CuPy: the same signatures as ``kernels/cpu.py``, sources beside launchers.
 
-CuPy is imported inside the functions, so importing this module (and ``tinygan``) works without
-it. Each raw kernel is compiled once per dtype (float or double, via a ``typedef``) and cached.
+CuPy is reached through ``backend.cupy()`` when a kernel runs, so importing this module (and
+``tinygan``) works without it. Each raw kernel is compiled once per dtype (float or double, via
+a ``typedef``) and cached.
 The conv kernels take contiguous arrays (inputs are made contiguous first) and use one thread
 per *output* element, with a grid-stride loop; col2im gathers instead of scattering: each
 thread sums the ``cols`` entries that touch its own pixel, so it needs no atomics and its
@@ -16,6 +17,8 @@ import functools
 from typing import Any
 
 import numpy as np
+
+from .. import backend
 
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _THREADS = 256
@@ -97,9 +100,7 @@ def _ctype(dtype: Any) -> str:
 
 
 @functools.cache
-def _raw_kernel(name: str, ctype: str):
-    import cupy
-
+def _raw_kernel(cupy, name: str, ctype: str):
     source = {"im2col": _IM2COL_SRC, "col2im": _COL2IM_SRC}[name]
     return cupy.RawKernel(f"typedef {ctype} T;\n" + source, name)
 
@@ -110,13 +111,12 @@ def _launch(name: str, src, dst, geometry: tuple[int, ...]) -> None:
         return
     blocks = min((total + _THREADS - 1) // _THREADS, 65535)
     args = (src, dst, *(np.int64(v) for v in geometry), np.int64(total))
-    _raw_kernel(name, _ctype(dst.dtype))((blocks,), (_THREADS,), args)
+    _raw_kernel(backend.cupy(), name, _ctype(dst.dtype))((blocks,), (_THREADS,), args)
 
 
 def im2col(x, kh: int, kw: int, stride, padding, dilation, out_hw):
     """CUDA version of ``cpu.im2col``: (N, H, W, C) -> (N, OH, OW, kH, kW, C), contiguous."""
-    import cupy
-
+    cupy = backend.cupy()
     x = cupy.ascontiguousarray(x)
     n, h, w, c = x.shape
     oh, ow = out_hw
@@ -127,8 +127,7 @@ def im2col(x, kh: int, kw: int, stride, padding, dilation, out_hw):
 
 def col2im(cols, x_hw, stride, padding, dilation):
     """CUDA version of ``cpu.col2im``: (N, OH, OW, kH, kW, C) -> (N, H, W, C), contiguous."""
-    import cupy
-
+    cupy = backend.cupy()
     cols = cupy.ascontiguousarray(cols)
     n, oh, ow, kh, kw, c = cols.shape
     h, w = x_hw
@@ -156,20 +155,18 @@ _ELEMENTWISE = {
 
 
 @functools.cache
-def _elementwise(name: str):
-    import cupy
-
+def _elementwise(cupy, name: str):
     return cupy.ElementwiseKernel(*_ELEMENTWISE[name], f"tinygan_{name}")
 
 
 def leaky_relu_forward(x, slope: float):
     """``x`` where ``x > 0``, else ``slope * x``; same shape and dtype."""
-    return _elementwise("leaky_relu_forward")(x, x.dtype.type(slope))
+    return _elementwise(backend.cupy(), "leaky_relu_forward")(x, x.dtype.type(slope))
 
 
 def leaky_relu_backward(x, gy, slope: float):
     """``gy`` where ``x > 0``, else ``slope * gy``."""
-    return _elementwise("leaky_relu_backward")(x, gy, gy.dtype.type(slope))
+    return _elementwise(backend.cupy(), "leaky_relu_backward")(x, gy, gy.dtype.type(slope))
 
 
 def adam_update(
@@ -181,4 +178,5 @@ def adam_update(
     """
     t = param.dtype.type
     scalars = (lr / bias_correction1, 1 - beta1, beta2, 1 - beta2, eps, bias_correction2**0.5)
-    _elementwise("adam_update")(grad, *map(t, scalars), t(weight_decay), param, m, v)
+    kernel = _elementwise(backend.cupy(), "adam_update")
+    kernel(grad, *map(t, scalars), t(weight_decay), param, m, v)

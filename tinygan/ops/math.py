@@ -379,7 +379,7 @@ def max(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | Ma
     (axis,) = _axes(dim, x.ndim, {})
     xp = backend.get_array_module(x.data)
     indices = x.data.argmax(axis=axis)
-    grid = xp.indices(indices.shape, sparse=True)  # the other axes' coordinates
+    grid = xp.ix_(*(xp.arange(n) for n in indices.shape))  # the other axes' coordinates
     values = x[(*grid[:axis], indices, *grid[axis:])]
     if keepdim:
         values, indices = (

@@ -98,12 +98,7 @@ class IndexAdd(Function):
         gx = xp.zeros(self.shape, dtype=gy.dtype)
         parts = self.index if isinstance(self.index, tuple) else (self.index,)
         if any(hasattr(p, "dtype") and p.dtype.kind in "iu" for p in parts):
-            if xp is np:
-                np.add.at(gx, self.index, gy)  # unbuffered: duplicates accumulate
-            else:
-                import cupyx
-
-                cupyx.scatter_add(gx, self.index, gy)
+            xp.add.at(gx, self.index, gy)  # unbuffered: duplicates accumulate
         else:
             gx[self.index] = gy
         return gx
