@@ -101,7 +101,7 @@ class Function:
         out = Tensor(y)
         out.requires_grad, out.creator = True, self
         self.inputs, self._output = tensors, weakref.ref(out)  # weak: out already holds self
-        self.input_state = tuple((t.data, t.version) for t in tensors)  # see check_inputs
+        self.input_state = [(t.data, t.version) for t in tensors]  # see check_inputs
         return out
 
     @property
@@ -113,8 +113,9 @@ class Function:
         """Raise if an input's values changed since the call (its array replaced, or changed in
         place by an optimizer step or ``load_state_dict``, which bump ``Tensor.version``):
         backward would silently use the new values."""
-        for i, (t, (data, version)) in enumerate(zip(self.inputs, self.input_state)):
+        for t, (data, version) in zip(self.inputs, self.input_state):
             if t.data is not data or t.version != version:
+                i = self.inputs.index(t)
                 raise RuntimeError(
                     f"input {i} of {self!r} ({t.shape} {t.dtype}) was changed after the op used "
                     "it (an optimizer step, load_state_dict or a new .data between forward and "
