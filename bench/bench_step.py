@@ -4,7 +4,9 @@ forward+backward of linear, batch_norm and leaky_relu at the model's shapes.
 
     python bench/bench_step.py [--batches 64 128] [--repeats 15] [--warmup 3] [--device cuda]
 
-Prints ms (median after warm-up), the tinygan/PyTorch ratio, achieved GFLOP/s (GEMM FLOPs of the
+The two steps take turns, a few steps each (``interleaved_ms``), so that both see the machine's
+slow and fast minutes alike. Prints ms (median after warm-up), the tinygan/PyTorch ratio (the
+median over the rounds of the two blocks' ratio), achieved GFLOP/s (GEMM FLOPs of the
 step counted analytically, ``step_gemms``), the peak memory a step adds (measured in a fresh
 subprocess per library and batch: the high-water mark after the steps minus the resident size
 before them), and the step's GEMMs alone (NumPy's ``matmul`` and PyTorch's at the step's shapes:
@@ -19,8 +21,11 @@ the host and copied in by both, and both read their six metrics back at the end 
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 import bench_conv  # beside this file
@@ -256,6 +261,34 @@ def median_ms(fn, repeats: int, warmup: int) -> float:
     return bench_conv.median_ms([fn], repeats, warmup)[0]
 
 
+def interleaved_ms(fns, repeats: int, warmup: int, block: int = 3) -> tuple[list[float], float]:
+    """Each function's median step time (ms), the functions taking turns in blocks of ``block``
+    calls (after ``warmup`` calls each), so that every one sees the machine's slow and fast
+    minutes alike; a pause before each block lets the other library's spinning worker threads
+    go to sleep. Also the median over the rounds of the first two's ratio of block medians."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    ratios = []
+    for _ in range(-(-repeats // block)):
+        medians = []
+        for fn, ts in zip(fns, times):
+            time.sleep(0.3)
+            mine = []
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                mine.append(time.perf_counter() - t0)
+            ts.extend(mine)
+            medians.append(statistics.median(mine))
+        if len(medians) > 1:
+            ratios.append(medians[0] / medians[1])
+    return [1e3 * statistics.median(ts) for ts in times], (
+        statistics.median(ratios) if ratios else math.nan
+    )
+
+
 def peak_mb(lib: str, batch: int, tune: bool) -> float:
     """Peak resident memory that the model, its optimiser state and three steps add, in MB:
     measured in a fresh process as the high-water mark (VmHWM, reset first through
@@ -305,7 +338,8 @@ def main() -> None:
         return
     if not args.malloc_defaults:
         tune_allocator()
-    print(f"float32; median of {args.repeats} after {args.warmup} warm-up; "
+    print(f"float32; median of {args.repeats} steps after {args.warmup} warm-up, the two "
+          "libraries taking turns in blocks of 3 (ratio: median over the rounds); "
           f"numpy {np.__version__}, torch {torch.__version__ if torch else 'absent'}")  # fmt: skip
     print(
         "\n| InfoGAN step | tinygan ms | GFLOP/s | peak MB | torch ms | GFLOP/s | peak MB | ratio |"
@@ -313,13 +347,13 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for b in args.batches:
         gf = step_gflop(b)
-        ours = median_ms(tinygan_step(b), args.repeats, args.warmup)
-        mem = peak_mb("tinygan", b, not args.malloc_defaults)
+        steps = [tinygan_step(b)] + ([torch_step(b)] if torch is not None else [])
+        medians, ratio = interleaved_ms(steps, args.repeats, args.warmup)
+        ours, mem = medians[0], peak_mb("tinygan", b, not args.malloc_defaults)
         row = f"| batch {b} ({gf:.1f} GFLOP) | {ours:.0f} | {gf / ours * 1e3:.0f} | {mem:.0f} |"
         if torch is not None:
-            theirs = median_ms(torch_step(b), args.repeats, args.warmup)
-            mem = peak_mb("torch", b, not args.malloc_defaults)
-            row += f" {theirs:.0f} | {gf / theirs * 1e3:.0f} | {mem:.0f} | {ours / theirs:.2f} |"
+            theirs, mem = medians[1], peak_mb("torch", b, not args.malloc_defaults)
+            row += f" {theirs:.0f} | {gf / theirs * 1e3:.0f} | {mem:.0f} | {ratio:.2f} |"
         print(row)
         # the floor of this design: the step's GEMMs alone, at their shapes, nothing else
         ours = median_ms(gemms_alone(b, np.matmul), args.repeats, args.warmup)
