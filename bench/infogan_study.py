@@ -90,8 +90,9 @@ def finished(out: Path, steps: int) -> bool:
 
 
 def prepare(args: argparse.Namespace, seed: int, out: Path) -> list[str] | None:
-    """The command to run for ``seed`` (None if its run is finished), checking that a run being
-    resumed was started with the same one (its ``study.json``); nothing is written."""
+    """The command to run for ``seed`` (without ``--resume``; None if its run is finished),
+    checking that a run being resumed was started with the same one (its ``study.json``);
+    nothing is written."""
     argv = command(args, seed, out)
     record = out / "study.json"
     if record.exists():
@@ -105,24 +106,31 @@ def prepare(args: argparse.Namespace, seed: int, out: Path) -> list[str] | None:
             )
         if finished(out, args.steps):
             return None
-    return [*argv, "--resume"] if args.resume else argv
+    return argv
 
 
-def launch(argv: list[str], out: Path, env: dict[str, str]) -> tuple[subprocess.Popen, Any]:
-    """Create the run's folder, record its command in ``study.json`` (so that only a run that
-    started makes a folder) and start it, logging to ``log.txt``; the process and the log."""
+def launch(
+    argv: list[str], out: Path, env: dict[str, str], resume: bool
+) -> tuple[subprocess.Popen, Any]:
+    """Start the run (``argv``, with ``--resume`` if asked) in its folder, logging to
+    ``log.txt``, and record its command in ``study.json`` once it started (so that only a run
+    that started leaves a record); the process and the log."""
     out.mkdir(parents=True, exist_ok=True)
-    recorded = argv[:-1] if argv[-1] == "--resume" else argv  # as ``command`` makes it
-    with atomic_path(out / "study.json") as tmp:
-        Path(tmp).write_text(json.dumps({"command": recorded}, indent=2))
+    run = [*argv, "--resume"] if resume else argv
     log = open(out / "log.txt", "a")  # noqa: SIM115 (open while the run lasts)
-    log.write(f"\n$ {shlex.join(argv)}\n")
-    log.flush()
-    # its own session: a Ctrl-C in the terminal reaches the run once, through this driver
-    # (twice would stop it without saving); SIGINT handled even where this driver was started
-    # with it ignored (in the background)
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True, preexec_fn=default_sigint)  # fmt: skip
+    try:
+        log.write(f"\n$ {shlex.join(run)}\n")
+        log.flush()
+        # its own session: a Ctrl-C in the terminal reaches the run once, through this driver
+        # (twice would stop it without saving); SIGINT handled even where this driver was
+        # started with it ignored (in the background)
+        proc = subprocess.Popen(run, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, preexec_fn=default_sigint)  # fmt: skip
+    except BaseException:
+        log.close()
+        raise
+    with atomic_path(out / "study.json") as tmp:
+        Path(tmp).write_text(json.dumps({"command": argv}, indent=2))
     return proc, log
 
 
@@ -177,7 +185,7 @@ def _run_all(args: argparse.Namespace, folder: Path) -> int:
         while jobs or running:
             while jobs and len(running) < args.parallel:
                 seed, out, argv = jobs.pop(0)
-                proc, log = launch(argv, out, env)
+                proc, log = launch(argv, out, env, args.resume)
                 print(f"seed {seed}: started, log {out / 'log.txt'}")
                 running[seed] = (proc, log, time.time())
             time.sleep(2)

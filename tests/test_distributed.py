@@ -339,7 +339,6 @@ def test_every_generator_method_with_a_size_is_sharded():
     import inspect
     import re
 
-    found = {}
     found, outs = {}, {}
     for name, method in inspect.getmembers(np.random.Generator):
         head = (method.__doc__ or "").strip().split(")")[0]  # "name(a, b=1, size=None, ..."
@@ -365,6 +364,8 @@ def test_every_generator_method_with_a_size_is_sharded():
         assert got[4] is buffers[0] and got[5] is buffers[1]
         for ours, one_process in zip(got, expected):
             np.testing.assert_array_equal(ours, one_process[pos])
+        with pytest.raises(ValueError, match=r"size \(\d, 1\) does not match out.shape"):
+            g.random((n, 1), out=np.zeros((n, 5)))  # broadcast into the columns before
 
 
 class _TwoRanks(dist.Communicator):

@@ -196,7 +196,7 @@ def test_ranks_with_uneven_parts_of_the_batch_train_as_one_process(tmp_path, ran
     Measured: the weights and biases differ by 3.5e-13 of their norm at batch 3 (1e-14 at
     batch 7); element-wise by 7e-11 of a tensor's largest value at worst (a batch-norm bias
     that started at 0 and moved 1e-3 carries 6e-14 of rounding: the statistics of 3 rows
-    amplify it). Before the fix, SyncBatchNorm's backward summed the ranks' gradient sums
+    amplify it); both hold with OpenBLAS's Haswell and SkylakeX kernels. Before the fix, SyncBatchNorm's backward summed the ranks' gradient sums
     with equal weights while each rank's loss is a mean over its own rows (the gradient
     average weights it by its share): the parameters differed by 2.6% (batch 3) and 0.25%
     (batch 7) of their norm, and g_loss at step 1 by 0.03 (D's first step was already off)."""
@@ -345,12 +345,11 @@ def test_errors_that_differ_between_ranks_are_each_printed_once_naming_the_ranks
 
 
 def test_an_error_on_one_rank_only_is_printed_naming_it_and_stops_the_job(tmp_path):
-    start = time.monotonic()
-    result = mpiexec("errors", tmp_path, CASE="one", TINYGAN_DIST_TIMEOUT="40")
+    # the deadline is far beyond FAIL_GRACE_S: "waited" (the deadline's message) must not appear
+    result = mpiexec("errors", tmp_path, CASE="one", TINYGAN_DIST_TIMEOUT="300", timeout=120)
     assert result.returncode == 1, result.stdout
     line = "error: the disk is full (rank 1 of 2; the other ranks did not fail: aborting them)"
     assert result.stdout.count(line) == 1 and "waited" not in result.stdout, result.stdout
-    assert time.monotonic() - start < 35  # FAIL_GRACE_S, not the collectives' deadline
 
 
 @pytest.mark.gpu

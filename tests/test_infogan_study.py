@@ -36,7 +36,8 @@ def test_ctrl_c_while_the_classifier_trains_leaves_no_folder(study, tmp_path, mo
 
     monkeypatch.setattr(study, "ensure_classifier", ctrl_c)
     handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
-    argv = ["--recipe", "paper", "--seeds", "0-1", "--runs", str(tmp_path / "runs")]
+    runs = str(tmp_path / "runs")  # --data-dir: any folder, the classifier never loads
+    argv = ["--recipe", "paper", "--seeds", "0-1", "--runs", runs, "--data-dir", str(tmp_path)]
     assert study.main(argv) == 130
     assert "interrupted" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists()  # the same command runs again as if never started
@@ -72,3 +73,17 @@ def test_bad_flags_are_refused_before_any_folder(flags, message, study, tmp_path
     assert info.value.code == 2
     assert f"error: {message.format(tmp=tmp_path)}" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_that_cannot_start_leaves_no_record(study, tmp_path, monkeypatch):
+    """(The folder's study.json was written before the process started, so a failed start left
+    a folder that a rerun refused.)"""
+
+    def cannot(*args, **kwargs):
+        raise OSError("no such interpreter")
+
+    monkeypatch.setattr(study.subprocess, "Popen", cannot)
+    out = tmp_path / "seed0"
+    with pytest.raises(OSError, match="no such interpreter"):
+        study.launch(["python", "example.py"], out, {}, resume=False)
+    assert sorted(p.name for p in out.iterdir()) == ["log.txt"]  # no study.json: no run

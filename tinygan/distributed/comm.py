@@ -59,8 +59,9 @@ LAUNCHER_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",
 RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK")
 DEFAULT_TIMEOUT_S = 600.0
 # How long a rank with an expected error waits for the others to meet one too (ranks that read the
-# same flags and data meet it within moments) before it aborts the job on its own
-FAIL_GRACE_S = 10.0
+# same flags and data meet it within moments, seconds on a loaded machine) before it aborts the
+# job on its own
+FAIL_GRACE_S = 20.0
 # Messages up to this size go as one non-blocking all-reduce polled to completion (done within
 # microseconds once every rank is there); larger ones wait at a non-blocking barrier first and
 # then move at the blocking call's full speed (MPICH progresses a non-blocking collective only

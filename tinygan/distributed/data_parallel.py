@@ -298,6 +298,8 @@ class ShardedGenerator:
             if size is None and out is not None:  # (an ``out`` array gives the shape)
                 size = out.shape
             shape = (size,) if isinstance(size, (int, np.integer)) else tuple(size or ())
+            if out is not None and tuple(out.shape) != shape:  # as numpy, not a broadcast
+                raise ValueError(f"{name}: size {shape} does not match out.shape {out.shape}")
             if not shape or shape[0] not in self._rows:
                 return method(*args, **kwargs)
             total, positions = self._rows[shape[0]]
