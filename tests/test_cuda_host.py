@@ -2,9 +2,10 @@
 for the host (tests/cuda_build.py: a shim for the thread indices; a launch runs its threads in
 turn) against kernels/cpu.py, bit for bit.
 
-Launches have a grid smaller than the work (a few blocks of a few threads), so each thread goes
-round the grid-stride loop several times, as on a GPU past 65535 x 256 elements; outputs start
-as NaN, so an element no thread writes shows. The elementwise kernels run through their
+Launches have 1-4 blocks of 1-33 threads, usually fewer threads than elements, so that threads
+go round the grid-stride loop several times, as on a GPU past 65535 x 256 elements (a planted
+stride bug must fail with such a grid); outputs start as NaN, so an element no thread writes
+shows. The elementwise kernels run through their
 launchers in kernels/cuda.py. Needs a C++ compiler (g++): without one the tests are skipped,
 with the reason.
 """
