@@ -62,6 +62,23 @@ def tile(images: np.ndarray, pad: int = 1) -> np.ndarray:
     return out
 
 
+def interleave_rows(*batches: np.ndarray, columns: int = 10) -> np.ndarray:
+    """Image batches as alternating grid rows: ``a[0:10]``, ``b[0:10]``, ``a[10:20]``, ...
+    (e.g. test images above their reconstructions).
+
+    Parameters
+    ----------
+    *batches : np.ndarray, shape (N, ..., H, W) each, N a multiple of ``columns``
+    columns : int
+
+    Returns
+    -------
+    np.ndarray, shape (len(batches) * N / columns, columns, H, W), for ``image_grid``
+    """
+    n, h, w = len(batches[0]) // columns, *batches[0].shape[-2:]
+    return np.stack([b.reshape(n, columns, h, w) for b in batches], 1).reshape(-1, columns, h, w)
+
+
 def image_grid(
     path: str | os.PathLike,
     images: np.ndarray,

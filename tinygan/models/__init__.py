@@ -15,7 +15,7 @@ from .autoencoder import (
 )
 from .base import Model, evaluating, frozen, mlp
 from .bigan import BiGAN, PairDiscriminator
-from .classifier import Classifier, linear_probe, mnist_cnn
+from .classifier import Classifier, mnist_cnn
 from .divergences import (
     DIVERGENCES,
     Divergence,
@@ -88,7 +88,6 @@ __all__ = [
     "get_divergence",
     "gradient_penalty",
     "information_terms",
-    "linear_probe",
     "mask_noise",
     "mlp",
     "mlp_autoencoder",
