@@ -18,8 +18,8 @@ import pytest
 from hypothesis import settings
 
 import tinygan as tg
+from tinygan.graph import BackwardTrace
 from tinygan.testing import broadcastable_shapes, check_op, op_test
-from tinygan.viz import BackwardTrace
 
 EXERCISES = Path(__file__).resolve().parents[1] / "docs" / "exercises"
 ENABLED = os.environ.get("TINYGAN_EXERCISES") == "1"
@@ -260,8 +260,8 @@ def wrong_answers(sol) -> dict[str, dict]:
         return np.outer(g, g)
 
     def detached_graph(path):  # Q reads detached features: the loss never reaches G
+        from tinygan.graph import draw_graph
         from tinygan.models import LatentSpec, MLPDiscriminator, MLPGenerator, information_terms
-        from tinygan.viz import draw_graph
 
         spec = LatentSpec(categorical=(3,), continuous=1, noise=2)
         G = MLPGenerator(spec.dim, 4, hidden=8, rng=np.random.default_rng(0))
