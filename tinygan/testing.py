@@ -38,15 +38,8 @@ except ImportError:
     ) from None
 
 from . import checks
-from .gradcheck import (
-    LAYOUTS,
-    as_layout,
-    distinct_layouts,
-    gradcheck,
-    gradgradcheck,
-    require_finite,
-    run_dtypes,
-)
+from .gradcheck import gradcheck, gradgradcheck, require_finite, run_dtypes
+from .layouts import LAYOUTS, as_layout, distinct_layouts
 from .tensor import Tensor
 
 Shape = tuple[int, ...]
