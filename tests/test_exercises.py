@@ -172,7 +172,7 @@ def check_info_graph(m, tmp_path: Path) -> None:
     ]:
         assert f'label="{name}\\n' in dot, f"{name} is not in the graph (or not named so)"
     assert "D.d_head" not in dot, "the information loss does not use D's real/fake head"
-    for op in ("CrossEntropy", "GaussianNLLLogStd", "Linear", "BatchNorm"):
+    for op in ("CrossEntropy", "GaussianNLLLogStd", "LinearFunction", "BatchNormFunction"):
         assert f'label="{op}"' in dot, f"no {op} op in the graph"
 
 

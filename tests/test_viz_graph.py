@@ -67,7 +67,7 @@ def test_dot_text_shows_gradients_constants_and_large_tensors():
     assert f'label="w1\\n(5, 3) float32\\nmax|.| {w1_grad:.4g}"' not in dot  # values: 15 > 6
     assert f"(5, 3) float32\\ngrad max|.| {w1_grad:.4g}" in dot  # the leaf's .grad, summarised
     assert 'style="rounded,dashed", label="t\\n(4, 1) float32\\ndata [[' in dot  # a constant
-    for op in ("Mean", "Pow", "Sub", "MatMul", "ReLU", "Add", "Permute"):
+    for op in ("Mean", "Pow", "Sub", "MatMul", "ReLUFunction", "Add", "Permute"):
         assert f'label="{op}"' in dot
     assert 'label="t5\\n' in dot  # unnamed tensors: their node id
     small = draw_graph(loss, max_values=20)
@@ -258,7 +258,7 @@ def test_folding_keeps_named_tensors_shared_inputs_and_other_ops():
     graph = drawer._Graph(loss, {"kept": kept, "w": w, "x": x})
     graph.collapse_chains()
     labels = {graph.ids[id(f)]: graph.op_labels[graph.ids[id(f)]] for f in graph.functions}
-    assert sorted(labels.values()) == ["Add", "Mul ×4", "Mul ×5", "Sum", "Tanh"]
+    assert sorted(labels.values()) == ["Add", "Mul ×4", "Mul ×5", "Sum", "TanhFunction"]
     assert {graph.label(t) for t in graph.tensors} >= {"kept", "w", "x"}
     into = {label: [s for s, d, _ in graph.edges if d == node] for node, label in labels.items()}
     assert sorted(into["Mul ×5"]) == sorted([graph.ids[id(w)], graph.ids[id(x)]])

@@ -9,8 +9,8 @@ the creator remembers its inputs. ``Tensor.backward`` (tensor.py) walks that gra
 recording off for an ordinary backward (the ops then only compute), and with recording on under
 ``create_graph=True``, which makes the gradients Tensors in the graph, ready to be
 differentiated again. Ops whose gradient is best computed by a hand-written kernel call another
-Function for it (``Conv2d``'s input gradient is a ``ConvTranspose2d``), whose own backward makes
-the pair differentiable to any order.
+Function for it (``Conv2dFunction``'s input gradient is a ``ConvTranspose2dFunction``), whose
+own backward makes the pair differentiable to any order.
 
 Rules for a ``backward``:
 - read what it needs from ``self.inputs`` and ``self.output`` (Tensors, so that a second

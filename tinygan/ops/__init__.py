@@ -4,24 +4,21 @@ from .activation import leaky_relu, log_softmax, logsumexp, relu, sigmoid, softm
 from .math import (
     abs,
     add,
-    amax,
     astype,
     clip,
     div,
     exp,
     log,
     matmul,
-    max,
     maximum,
-    mean,
     mul,
     neg,
     pow,
     sqrt,
     sub,
-    sum,
     to_device,
 )
+from .reduction import amax, max, mean, sum
 from .shape import broadcast_to, cat, concat, flatten, getitem, permute, reshape, stack, transpose
 
 __all__ = [
