@@ -20,7 +20,9 @@ Rules for a ``backward``:
   ``self.needs_input_grad``), each with exactly its input's shape and dtype: undo broadcasting
   with ``sum_to``.
 
-The example every other op follows, ``Mul``, comes right after ``Function``.
+The example every other op follows, ``Mul``, comes right after ``Function``, and ``SumTo``
+(``sum_to``), which undoes broadcasting in every backward, after it; the other ops live in
+``tinygan.ops``, which also installs Tensor's operators (``ops.install_tensor_methods``).
 """
 
 from __future__ import annotations
@@ -150,6 +152,11 @@ class Mul(Function):
         return ga, gb
 
 
+def mul(a: Any, b: Any) -> Tensor:
+    """Elementwise ``a * b`` with broadcasting."""
+    return Mul()(a, b)
+
+
 def broadcast_shape(op: str, a: Any, b: Any) -> tuple[int, ...]:
     """The shape ``a`` and ``b`` broadcast to; a ``ValueError`` naming ``op`` if they do not."""
     if a.shape == b.shape:  # the common case, without NumPy's general (and slower) rule
@@ -162,6 +169,19 @@ def broadcast_shape(op: str, a: Any, b: Any) -> tuple[int, ...]:
         ) from None
 
 
+class SumTo(Function):
+    """The adjoint of broadcasting: sum the axes that broadcasting added or stretched."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+
+    def forward(self, x):
+        return sum_to_shape(x, self.shape)
+
+    def backward(self, gy):
+        return gy.broadcast_to(self.inputs[0].shape)
+
+
 def sum_to(x: Tensor, shape: tuple[int, ...]) -> Tensor:
     """Sum ``x`` over the axes that broadcasting added or stretched, to get ``shape``.
 
@@ -170,8 +190,6 @@ def sum_to(x: Tensor, shape: tuple[int, ...]) -> Tensor:
     """
     if tuple(x.shape) == tuple(shape):
         return x
-    from .ops.shape import SumTo
-
     return SumTo(tuple(shape))(x)
 
 

@@ -8,12 +8,13 @@ to its input's shape with ``sum_to``. ``Mul``, the pattern every op follows, liv
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from .. import backend
-from ..function import Function, Mul, broadcast_shape, sum_to
+from ..function import Function, broadcast_shape, sum_to
 from ..tensor import Tensor
 
 
@@ -46,11 +47,6 @@ class Sub(Function):
 def sub(a: Any, b: Any) -> Tensor:
     """Elementwise ``a - b`` with broadcasting."""
     return Sub()(a, b)
-
-
-def mul(a: Any, b: Any) -> Tensor:
-    """Elementwise ``a * b`` with broadcasting."""
-    return Mul()(a, b)
 
 
 class Div(Function):
@@ -117,6 +113,13 @@ class Exp(Function):
 def exp(x: Tensor) -> Tensor:
     """Elementwise ``e**x``."""
     return Exp()(x)
+
+
+def rpow(x: Tensor, base: float) -> Tensor:
+    """``base ** x`` for a positive Python number ``base``: ``exp(x * ln(base))``."""
+    if not isinstance(base, (int, float)) or base <= 0:
+        raise ValueError(f"base ** tensor needs a positive number as the base; got {base!r}")
+    return exp(x * math.log(base))
 
 
 class Log(Function):
@@ -270,3 +273,10 @@ class ToDevice(Function):
 def to_device(x: Tensor, device: str) -> Tensor:
     """``x`` copied to ``device`` (differentiable; the gradient is copied back)."""
     return ToDevice(backend.check_device(device))(x)
+
+
+def to(x: Tensor, device: str) -> Tensor:
+    """``x`` on ``device`` ("cpu" or "cuda"): ``x`` itself if it is already there, else
+    ``to_device(x, device)`` (``Tensor.to``)."""
+    backend.check_device(device)
+    return x if device == x.device else to_device(x, device)

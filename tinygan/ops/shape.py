@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..function import Function, sum_to, sum_to_shape
+from ..function import Function, sum_to
 from ..tensor import Tensor
 
 
@@ -94,19 +94,6 @@ class BroadcastTo(Function):
 def broadcast_to(x: Tensor, shape: Sequence[int]) -> Tensor:
     """``x`` broadcast to ``shape`` (a read-only view); backward sums back."""
     return BroadcastTo(tuple(int(n) for n in shape))(x)
-
-
-class SumTo(Function):
-    """The adjoint of ``BroadcastTo``: sum the axes broadcasting added or stretched."""
-
-    def __init__(self, shape: tuple[int, ...]):
-        self.shape = shape
-
-    def forward(self, x):
-        return sum_to_shape(x, self.shape)
-
-    def backward(self, gy):
-        return broadcast_to(gy, self.inputs[0].shape)
 
 
 class GetItem(Function):
