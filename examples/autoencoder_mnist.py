@@ -35,9 +35,9 @@ from tinygan.models.autoencoder import (
     conv_autoencoder,
     mask_noise,
     mlp_autoencoder,
-    pretrain_stack,
     stack_autoencoders,
 )
+from tinygan.train import pretrain_stack
 
 
 def settings(args: argparse.Namespace) -> argparse.Namespace:

@@ -37,12 +37,11 @@ from tinygan.models.autoencoder import (
     Autoencoder,
     autoencoder_options,
     mlp_autoencoder,
-    pretrain_stack,
     stack_autoencoders,
 )
 from tinygan.models.sparse_coding import SparseCoding
 from tinygan.serialization import CheckpointError, load
-from tinygan.train import train
+from tinygan.train import pretrain_stack, train
 
 Encoder = Callable[[np.ndarray], np.ndarray]  # images (N, 1, 28, 28) -> features (N, D)
 LEARNED = ("pixels", "autoencoder", "sparse_autoencoder", "denoising_autoencoder",

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tinygan import cli, evaluation, runner, viz
+from tinygan.checkpoints import BestCheckpoint
 from tinygan.models.infogan import (
     CONSISTENCY_OBJECTIVES,
     DEFAULT_CONSISTENCY_OBJECTIVE,
@@ -34,7 +35,6 @@ from tinygan.models.infogan import (
     LatentSpec,
     sweep_latents,
 )
-from tinygan.train import BestCheckpoint
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -219,7 +219,9 @@ def test_backward_after_the_inputs_changed_in_place_raises():
     y = loss()
     y.backward(retain_graph=True)
     optim.SGD(lin.parameters(), lr=0.1).step()
-    with pytest.raises(RuntimeError, match=r"input 1 of <LinearFunction> \(\(1, 3\) float64\) was changed"):
+    with pytest.raises(
+        RuntimeError, match=r"input 1 of <LinearFunction> \(\(1, 3\) float64\) was changed"
+    ):
         y.backward()
     y = loss()
     lin.load_state_dict(lin.state_dict())

@@ -18,9 +18,9 @@ import urllib.error
 import pytest
 
 from tinygan import backend, cli, data, runner
+from tinygan.checkpoints import NonFiniteError
 from tinygan.cli import CommandError, UsageError
 from tinygan.serialization import CheckpointError, load
-from tinygan.train import NonFiniteError
 
 from .conftest import ROOT
 from .test_distributed_mpi import MPIEXEC

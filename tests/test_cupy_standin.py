@@ -54,7 +54,9 @@ def test_planted_implicit_host_conversion_is_caught(monkeypatch):
     x = tg.tensor(np.ones(3)).to("cuda")
     with pytest.raises(TypeError, match="Implicit conversion to a NumPy array is not allowed"):
         np.asarray(x.data)
-    monkeypatch.setattr(TanhFunction, "forward", lambda self, a: np.tanh(np.asarray(a)))  # the plant
+    monkeypatch.setattr(
+        TanhFunction, "forward", lambda self, a: np.tanh(np.asarray(a))
+    )  # the plant
     with pytest.raises(TypeError, match="Implicit conversion to a NumPy array is not allowed"):
         tg.tanh(x)
 

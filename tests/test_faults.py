@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 
 from tinygan import cli, data, runner
+from tinygan.checkpoints import NonFiniteStateError
 from tinygan.serialization import CheckpointError, load
-from tinygan.train import NonFiniteStateError, train
+from tinygan.train import train
 
 from .conftest import ROOT
 from .test_train import DATA, model

@@ -45,10 +45,10 @@ from typing import Any
 import numpy as np
 
 from . import backend, checks, distributed
+from .checkpoints import NonFiniteError
 from .data import DataError, DownloadError
 from .models.classifier import Classifier, mnist_cnn
 from .serialization import CheckpointError, load
-from .train import NonFiniteError
 
 RUN_FILES = ("checkpoint.npz", "best.npz", "history.json", "metrics.json", "layer*.npz")
 LOCK_FILE = "run.lock"  # present while a run writes the folder (not a run's file)

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from . import cli, distributed, evaluation, viz
+from .checkpoints import BestCheckpoint
 from .serialization import atomic_path
-from .train import BestCheckpoint, train
+from .train import train
 
 
 def is_main() -> bool:
@@ -92,10 +93,10 @@ def fit(
 ) -> list | int:
     """Train with the shared loop as the flags say (checkpoint in ``--out``); the history, or
     130 if Ctrl-C stopped it (after saving). ``data_name`` goes into the checkpoint beside the
-    data's hash; ``best`` selects a state during training (``train.BestCheckpoint``). A run that
-    diverges raises ``train.NonFiniteError`` (the last good checkpoint kept); ``cli.run``
-    reports it. A resumed run that trains on removes its old ``metrics.json`` at its first
-    step: it no longer describes the run (the evaluation writes it again)."""
+    data's hash; ``best`` selects a state during training (``checkpoints.BestCheckpoint``). A
+    run that diverges raises ``checkpoints.NonFiniteError`` (the last good checkpoint kept);
+    ``cli.run`` reports it. A resumed run that trains on removes its old ``metrics.json`` at its
+    first step: it no longer describes the run (the evaluation writes it again)."""
     old = [Path(args.out) / "metrics.json"] if is_main() else []
 
     def moved_on(step: int, metrics: dict[str, float]) -> None:
