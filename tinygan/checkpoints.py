@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import backend, checks
+from . import arguments, backend
 from .serialization import CheckpointError, load, save
 from .tensor import Tensor
 
@@ -71,7 +71,7 @@ class BestCheckpoint:
     run: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.every = checks.integer(self.every, "every", 1)
+        self.every = arguments.integer(self.every, "every", 1)
         self.path = Path(self.path)
 
     @property

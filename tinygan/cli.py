@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from . import backend, checks, distributed
+from . import arguments, backend, distributed
 from .checkpoints import NonFiniteError
 from .data import DataError, DownloadError
 from .models.classifier import Classifier, mnist_cnn
@@ -120,14 +120,14 @@ def _report(error: Exception | None, code: int) -> int:
 
 # ---- flag types: each checks its value while argparse parses ---------------------------------
 def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
-    """An argparse ``type``: an int in [low, high] (``checks.integer``)."""
+    """An argparse ``type``: an int in [low, high] (``arguments.integer``)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an int; got {text!r}") from None
-        return _checked(checks.integer, value, low, high)
+        return _checked(arguments.integer, value, low, high)
 
     parse.__name__ = "int"
     return parse
@@ -140,7 +140,7 @@ def real(
     low_open: bool = False,
     high_open: bool = False,
 ) -> Callable[[str], float]:
-    """An argparse ``type``: a finite float in [low, high] (``checks.real``; nan and inf are
+    """An argparse ``type``: a finite float in [low, high] (``arguments.real``; nan and inf are
     refused)."""
 
     def parse(text: str) -> float:
@@ -148,7 +148,7 @@ def real(
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
-        return _checked(checks.real, value, low, high, low_open=low_open, high_open=high_open)
+        return _checked(arguments.real, value, low, high, low_open=low_open, high_open=high_open)
 
     parse.__name__ = "float"
     return parse

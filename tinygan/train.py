@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from . import checkpoints, checks, distributed
+from . import arguments, checkpoints, distributed
 from .checkpoints import BestCheckpoint, NonFiniteLossError
 from .data import batches
 from .models.autoencoder import Autoencoder
@@ -129,10 +129,10 @@ def train(
     OSError
         If a checkpoint cannot be written (disk full...): the last good one is kept.
     """
-    steps = checks.integer(steps, "steps", 1)
-    batch_size = checks.integer(batch_size, "batch_size", 1)
-    seed = checks.integer(seed, "seed", 0)
-    checkpoint_every = checks.integer(checkpoint_every, "checkpoint_every", 1)
+    steps = arguments.integer(steps, "steps", 1)
+    batch_size = arguments.integer(batch_size, "batch_size", 1)
+    seed = arguments.integer(seed, "seed", 0)
+    checkpoint_every = arguments.integer(checkpoint_every, "checkpoint_every", 1)
     if data_name is not None and not isinstance(data_name, str):
         raise TypeError(f"data_name must be a str; got {type(data_name).__name__}")
     arrays = data if isinstance(data, tuple) else (data,)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import checks
+from .. import arguments
 from ..backend import get_array_module
 from ..function import grad_mode, is_grad_enabled, no_grad
 from ..ops import cat
@@ -129,7 +129,7 @@ def gradcheck(
     if not isinstance(float32_tol, Sequence) or len(float32_tol) != 2:
         raise TypeError(f"float32_tol must be a pair (atol, rtol); got {float32_tol!r}")
     for k, tol in enumerate(float32_tol):
-        checks.real(tol, f"float32_tol[{k}]", 0.0)
+        arguments.real(tol, f"float32_tol[{k}]", 0.0)
     dtypes = run_dtypes(dtypes)
     inputs, checked = _checked_inputs(inputs, "gradcheck")
     checker = steps.Checker(fn, inputs, GradcheckReport(checked=checked))
@@ -189,7 +189,7 @@ def gradgradcheck(
         As ``gradcheck``; its messages name the inputs of ``fn`` by position, ``u`` last.
     """
     __tracebackhide__ = True
-    checks.integer(seed, "seed", 0)
+    arguments.integer(seed, "seed", 0)
     inputs, checked = _checked_inputs(inputs, "gradgradcheck")
     try:
         with no_grad():

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import checks
+from .. import arguments
 from ..backend import get_array_module, to_device
 
 Array = Any  # numpy.ndarray or cupy.ndarray
@@ -276,12 +276,12 @@ def check_vjp(
 def check_options(mode: str, eps: float, atol: float, rtol: float, n_directions: int,
                    seed: int) -> None:  # fmt: skip
     """The options of the numerics (``gradcheck``'s and ``check_vjp``'s), checked."""
-    checks.choice(mode, "mode", ("full", "vjp"))
-    checks.real(eps, "eps", 0.0, low_open=True)
-    checks.real(atol, "atol", 0.0)
-    checks.real(rtol, "rtol", 0.0)
-    checks.integer(n_directions, "n_directions", 1)
-    checks.integer(seed, "seed", 0)
+    arguments.choice(mode, "mode", ("full", "vjp"))
+    arguments.real(eps, "eps", 0.0, low_open=True)
+    arguments.real(atol, "atol", 0.0)
+    arguments.real(rtol, "rtol", 0.0)
+    arguments.integer(n_directions, "n_directions", 1)
+    arguments.integer(seed, "seed", 0)
 
 
 def _mismatch(where: str, n: float, a: float, atol: float, rtol: float, atol_text: str,

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import checks, nn
+from .. import arguments, nn
 from ..nn import functional as F
 from ..ops import log
 from ..optim import Adam
@@ -57,7 +57,7 @@ def sparsity_kl(rho_hat: Tensor, rho: float, eps: float = 1e-6) -> Tensor:
     -------
     Tensor, shape ()
     """
-    checks.real(rho, "rho", 0, 1, low_open=True, high_open=True)
+    arguments.real(rho, "rho", 0, 1, low_open=True, high_open=True)
     if not 0 < eps < 0.5:
         raise ValueError(f"eps must be in (0, 0.5); got {eps!r}")
     r = rho_hat.clip(eps, 1 - eps)
@@ -81,7 +81,7 @@ def weight_decay_penalty(parameters: Iterable[Tensor], weight_decay: float) -> T
     -------
     Tensor, shape ()
     """
-    checks.real(weight_decay, "weight_decay", 0)
+    arguments.real(weight_decay, "weight_decay", 0)
     weights = [p for p in parameters if p.ndim >= 2]
     if not weights:
         raise ValueError("weight_decay_penalty: no weights (parameters with ndim >= 2) given")
@@ -103,7 +103,7 @@ def mask_noise(x: np.ndarray, mu: float, rng: np.random.Generator) -> np.ndarray
     -------
     np.ndarray, the shape and dtype of ``x`` (a new array)
     """
-    checks.real(mu, "mu", 0, 1, high_open=True)
+    arguments.real(mu, "mu", 0, 1, high_open=True)
     return x * (rng.random(x.shape) >= mu).astype(x.dtype)
 
 
@@ -269,10 +269,10 @@ class Autoencoder(Model):
         if sparsity is not None:
             if not (isinstance(sparsity, tuple) and len(sparsity) == 2):
                 raise ValueError(f"sparsity must be a pair (rho, beta); got {sparsity!r}")
-            checks.real(sparsity[0], "rho", 0, 1, low_open=True, high_open=True)
-            checks.real(sparsity[1], "beta", 0)
-        checks.real(weight_decay, "weight_decay", 0)
-        checks.real(corruption, "corruption", 0, 1, high_open=True)
+            arguments.real(sparsity[0], "rho", 0, 1, low_open=True, high_open=True)
+            arguments.real(sparsity[1], "beta", 0)
+        arguments.real(weight_decay, "weight_decay", 0)
+        arguments.real(corruption, "corruption", 0, 1, high_open=True)
         self.encoder, self.decoder = encoder.to(device), decoder.to(device)
         self.loss, self.sparsity, self.device = loss, sparsity, device
         self.weight_decay, self.corruption = weight_decay, corruption

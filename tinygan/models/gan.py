@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .. import backend, checks, nn
+from .. import arguments, backend, nn
 from ..function import grad_mode, is_grad_enabled, no_grad
 from ..optim import Adam, Optimizer, RMSprop
 from ..tensor import Tensor, grad
@@ -175,7 +175,7 @@ class GAN(Model):
         if clip_value is not None and not clip_value > 0:
             raise ValueError(f"clip_value must be positive or None; got {clip_value!r}")
         if gradient_penalty is not None:
-            gradient_penalty = checks.real(gradient_penalty, "gradient_penalty", 0.0)
+            gradient_penalty = arguments.real(gradient_penalty, "gradient_penalty", 0.0)
             if gradient_penalty and clip_value is not None:
                 raise ValueError(
                     f"gradient_penalty={gradient_penalty!r} and clip_value={clip_value!r}: the "
