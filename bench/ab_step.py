@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygan.experiments import tune_allocator
+from tinygan.runner import tune_allocator
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -34,9 +34,9 @@ import numpy as np
 
 import tinygan as tg
 from tinygan import kernels
-from tinygan.experiments import tune_allocator
 from tinygan.kernels.shapes import conv_out_size, conv_transpose_out_size
 from tinygan.ops.conv import conv2d, conv_transpose2d
+from tinygan.runner import tune_allocator
 
 try:
     import torch
@@ -172,7 +172,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     r, wu = args.repeats, args.warmup
     print(f"float32, batch {args.batch}, median of {r} after {wu} warm-up\n{environment()}")
-    print(f"malloc: {'tinygan.experiments.tune_allocator' if tuned else 'glibc defaults'}\n")
+    print(f"malloc: {'tinygan.runner.tune_allocator' if tuned else 'glibc defaults'}\n")
 
     a = rng.standard_normal((3136, 1024), dtype=np.float32)
     bmat = rng.standard_normal((1024, 128), dtype=np.float32)

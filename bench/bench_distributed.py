@@ -44,7 +44,7 @@ CONFIGS = ("1 rank x 2 threads", "2 ranks x 1 thread", "2 ranks x 1 thread, loca
 
 def worker_step(kind: str, batch: int, steps: int, warmup: int) -> None:
     from tinygan import distributed as dist
-    from tinygan.experiments import tune_allocator
+    from tinygan.runner import tune_allocator
 
     tune_allocator()
     if kind == "torch":

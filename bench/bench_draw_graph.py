@@ -31,7 +31,7 @@ def one(n: int, renderer: str | None, max_nodes: int | None) -> dict:
     import matplotlib.image
 
     import tinygan as tg
-    from tinygan.viz import draw_graph
+    from tinygan.graph import draw_graph
 
     y = tg.tensor(1.0, requires_grad=True)
     for _ in range(n):

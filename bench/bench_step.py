@@ -11,7 +11,7 @@ step counted analytically, ``step_gemms``), the peak memory a step adds (measure
 subprocess per library and batch: the high-water mark after the steps minus the resident size
 before them), and the step's GEMMs alone (NumPy's ``matmul`` and PyTorch's at the step's shapes:
 the part that no framework code can shave off). Both libraries run with the allocator setting
-the training entry points apply (``tinygan.experiments.tune_allocator``).
+the training entry points apply (``tinygan.runner.tune_allocator``).
 
 With ``--device cuda`` it times the step on the GPU instead (tinygan through CuPy, PyTorch
 CUDA), with CUDA events; the batch is on the device before the step, the latents are drawn on
@@ -32,9 +32,9 @@ import bench_conv  # beside this file
 import numpy as np
 
 import tinygan as tg
-from tinygan.experiments import tune_allocator
 from tinygan.models import InfoGAN, LatentSpec
 from tinygan.nn import functional as F
+from tinygan.runner import tune_allocator
 
 try:
     import torch

@@ -137,7 +137,7 @@ def launch(
 def ensure_classifier(args: argparse.Namespace) -> None:
     """Train the scoring classifier once before the runs start (else two parallel runs would
     each train it)."""
-    from tinygan.experiments import load_splits, scoring_classifier
+    from tinygan.evaluation import load_splits, scoring_classifier
 
     path = ROOT / f"runs/mnist_{args.split}_classifier_3000.npz"  # the example's default
     if not path.exists():

@@ -44,9 +44,9 @@ import numpy as np
 
 import tinygan as tg
 from tinygan import kernels
-from tinygan.experiments import tune_allocator
 from tinygan.function import Function
 from tinygan.models import InfoGAN, LatentSpec
+from tinygan.runner import tune_allocator
 
 HERE = Path(__file__).resolve().parent
 CHILD = "TINYGAN_PROFILE_CHILD"

@@ -27,16 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from tinygan import cli, viz
-from tinygan.experiments import (
-    add_common_flags,
-    check_batch,
-    fit,
-    load_splits,
-    pick_device,
-    tune_allocator,
-    write_json,
-)
+from tinygan import cli, evaluation, runner, viz
 from tinygan.models.autoencoder import (
     MNIST_SETTINGS,
     Autoencoder,
@@ -44,9 +35,9 @@ from tinygan.models.autoencoder import (
     conv_autoencoder,
     mask_noise,
     mlp_autoencoder,
-    pretrain_stack,
     stack_autoencoders,
 )
+from tinygan.train import pretrain_stack
 
 
 def settings(args: argparse.Namespace) -> argparse.Namespace:
@@ -83,7 +74,7 @@ def autoencoder(
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
-    add_common_flags(parser, out="runs/autoencoder")
+    cli.add_common_flags(parser, out="runs/autoencoder")
     add = parser.add_argument
     add("--kind", choices=list(MNIST_SETTINGS), default="sparse")
     add("--arch", choices=["mlp", "conv"], default="mlp")
@@ -99,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         help="masking-noise rate mu (0: not denoising)")  # fmt: skip
     parser.set_defaults(steps=None, batch_size=64)
     args = settings(cli.parse(parser, argv))
-    args.device = pick_device(args.device)
+    args.device = cli.pick_device(args.device)
     # MNIST and Fashion-MNIST images are 1 x 28 x 28: the models are built (and the flags that
     # shape them checked) before any data is read
     sizes = [784 if args.arch == "mlp" else 1, *args.hidden]
@@ -113,13 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model = autoencoder(sizes, args, rng)
 
-    splits = load_splits(args.dataset, args.split, args.data_dir)
+    splits = evaluation.load_splits(args.dataset, args.split, args.data_dir)
     x, x_test = splits.train[0], splits.test[0]
     if args.arch == "mlp":
         x, x_test = x.reshape(len(x), -1), x_test.reshape(len(x_test), -1)
-    check_batch(args.batch_size, x)
-    with cli.make_out(args) as out:
-        tune_allocator()
+    cli.check_batch(args.batch_size, x)
+    with runner.make_out(args) as out:
+        runner.tune_allocator()
         print(
             f"{args.kind} {args.arch} autoencoder {sizes}: {len(x)} training images, "
             f"writing to {out}"
@@ -141,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             report["greedy_test_reconstruction_error"] = model.reconstruction_error(x_test)
         else:
             histories = []
-        history = fit(model, x, args, args.batch_size, splits.train_name)
+        history = runner.fit(model, x, args, args.batch_size, splits.train_name)
         if isinstance(history, int):
             return history
         histories.append(history)
-        write_json(out / "history.json", histories)
+        runner.write_json(out / "history.json", histories)
 
         codes = model.encode(x_test)
         report.update(
@@ -170,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             "splits": splits.description,
             "flags": vars(args),
         }
-        write_json(out / "metrics.json", metrics)
-        write_figures(model, x_test, noisy, histories, out, args)
+        runner.write_json(out / "metrics.json", metrics)
+        if runner.is_main():
+            write_figures(model, x_test, noisy, histories, out, args)
         print(
             f"test reconstruction error {report['test_reconstruction_error']:.3f} per image, "
             f"mean hidden activation {report['mean_hidden_activation']:.3f}, "
@@ -192,7 +184,7 @@ def write_figures(
     # 3 groups of 10 test images: a row of inputs (and one corrupted), a row of reconstructions
     inputs = [x_test[:30]] if noisy is None else [x_test[:30], noisy[:30]]
     rows = [*inputs, model.reconstruct(inputs[-1])]
-    grid = np.stack([r.reshape(3, 10, 28, 28) for r in rows], 1).reshape(-1, 10, 28, 28)
+    grid = viz.interleave_rows(*(r.reshape(-1, 28, 28) for r in rows))
     names = (
         ["test", "corrupted", "reconstructed"] if noisy is not None else ["test", "reconstructed"]
     )

@@ -12,7 +12,7 @@ whole digits (200 atoms, l1 with eta 1, FISTA, 15 alternations); features of Inf
 body, 1024-d), BiGAN (E(x)) and the VAE (mu(x)) come from finished runs' checkpoints
 (--infogan/--bigan/--vae RUN_DIR).
 
-Each representation is scored by ``tinygan.experiments.feature_scores``: a linear probe trained
+Each representation is scored by ``tinygan.evaluation.feature_scores``: a linear probe trained
 on a class-balanced labelled subset of the training images (--labels), accuracy on the test
 images; and k-means (k = 10) clustering accuracy on the test images' features. Writes
 metrics.json and table.md into --out. The defaults train for about 3 minutes on one core.
@@ -30,27 +30,18 @@ from typing import Any
 
 import numpy as np
 
-from tinygan import cli, distributed
-from tinygan.experiments import (
-    add_data_flags,
-    feature_scores,
-    load_splits,
-    pick_device,
-    tune_allocator,
-    write_json,
-)
+from tinygan import cli, evaluation, runner
 from tinygan.models import VAE, BiGAN, InfoGAN
 from tinygan.models.autoencoder import (
     MNIST_SETTINGS,
     Autoencoder,
     autoencoder_options,
     mlp_autoencoder,
-    pretrain_stack,
     stack_autoencoders,
 )
 from tinygan.models.sparse_coding import SparseCoding
 from tinygan.serialization import CheckpointError, load
-from tinygan.train import train
+from tinygan.train import pretrain_stack, train
 
 Encoder = Callable[[np.ndarray], np.ndarray]  # images (N, 1, 28, 28) -> features (N, D)
 LEARNED = ("pixels", "autoencoder", "sparse_autoencoder", "denoising_autoencoder",
@@ -147,7 +138,7 @@ def table(results: dict[str, dict[str, Any]], n_labelled: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
-    add_data_flags(parser)
+    cli.add_data_flags(parser)
     add = parser.add_argument
     add("--labels", type=cli.integer(10), default=1000,
         help="size of the probe's labelled subset (at least one per class)")  # fmt: skip
@@ -176,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--only {unknown}: not among {names} (loaded runs need their flag)")
         names = [n for n in names if n in only]
     cli.check_out(args)
-    args.device = pick_device(args.device)
+    args.device = cli.pick_device(args.device)
 
-    splits = load_splits(args.dataset, args.split, args.data_dir)
+    splits = evaluation.load_splits(args.dataset, args.split, args.data_dir)
     (x, y), (x_test, y_test) = splits.train, splits.test
     if args.labels > len(x):
         raise cli.UsageError(f"--labels {args.labels}: there are {len(x)} training images")
@@ -188,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in names
         if name in LOADED
     }
-    with cli.make_out(args) as out:
-        tune_allocator()
+    with runner.make_out(args) as out:
+        runner.tune_allocator()
         print(
             f"{splits.description}; probe on {args.labels} labels (class-balanced), "
             f"writing to {out}"
@@ -202,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 encode = learn(name, x, args)
                 details = {"train_seconds": time.perf_counter() - start}
-            scores = feature_scores(
+            scores = evaluation.feature_scores(
                 flat(encode(x)),
                 y,
                 flat(encode(x_test)),
@@ -222,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                 "representations": results,
                 "flags": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             }
-            write_json(out / "metrics.json", summary)  # after each, so a long run keeps its part
-        if distributed.is_main():  # under mpiexec every rank computes, rank 0 writes
+            # after each, so that a long run keeps its part
+            runner.write_json(out / "metrics.json", summary)
+        if runner.is_main():
             (out / "table.md").write_text(table(results, args.labels))
         print(table(results, args.labels), end="")
         print(f"wrote {out / 'metrics.json'} and {out / 'table.md'}")

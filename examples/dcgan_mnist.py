@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import sys
 
-from tinygan import cli
-from tinygan.experiments import add_common_flags, pick_device, run_generative
+from tinygan import cli, runner
 from tinygan.models import DCGAN
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
-    add_common_flags(parser, out="runs/dcgan")
+    cli.add_common_flags(parser, out="runs/dcgan")
     parser.add_argument("--generator-loss", choices=["non_saturating", "minimax"],
                         default="non_saturating")  # fmt: skip
     parser.add_argument(
@@ -27,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(steps=2000, batch_size=64)
     args = cli.parse(parser, argv)
     model = DCGAN(width=args.width, generator_loss=args.generator_loss, seed=args.seed,
-                  device=pick_device(args.device))  # fmt: skip
-    return run_generative(model, args, name="DCGAN", curves={"losses": ("d_loss", "g_loss")})
+                  device=cli.pick_device(args.device))  # fmt: skip
+    return runner.run_generative(model, args, name="DCGAN", curves={"losses": ("d_loss", "g_loss")})
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygan import cli, viz
+from tinygan import cli, evaluation, runner, viz
 from tinygan.density import (
     Histogram,
     gaussian_kde_log_density,
@@ -34,7 +34,6 @@ from tinygan.density import (
     knn_log_density,
     select_bandwidth,
 )
-from tinygan.experiments import Splits, add_data_flags, load_splits, tune_allocator, write_json
 from tinygan.metrics import mean_sem, parzen_log_likelihood
 
 BOX = ((-3.0, 3.0), (-3.0, 3.0))  # the 2-D figure's window, also the histogram's range
@@ -97,20 +96,22 @@ def part_2d(args: argparse.Namespace, out: Path) -> dict:
         value = f"{best:.3g}" if isinstance(best, float) else best
         panels[f"{name}: {param} = {value}\nheld-out {r['held_out']:.3f}, "
                f"mass {r['mass_in_box']:.2f}"] = on_grid  # fmt: skip
-    viz.density_panels(
-        out / "density_2d.png",
-        {k: v.reshape(args.grid, args.grid) for k, v in panels.items()},
-        (*BOX[0], *BOX[1]),
-        points=train,
-        vmax=float(panels[next(iter(panels))].max()) + 1,
-        title=f"ring of 8 Gaussians, {args.points} training points (dots). held-out: mean "
-        f"log-likelihood of {args.held_out} other points (nats); mass: density summed over cells",
-    )
+    if runner.is_main():
+        viz.density_panels(
+            out / "density_2d.png",
+            {k: v.reshape(args.grid, args.grid) for k, v in panels.items()},
+            (*BOX[0], *BOX[1]),
+            points=train,
+            vmax=float(panels[next(iter(panels))].max()) + 1,
+            title=f"ring of 8 Gaussians, {args.points} training points (dots). held-out: "
+            f"mean log-likelihood of {args.held_out} other points (nats); mass: density summed "
+            "over cells",
+        )
     results["seconds"] = time.perf_counter() - start
     return results
 
 
-def check_sizes(args: argparse.Namespace, splits: Splits) -> None:
+def check_sizes(args: argparse.Namespace, splits: evaluation.Splits) -> None:
     """The flags that count MNIST images must fit the splits (``cli.UsageError`` if not)."""
     n, n_val = len(splits.train[0]), len(splits.validation[0])
     if args.samples > n:
@@ -124,7 +125,7 @@ def check_sizes(args: argparse.Namespace, splits: Splits) -> None:
         )
 
 
-def part_mnist(args: argparse.Namespace, splits: Splits, out: Path) -> dict:
+def part_mnist(args: argparse.Namespace, splits: evaluation.Splits, out: Path) -> dict:
     """Gaussian and hypercube windows and k-NN on flattened MNIST images."""
     train, val, test = (
         s[0].reshape(len(s[0]), -1).astype(np.float64)
@@ -172,23 +173,27 @@ def part_mnist(args: argparse.Namespace, splits: Splits, out: Path) -> dict:
     seconds["knn"] = time.perf_counter() - start
 
     n_cube = cube["validation_images"]
-    viz.curve_panels(
-        out / "bandwidth_mnist.png",
-        {
-            "mean log-likelihood (nats per image)": {
-                "Gaussian KDE (width = sigma)": (widths, list(gauss["validation"].values())),
-                f"hypercube KDE (width = side h; {n_cube} images)": (widths, scores),
+    if runner.is_main():
+        viz.curve_panels(
+            out / "bandwidth_mnist.png",
+            {
+                "mean log-likelihood (nats per image)": {
+                    "Gaussian KDE (width = sigma)": (widths, list(gauss["validation"].values())),
+                    f"hypercube KDE (width = side h; {n_cube} images)": (widths, scores),
+                },
+                "fraction of images with density > 0": {
+                    "Gaussian KDE (always > 0)": (widths, np.ones(len(widths))),
+                    f"hypercube KDE ({n_cube} images)": (
+                        widths,
+                        [finite[w] for w in widths.tolist()],
+                    ),
+                },
             },
-            "fraction of images with density > 0": {
-                "Gaussian KDE (always > 0)": (widths, np.ones(len(widths))),
-                f"hypercube KDE ({n_cube} images)": (widths, [finite[w] for w in widths.tolist()]),
-            },
-        },
-        xlabel="window width",
-        title=f"MNIST validation images under windows on {len(train)} training images "
-        "(-inf where any image has density 0: not drawn)",
-        logx=True,
-    )
+            xlabel="window width",
+            title=f"MNIST validation images under windows on {len(train)} training images "
+            "(-inf where any image has density 0: not drawn)",
+            logx=True,
+        )
     return {
         "splits": splits.description,
         "kernel_centres": len(train),
@@ -202,7 +207,7 @@ def part_mnist(args: argparse.Namespace, splits: Splits, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
-    add_data_flags(parser)
+    cli.add_data_flags(parser)
     add = parser.add_argument
     add("--seed", type=cli.integer(0), default=0, help="seed of the 2-D data")
     add("--points", type=cli.integer(int(K_GRID[-1])), default=2000,
@@ -221,14 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_out_flags(parser, "runs/density", resume=False)
     args = cli.parse(parser, argv)
 
-    tune_allocator()
-    splits = load_splits(args.dataset, args.split, args.data_dir)
+    runner.tune_allocator()
+    splits = evaluation.load_splits(args.dataset, args.split, args.data_dir)
     check_sizes(args, splits)
-    with cli.make_out(args) as out:
+    with runner.make_out(args) as out:
         start = time.perf_counter()
         metrics = {"two_d": part_2d(args, out), "mnist": part_mnist(args, splits, out)}
         metrics.update(seconds=time.perf_counter() - start, flags=vars(args))
-        write_json(out / "metrics.json", metrics)
+        runner.write_json(out / "metrics.json", metrics)
         for name, r in metrics["two_d"].items():
             if name != "seconds":
                 print(f"2-D {name}: held-out {r['held_out']:.3f} nats, mass {r['mass_in_box']:.2f}")

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import sys
 
-from tinygan import cli
-from tinygan.experiments import add_common_flags, pick_device, run_generative
+from tinygan import cli, runner
 from tinygan.models import DIVERGENCES, FGAN
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
-    add_common_flags(parser, out="")
+    cli.add_common_flags(parser, out="")
     parser.add_argument("--divergence", choices=list(DIVERGENCES), default="gan")
     parser.add_argument("--generator-loss", choices=["non_saturating", "minimax"],
                         default="non_saturating")  # fmt: skip
@@ -30,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out or f"runs/fgan_{args.divergence}"  # the default depends on a flag
     cli.check_out(args)
     model = FGAN(args.divergence, generator_loss=args.generator_loss, seed=args.seed,
-                 device=pick_device(args.device))  # fmt: skip
-    return run_generative(
+                 device=cli.pick_device(args.device))  # fmt: skip
+    return runner.run_generative(
         model, args, name=f"f-GAN ({args.divergence})",
         curves={"divergence": ("estimate",), "losses": ("d_loss", "g_loss")},
     )  # fmt: skip

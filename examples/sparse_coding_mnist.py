@@ -4,7 +4,7 @@
         --out runs/sparse_coding
 
 Learns on random patches (each mean-centred; blank background patches skipped) from the
-training images of ``experiments.load_splits`` (the protocol every example shares), encodes
+training images of ``evaluation.load_splits`` (the protocol every example shares), encodes
 patches of its test images with the learned dictionary,
 and writes into --out: atoms.png (each atom rescaled to [0, 1]), objective.png (J per example
 after each half-step) and metrics.json.
@@ -17,8 +17,7 @@ import time
 
 import numpy as np
 
-from tinygan import cli, viz
-from tinygan.experiments import add_data_flags, load_splits, write_json
+from tinygan import cli, evaluation, runner, viz
 from tinygan.models.sparse_coding import SparseCoding
 
 
@@ -37,7 +36,7 @@ def patches(images: np.ndarray, n: int, size: int, rng: np.random.Generator) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__.split("\n")[0])
-    add_data_flags(parser)
+    cli.add_data_flags(parser)
     add = parser.add_argument
     add("--whole", action="store_true", help="atoms of whole 28x28 digits instead of patches")
     add("--patch", type=cli.integer(1, 28), default=8, help="patch side in pixels")
@@ -54,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     with cli.flag_errors():  # checks the settings before any data is read
         SparseCoding(args.atoms, penalty=args.penalty, eta=args.eta, code_iter=args.code_iter)
 
-    splits = load_splits(args.dataset, args.split, args.data_dir)  # the protocol of every example
-    with cli.make_out(args) as out:
+    splits = evaluation.load_splits(args.dataset, args.split, args.data_dir)  # every example's
+    with runner.make_out(args) as out:
         train, held_out = (images.astype(np.float64) for images, _ in (splits.train, splits.test))
         rng = np.random.default_rng(args.seed)
         if args.whole:
@@ -89,31 +88,36 @@ def main(argv: list[str] | None = None) -> int:
             "splits": splits.description,
             "flags": vars(args),
         }
-        write_json(out / "metrics.json", metrics)
+        runner.write_json(out / "metrics.json", metrics)
 
-        A = model.dictionary.T.reshape(-1, side, side)
-        lo, hi = A.min(axis=(1, 2), keepdims=True), A.max(axis=(1, 2), keepdims=True)
-        cols = 16 if args.atoms % 16 == 0 else 10
-        grid = np.zeros((-(-args.atoms // cols) * cols, side, side))  # pad the last row with black
-        grid[: args.atoms] = (A - lo) / np.maximum(hi - lo, 1e-12)
-        viz.image_grid(
-            out / "atoms.png",
-            grid.reshape(-1, cols, side, side),
-            title=f"{args.atoms} atoms ({args.penalty}, eta {args.eta})",
-        )
-        steps = {s: [h for h in model.history if h["step"] == s] for s in ("codes", "dictionary")}
-        viz.curves(
-            out / "objective.png",
-            {
-                f"after {s} step": (
-                    [h["iteration"] for h in hs],
-                    [h["objective"] / len(X) for h in hs],
-                )
-                for s, hs in steps.items()
-            },
-            title="sparse coding objective",
-            ylabel="J / N",
-        )
+        if runner.is_main():
+            A = model.dictionary.T.reshape(-1, side, side)
+            lo, hi = A.min(axis=(1, 2), keepdims=True), A.max(axis=(1, 2), keepdims=True)
+            cols = 16 if args.atoms % 16 == 0 else 10
+            grid = np.zeros(
+                (-(-args.atoms // cols) * cols, side, side)
+            )  # pad the last row with black
+            grid[: args.atoms] = (A - lo) / np.maximum(hi - lo, 1e-12)
+            viz.image_grid(
+                out / "atoms.png",
+                grid.reshape(-1, cols, side, side),
+                title=f"{args.atoms} atoms ({args.penalty}, eta {args.eta})",
+            )
+            steps = {
+                s: [h for h in model.history if h["step"] == s] for s in ("codes", "dictionary")
+            }
+            viz.curves(
+                out / "objective.png",
+                {
+                    f"after {s} step": (
+                        [h["iteration"] for h in hs],
+                        [h["objective"] / len(X) for h in hs],
+                    )
+                    for s, hs in steps.items()
+                },
+                title="sparse coding objective",
+                ylabel="J / N",
+            )
         t, h = metrics["train"], metrics["held_out"]
         print(
             f"{seconds:.0f} s: J/N {t['objective_per_example']:.3f}, "

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import sys
 
-from tinygan import cli
-from tinygan.experiments import add_common_flags, pick_device, run_generative
+from tinygan import cli, runner
 from tinygan.models import WGAN
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
-    add_common_flags(parser, out="runs/wgan")
+    cli.add_common_flags(parser, out="runs/wgan")
     parser.add_argument("--clip-value", type=cli.real(0.0, low_open=True), default=0.01)
     parser.add_argument("--n-critic", type=cli.integer(1), default=5)
     parser.add_argument("--lr", type=cli.real(0.0, low_open=True), default=5e-5)
@@ -27,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(steps=1000, batch_size=64)
     args = cli.parse(parser, argv)
     model = WGAN(width=args.width, clip_value=args.clip_value, n_critic=args.n_critic,
-                 lr=args.lr, seed=args.seed, device=pick_device(args.device))  # fmt: skip
-    return run_generative(
+                 lr=args.lr, seed=args.seed, device=cli.pick_device(args.device))  # fmt: skip
+    return runner.run_generative(
         model, args, name="WGAN",
         curves={"wasserstein": ("estimate",), "losses": ("d_loss", "g_loss")},
         batch_size=args.n_critic * args.batch_size,  # one batch per critic step

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import sys
 
-from tinygan import cli
-from tinygan.experiments import add_common_flags, pick_device, run_generative
+from tinygan import cli, runner
 from tinygan.models import WGANGP
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.parser(__doc__)
-    add_common_flags(parser, out="runs/wgangp")
+    cli.add_common_flags(parser, out="runs/wgangp")
     parser.add_argument("--gradient-penalty", type=cli.real(0.0, low_open=True), default=10.0,
                         help="the penalty's coefficient lambda (default 10)")  # fmt: skip
     parser.add_argument("--n-critic", type=cli.integer(1), default=5)
@@ -31,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse(parser, argv)
     model = WGANGP(width=args.width, gradient_penalty=args.gradient_penalty,
                    n_critic=args.n_critic, lr=args.lr, seed=args.seed,
-                   device=pick_device(args.device))  # fmt: skip
-    return run_generative(
+                   device=cli.pick_device(args.device))  # fmt: skip
+    return runner.run_generative(
         model, args, name="WGAN-GP",
         curves={"wasserstein": ("estimate",), "grad_norm": ("grad_norm",),
                 "losses": ("d_loss", "g_loss")},

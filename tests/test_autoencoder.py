@@ -17,13 +17,12 @@ from tinygan.models.autoencoder import (
     conv_autoencoder,
     mask_noise,
     mlp_autoencoder,
-    pretrain_stack,
     sparsity_kl,
     stack_autoencoders,
     weight_decay_penalty,
 )
 from tinygan.testing import seeds
-from tinygan.train import train
+from tinygan.train import pretrain_stack, train
 
 
 def subspace_data(n=1200, dim=20, rank=3, seed=0):

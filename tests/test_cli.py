@@ -17,10 +17,10 @@ import urllib.error
 
 import pytest
 
-from tinygan import backend, cli, data, experiments
+from tinygan import backend, cli, data, runner
+from tinygan.checkpoints import NonFiniteError
 from tinygan.cli import CommandError, UsageError
 from tinygan.serialization import CheckpointError, load
-from tinygan.train import NonFiniteError
 
 from .conftest import ROOT
 from .test_distributed_mpi import MPIEXEC
@@ -123,7 +123,7 @@ def test_overwrite_removes_only_the_old_runs_files(tmp_path):
     args = cli.parser("").parse_args([])
     args.out, args.overwrite, args.resume = str(out), True, False
     cli.check_out(args)
-    with cli.make_out(args) as made:
+    with runner.make_out(args) as made:
         assert made == out
         assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "run.lock"]
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
@@ -137,12 +137,12 @@ def test_overwrite_removes_the_old_run_on_rank_0_only(tmp_path, monkeypatch):
     (out / "metrics.json").write_text("old")
     args = cli.parser("").parse_args([])
     args.out, args.overwrite, args.resume = str(out), True, False
-    monkeypatch.setattr(cli.distributed, "is_main", lambda: False)
-    with cli.make_out(args) as made:
+    monkeypatch.setattr(runner.distributed, "is_main", lambda: False)
+    with runner.make_out(args) as made:
         assert made == out and (out / "metrics.json").exists()
         assert not (out / "run.lock").exists()  # the lock too is rank 0's
-    monkeypatch.setattr(cli.distributed, "is_main", lambda: True)
-    with cli.make_out(args) as made:
+    monkeypatch.setattr(runner.distributed, "is_main", lambda: True)
+    with runner.make_out(args) as made:
         assert made == out and not (out / "metrics.json").exists()
 
 
@@ -381,7 +381,7 @@ def test_the_lock_of_a_dead_run_is_taken_over(signum, tmp_path, holder, capsys):
     args = cli.parser("").parse_args([])
     args.out, args.overwrite, args.resume = str(out), False, False
     cli.check_out(args)  # the lock is no run's file
-    with cli.make_out(args):
+    with runner.make_out(args):
         assert json.loads((out / "run.lock").read_text())["pid"] == os.getpid()
     assert not (out / "run.lock").exists()
     printed = capsys.readouterr().out
@@ -426,20 +426,20 @@ def test_an_example_releases_the_lock_when_interrupted(tmp_path, example, mnist_
         assert (out / "run.lock").exists()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiments, "evaluate_samples", ctrl_c)
+    monkeypatch.setattr(runner, "evaluate_samples", ctrl_c)
     assert cli.run(example("infogan_mnist").main, quick_infogan(out, mnist_dir)) == 130
     assert (out / "checkpoint.npz").exists() and not (out / "run.lock").exists()
 
 
 MAKE_OUT = """
 import sys
-from tinygan import cli, distributed
+from tinygan import cli, distributed, runner
 
 
 def main(argv):
     args = cli.parser("").parse_args([])
     args.out, args.overwrite, args.resume = sys.argv[1], False, False
-    with cli.make_out(args):
+    with runner.make_out(args):
         print(f"rank {distributed.rank()} went on", file=sys.stderr)
     return 0
 
@@ -515,7 +515,7 @@ def test_a_resumed_run_that_trains_on_drops_its_old_metrics(tmp_path, example, m
         raise KeyboardInterrupt
 
     with monkeypatch.context() as mp:
-        mp.setattr(experiments, "evaluate_samples", ctrl_c)
+        mp.setattr(runner, "evaluate_samples", ctrl_c)
         assert cli.run(infogan_mnist, [*argv, "--resume", "--steps", "3"]) == 130
     assert len(json.loads((out / "history.json").read_text())) == 3
     assert not (out / "metrics.json").exists()

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from tinygan.cli import UsageError
-from tinygan.experiments import feature_scores, load_splits, write_json
+from tinygan.evaluation import feature_scores, load_splits
 from tinygan.models import VAE
+from tinygan.runner import write_json
 from tinygan.train import train
 
 

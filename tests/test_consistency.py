@@ -1,6 +1,6 @@
 """InfoGAN's augmentation-consistency option: IIC's mutual information and the symmetric-KL
 objective (bounds, definitions, gradients), the D/Q step with the term, and label-free model
-selection during training (``train.BestCheckpoint``)."""
+selection during training (``checkpoints.BestCheckpoint``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import tinygan as tg
 from tinygan import data, nn
 from tinygan.augment import RandomAffine
+from tinygan.checkpoints import BestCheckpoint, NonFiniteLossError
 from tinygan.cli import UsageError
 from tinygan.models.infogan import (
     CONSISTENCY_OBJECTIVES,
@@ -28,7 +29,7 @@ from tinygan.ops import softmax
 from tinygan.optim import SGD
 from tinygan.serialization import CheckpointError, load
 from tinygan.testing import seeds
-from tinygan.train import BestCheckpoint, NonFiniteLossError, train
+from tinygan.train import train
 
 
 def probs(logits: np.ndarray) -> tg.Tensor:

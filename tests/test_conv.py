@@ -12,7 +12,7 @@ import tinygan as tg
 from tests import reference
 from tests.reference import ConvCase, conv_cases, conv_dim, conv_transpose_dim
 from tinygan.kernels.shapes import conv2d_geometry
-from tinygan.ops.conv import Conv2d, conv2d, conv_transpose2d
+from tinygan.ops.conv import Conv2dFunction, conv2d, conv_transpose2d
 from tinygan.testing import seeds
 
 # Gradient-check tolerances (guide §6, float64). Conv is linear in each input, so central
@@ -154,7 +154,7 @@ def pairs(kwargs):
     return {k: (v, v) for k, v in kwargs.items()}
 
 
-class _BrokenConv2d(Conv2d):
+class _BrokenConv2d(Conv2dFunction):
     def __init__(self, breakage, x, w, b, **kwargs):
         k = kwargs
         super().__init__(conv2d_geometry(x.shape, w.shape, b.shape, k["stride"], k["padding"],
@@ -309,12 +309,12 @@ def test_conv_keeps_its_patches_only_when_the_weight_needs_a_gradient():
     a, wa = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
     x, w = tg.tensor(a, requires_grad=True), tg.tensor(wa)
     g = conv2d_geometry(a.shape, wa.shape, None, (1, 1), (1, 1), (1, 1))
-    frozen = Conv2d(g)
+    frozen = Conv2dFunction(g)
     y = frozen(x, w)
     assert frozen.cols is None
     y.sum().backward()
     x2, w2 = tg.tensor(a, requires_grad=True), tg.tensor(wa, requires_grad=True)
-    trained = Conv2d(g)
+    trained = Conv2dFunction(g)
     y2 = trained(x2, w2)
     assert trained.cols is not None
     y2.sum().backward()

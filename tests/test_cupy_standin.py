@@ -11,8 +11,8 @@ import tinygan as tg
 from tests import cupy_standin as cp
 from tinygan import backend, kernels
 from tinygan.kernels import cpu, cuda
-from tinygan.ops.activation import Tanh
-from tinygan.ops.nn import Dropout
+from tinygan.ops.activation import TanhFunction
+from tinygan.ops.dropout import DropoutFunction
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +54,9 @@ def test_planted_implicit_host_conversion_is_caught(monkeypatch):
     x = tg.tensor(np.ones(3)).to("cuda")
     with pytest.raises(TypeError, match="Implicit conversion to a NumPy array is not allowed"):
         np.asarray(x.data)
-    monkeypatch.setattr(Tanh, "forward", lambda self, a: np.tanh(np.asarray(a)))  # the plant
+    monkeypatch.setattr(
+        TanhFunction, "forward", lambda self, a: np.tanh(np.asarray(a))
+    )  # the plant
     with pytest.raises(TypeError, match="Implicit conversion to a NumPy array is not allowed"):
         tg.tanh(x)
 
@@ -65,10 +67,10 @@ def test_planted_mixed_devices_are_caught():
     x = tg.tensor(np.ones((2, 3), np.float32)).to("cuda")
     host_mask = np.full((2, 3), 2.0, np.float32)
     with pytest.raises(TypeError, match=r"numpy\.ndarray .* among CuPy arrays"):
-        Dropout(host_mask)(x)
+        DropoutFunction(host_mask)(x)
     with pytest.raises(ValueError, match=r"non-scalar numpy\.ndarray"):
         x.data[...] = host_mask  # assignment from the host, refused by CuPy too
-    np.testing.assert_array_equal(Dropout(cp.asarray(host_mask))(x).numpy(), host_mask)
+    np.testing.assert_array_equal(DropoutFunction(cp.asarray(host_mask))(x).numpy(), host_mask)
 
 
 def _plant_launch(monkeypatch, change):

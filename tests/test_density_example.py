@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tinygan.density import gaussian_kde_log_density
-from tinygan.experiments import load_splits
+from tinygan.evaluation import load_splits
 
 
 def test_example_script_end_to_end(tmp_path, mnist_dir, example):

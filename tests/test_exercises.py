@@ -18,8 +18,8 @@ import pytest
 from hypothesis import settings
 
 import tinygan as tg
+from tinygan.graph import BackwardTrace
 from tinygan.testing import broadcastable_shapes, check_op, op_test
-from tinygan.viz import BackwardTrace
 
 EXERCISES = Path(__file__).resolve().parents[1] / "docs" / "exercises"
 ENABLED = os.environ.get("TINYGAN_EXERCISES") == "1"
@@ -172,7 +172,7 @@ def check_info_graph(m, tmp_path: Path) -> None:
     ]:
         assert f'label="{name}\\n' in dot, f"{name} is not in the graph (or not named so)"
     assert "D.d_head" not in dot, "the information loss does not use D's real/fake head"
-    for op in ("CrossEntropy", "GaussianNLLLogStd", "Linear", "BatchNorm"):
+    for op in ("CrossEntropy", "GaussianNLLLogStd", "LinearFunction", "BatchNormFunction"):
         assert f'label="{op}"' in dot, f"no {op} op in the graph"
 
 
@@ -260,8 +260,8 @@ def wrong_answers(sol) -> dict[str, dict]:
         return np.outer(g, g)
 
     def detached_graph(path):  # Q reads detached features: the loss never reaches G
+        from tinygan.graph import draw_graph
         from tinygan.models import LatentSpec, MLPDiscriminator, MLPGenerator, information_terms
-        from tinygan.viz import draw_graph
 
         spec = LatentSpec(categorical=(3,), continuous=1, noise=2)
         G = MLPGenerator(spec.dim, 4, hidden=8, rng=np.random.default_rng(0))

@@ -22,9 +22,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tinygan import cli, data, experiments
+from tinygan import cli, data, runner
+from tinygan.checkpoints import NonFiniteStateError
 from tinygan.serialization import CheckpointError, load
-from tinygan.train import NonFiniteStateError, train
+from tinygan.train import train
 
 from .conftest import ROOT
 from .test_train import DATA, model
@@ -262,7 +263,7 @@ def test_an_example_resumed_on_another_dataset_is_refused_naming_both(tmp_path, 
         raise KeyboardInterrupt
 
     with monkeypatch.context() as mp:
-        mp.setattr(experiments, "evaluate_samples", ctrl_c)
+        mp.setattr(runner, "evaluate_samples", ctrl_c)
         assert cli.run(example("vae_mnist").main, argv) == 130
     written = (out / "checkpoint.npz").read_bytes()
     capsys.readouterr()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tinygan as tg
-from tinygan.experiments import load_images
+from tinygan.evaluation import load_images
 from tinygan.models import (
     DCGAN,
     DIVERGENCES,
@@ -392,11 +392,11 @@ def test_trained_discriminator_approaches_the_optimal_one_and_the_jensen_shannon
     outcome.check("|2 JS - log 4 - objective|", abs(gap), "<=", 0.03)  # nearly tight at D ~ D*
 
 
-def test_vae_report_scores_both_bounds_on_the_same_binary_images(tmp_path, monkeypatch):
-    from tinygan import experiments
+def test_vae_report_scores_both_bounds_on_the_same_binary_images(tmp_path, monkeypatch, example):
+    from tinygan import evaluation
 
     grey = np.random.default_rng(0).random((30, 1, 28, 28), dtype=np.float32)
-    splits = experiments.Splits((grey, np.zeros(30, int)), (grey, np.zeros(30, int)),
+    splits = evaluation.Splits((grey, np.zeros(30, int)), (grey, np.zeros(30, int)),
                                 (grey, np.arange(30) % 10), "test")  # fmt: skip
     model, seen = VAE(latent_dim=3, seed=0), {}
 
@@ -411,14 +411,16 @@ def test_vae_report_scores_both_bounds_on_the_same_binary_images(tmp_path, monke
 
     for name in ("elbo", "log_likelihood"):
         monkeypatch.setattr(model, name, recording(name))
-    monkeypatch.setattr(experiments, "probe", lambda *a, **k: 0.5)
-    experiments.vae_report(model, splits, tmp_path)
+    monkeypatch.setattr(evaluation, "probe", lambda *a, **k: 0.5)
+    example("vae_mnist").vae_report(model, splits, tmp_path)
     assert set(np.unique(seen["elbo"])) == {0.0, 1.0}
     np.testing.assert_array_equal(seen["elbo"], seen["log_likelihood"])
 
 
 def test_scoring_classifier_default_path_names_split_and_steps():
-    from tinygan.experiments import argparse, classifier_path
+    import argparse
+
+    from tinygan.cli import classifier_path
 
     def path(**kw):
         return classifier_path(argparse.Namespace(**{"dataset": "mnist", "split": "test",

@@ -16,7 +16,8 @@ from hypothesis import given
 
 import tinygan as tg
 from tests.gradcheck_zoo import CORRECT, PLANTED, Square, WrongScale
-from tinygan.gradcheck import GradcheckReport, as_layout, check_vjp
+from tinygan.gradcheck import GradcheckReport, check_vjp
+from tinygan.layouts import as_layout
 from tinygan.testing import seeds, shapes, values
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tinygan as tg
-from tinygan.experiments import pick_device
+from tinygan.cli import pick_device
 from tinygan.metrics import cluster_accuracy
 from tinygan.models import (
     InfoGAN,

@@ -1,4 +1,4 @@
-"""tinygan.ops.nn through ``tinygan.nn.functional``: linear, batch norm, losses, dropout.
+"""tinygan.ops (linear, normalization, loss, dropout) through ``tinygan.nn.functional``.
 
 Families: forward against the NumPy formula (float64, rtol 1e-10), gradcheck (float64 numerics,
 a float32 run, other memory layouts), PyTorch's special cases (running statistics, BCE at huge

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import tinygan as tg
 from tests.gradcheck_zoo import WrongScale
-from tinygan.gradcheck import as_layout
+from tinygan.layouts import as_layout
 from tinygan.testing import (
     LAYOUTS,
     Domain,

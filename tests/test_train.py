@@ -8,16 +8,15 @@ import signal
 import numpy as np
 import pytest
 
-from tinygan.models import InfoGAN, LatentSpec, MLPDiscriminator, MLPGenerator
-from tinygan.serialization import CheckpointError, load, save
-from tinygan.train import (
+from tinygan.checkpoints import (
     BestCheckpoint,
     NonFiniteLossError,
     NonFiniteStateError,
-    batch_indices,
     fingerprint,
-    train,
 )
+from tinygan.models import InfoGAN, LatentSpec, MLPDiscriminator, MLPGenerator
+from tinygan.serialization import CheckpointError, load, save
+from tinygan.train import batch_indices, train
 
 
 def model(seed=0):

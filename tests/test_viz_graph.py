@@ -1,4 +1,4 @@
-"""tinygan.viz.draw_graph (DOT text, both renderers, errors) and BackwardTrace."""
+"""tinygan.graph: draw_graph (DOT text, both renderers, errors) and BackwardTrace."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import tinygan as tg
-from tinygan import viz
-from tinygan.viz import BackwardTrace, draw_graph
+from tinygan import graph as drawer
+from tinygan.graph import BackwardTrace, draw_graph
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -67,7 +67,7 @@ def test_dot_text_shows_gradients_constants_and_large_tensors():
     assert f'label="w1\\n(5, 3) float32\\nmax|.| {w1_grad:.4g}"' not in dot  # values: 15 > 6
     assert f"(5, 3) float32\\ngrad max|.| {w1_grad:.4g}" in dot  # the leaf's .grad, summarised
     assert 'style="rounded,dashed", label="t\\n(4, 1) float32\\ndata [[' in dot  # a constant
-    for op in ("Mean", "Pow", "Sub", "MatMul", "ReLU", "Add", "Permute"):
+    for op in ("Mean", "Pow", "Sub", "MatMul", "ReLUFunction", "Add", "Permute"):
         assert f'label="{op}"' in dot
     assert 'label="t5\\n' in dot  # unnamed tensors: their node id
     small = draw_graph(loss, max_values=20)
@@ -77,7 +77,7 @@ def test_dot_text_shows_gradients_constants_and_large_tensors():
 def test_trace_follows_the_engine_and_changes_nothing():
     """Every op once, each after all the ops that consumed its output; same gradients."""
     loss, names = mlp_graph()
-    graph = viz._Graph(loss, names)
+    graph = drawer._Graph(loss, names)
     with BackwardTrace(loss, names) as trace:
         loss.backward(retain_graph=True)
     ran = [s.output for s in trace.steps]
@@ -139,17 +139,17 @@ def test_matplotlib_renderer_writes_png_and_svg(tmp_path):
 
 def test_layout_puts_every_input_in_an_earlier_rank():
     loss, names = mlp_graph()
-    graph = viz._Graph(loss, names)
-    place = viz._layout(graph)
+    graph = drawer._Graph(loss, names)
+    place = drawer._layout(graph)
     assert all(place[src][0] < place[dst][0] for src, dst, _ in graph.edges)
     assert place["t0"][0] == max(r for r, _ in place.values())  # the loss is last
 
 
 def test_auto_renderer_falls_back_to_matplotlib(tmp_path, monkeypatch):
     y, names = reuse_graph()
-    monkeypatch.setattr(viz.shutil, "which", lambda name: None)
+    monkeypatch.setattr(drawer.shutil, "which", lambda name: None)
     drawn = []
-    monkeypatch.setattr(viz, "_render_matplotlib", lambda *args: drawn.append(args[2]))
+    monkeypatch.setattr(drawer, "_render_matplotlib", lambda *args: drawn.append(args[2]))
     draw_graph(y, tmp_path / "g.png", names=names)
     assert drawn == [tmp_path / "g.png"]
     with pytest.raises(RuntimeError, match="apt-get install graphviz"):
@@ -157,7 +157,7 @@ def test_auto_renderer_falls_back_to_matplotlib(tmp_path, monkeypatch):
 
 
 def test_dot_program_failure_is_reported(tmp_path, monkeypatch):
-    monkeypatch.setattr(viz.shutil, "which", lambda name: sys.executable)  # python -Tpng: exit 2
+    monkeypatch.setattr(drawer.shutil, "which", lambda name: sys.executable)  # python -Tpng: exit 2
     y, _ = reuse_graph()
     with pytest.raises(RuntimeError, match=r"dot failed \(exit 2\): .*-T"):
         draw_graph(y, tmp_path / "g.png", renderer="dot")
@@ -176,9 +176,9 @@ def test_deep_chain_without_recursion():
     y = x
     for _ in range(3000):
         y = y * 1.0
-    graph = viz._Graph(y, None)
+    graph = drawer._Graph(y, None)
     assert len(graph.functions) == 3000
-    assert max(r for r, _ in viz._layout(graph).values()) == 6000
+    assert max(r for r, _ in drawer._layout(graph).values()) == 6000
     assert draw_graph(y).count("->") == 6000 + 3000  # output edges, tensor and constant inputs
 
 
@@ -233,7 +233,7 @@ def test_a_long_chain_is_drawn_folded_into_one_node(tmp_path):
     """A 2,000-op chain (6,001 nodes) drew a 420,399-pixel-wide PNG in a minute and 2.6 GB."""
     x, y = chain(2000)
     assert draw_graph(y).count("->") == 3 * 2000  # the text holds the whole graph
-    graph = viz._Graph(y, {"x": x})
+    graph = drawer._Graph(y, {"x": x})
     graph.collapse_chains()
     assert [graph.label(t) for t in graph.tensors] == ["t0", "x"]
     assert [graph.op_labels[graph.ids[id(f)]] for f in graph.functions] == [
@@ -255,10 +255,10 @@ def test_folding_keeps_named_tensors_shared_inputs_and_other_ops():
     for _ in range(4):
         y = y * w
     loss = (y.tanh() + kept).sum()
-    graph = viz._Graph(loss, {"kept": kept, "w": w, "x": x})
+    graph = drawer._Graph(loss, {"kept": kept, "w": w, "x": x})
     graph.collapse_chains()
     labels = {graph.ids[id(f)]: graph.op_labels[graph.ids[id(f)]] for f in graph.functions}
-    assert sorted(labels.values()) == ["Add", "Mul ×4", "Mul ×5", "Sum", "Tanh"]
+    assert sorted(labels.values()) == ["Add", "Mul ×4", "Mul ×5", "Sum", "TanhFunction"]
     assert {graph.label(t) for t in graph.tensors} >= {"kept", "w", "x"}
     into = {label: [s for s, d, _ in graph.edges if d == node] for node, label in labels.items()}
     assert sorted(into["Mul ×5"]) == sorted([graph.ids[id(w)], graph.ids[id(x)]])
@@ -274,8 +274,8 @@ def test_a_picture_above_max_nodes_is_refused_and_nothing_is_written(tmp_path, m
     assert not list(tmp_path.iterdir())
     assert draw_graph(y, tmp_path / "g.dot") == (tmp_path / "g.dot").read_text()  # no limit
     drawn = []
-    monkeypatch.setattr(viz, "_render_matplotlib", lambda graph, *args: drawn.append(graph.size))
-    monkeypatch.setattr(viz.shutil, "which", lambda name: None)
+    monkeypatch.setattr(drawer, "_render_matplotlib", lambda graph, *args: drawn.append(graph.size))
+    monkeypatch.setattr(drawer.shutil, "which", lambda name: None)
     draw_graph(y, tmp_path / "g.png", max_nodes=None)
     draw_graph(chain(2000)[1], tmp_path / "h.png", max_nodes=3)
     assert drawn == [1001, 3]
@@ -285,7 +285,7 @@ def test_rankdir_defaults_to_top_to_bottom_for_large_graphs():
     y, _ = reuse_graph()
     loss, _ = mlp_graph()
     assert "rankdir=LR;" in draw_graph(y)
-    assert viz._Graph(loss, None).size > 20 and "rankdir=TB;" in draw_graph(loss)
+    assert drawer._Graph(loss, None).size > 20 and "rankdir=TB;" in draw_graph(loss)
     assert "rankdir=LR;" in draw_graph(loss, rankdir="LR")
 
 

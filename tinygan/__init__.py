@@ -1,6 +1,6 @@
 """tinygan: a small deep-learning framework on NumPy/CuPy, built for GANs and InfoGAN."""
 
-from . import backend, nn, optim
+from . import backend, nn, ops, optim
 from .function import Function, is_grad_enabled, no_grad, sum_to
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck, gradgradcheck
 from .ops import (
@@ -34,6 +34,8 @@ from .ops import (
 )
 from .serialization import load, save
 from .tensor import Tensor, grad, tensor
+
+ops.install_tensor_methods()  # Tensor's operators and op methods (DeZero's setup_variable)
 
 __version__ = "0.1.0"
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checks
+from . import arguments
 from .backend import get_array_module
 
 Array = Any  # numpy.ndarray or cupy.ndarray
@@ -90,19 +90,19 @@ class RandomAffine:
     shift: float = 2.0
 
     def __post_init__(self) -> None:
-        checks.real(self.rotation, "rotation", 0.0, 180.0)
-        checks.real(self.shift, "shift", 0.0)
+        arguments.real(self.rotation, "rotation", 0.0, 180.0)
+        arguments.real(self.shift, "shift", 0.0)
         if not (isinstance(self.scale, (tuple, list)) and len(self.scale) == 2):
             raise ValueError(f"scale must be a pair (low, high); got {self.scale!r}")
-        low = checks.real(self.scale[0], "scale[0]", 0.0, low_open=True)
-        high = checks.real(self.scale[1], "scale[1]", 0.0, low_open=True)
+        low = arguments.real(self.scale[0], "scale[0]", 0.0, low_open=True)
+        high = arguments.real(self.scale[1], "scale[1]", 0.0, low_open=True)
         if low > high:
             raise ValueError(f"scale must be (low, high) with low <= high; got {self.scale!r}")
         object.__setattr__(self, "scale", (low, high))
 
     def sample(self, n: int, rng: np.random.Generator) -> AffineParams:
         """``n`` maps drawn from ``rng`` (on the host: the same on every device)."""
-        n = checks.integer(n, "n", 0)
+        n = arguments.integer(n, "n", 0)
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
         angle = np.deg2rad(rng.uniform(-self.rotation, self.rotation, n))
@@ -139,7 +139,7 @@ def source_coordinates(
     rows, cols : arrays, shape (N, H, W)
         Fractional source coordinates, in pixels.
     """
-    h, w = (checks.integer(s, "size", 1) for s in size)
+    h, w = (arguments.integer(s, "size", 1) for s in size)
     dtype = np.dtype(dtype)
     cos, sin = np.cos(params.angle), np.sin(params.angle)
     inv = 1.0 / params.scale

@@ -1,5 +1,6 @@
-"""The command line every example shares: flags checked as they are parsed, the output folder's
-rules, and errors a user can act on.
+"""The command line every example shares: flags checked as they are parsed (flag types, and the
+flag groups of the examples), the output folder's rules, what the flags name (the device, the
+batch, the scoring classifier), and errors a user can act on.
 
 An example is written as::
 
@@ -7,10 +8,10 @@ An example is written as::
         parser = cli.parser(__doc__)
         parser.add_argument("--steps", type=cli.integer(1), default=100)
         cli.add_out_flags(parser, "runs/example")
-        args = cli.parse(parser, argv)  # every flag checked; nothing read or created yet
-        ...                             # load the data, then
-        with cli.make_out(args) as out: # create --out and lock it while the run lasts
-            ...                         # (emptied of an old run with --overwrite)
+        args = cli.parse(parser, argv)     # every flag checked; nothing read or created yet
+        ...                                # load the data, then
+        with runner.make_out(args) as out: # create --out and lock it while the run lasts
+            ...                            # (emptied of an old run with --overwrite)
 
 
     if __name__ == "__main__":
@@ -24,7 +25,7 @@ keeps its traceback; ``TINYGAN_DEBUG=1`` shows the traceback of expected errors 
 
 Runs never overwrite runs: an ``--out`` holding a run's files (``RUN_FILES``) is refused unless
 ``--resume`` continues it or ``--overwrite`` replaces it, and an ``--out`` that a live run is
-writing (its lock, ``LOCK_FILE``) is refused even then.
+writing (its lock, ``LOCK_FILE``, which ``runner.make_out`` takes) is refused even then.
 """
 
 from __future__ import annotations
@@ -39,11 +40,15 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from . import checks, distributed
+import numpy as np
+
+from . import arguments, backend, distributed
+from .checkpoints import NonFiniteError
 from .data import DataError, DownloadError
-from .serialization import CheckpointError
-from .train import NonFiniteError
+from .models.classifier import Classifier, mnist_cnn
+from .serialization import CheckpointError, load
 
 RUN_FILES = ("checkpoint.npz", "best.npz", "history.json", "metrics.json", "layer*.npz")
 LOCK_FILE = "run.lock"  # present while a run writes the folder (not a run's file)
@@ -115,14 +120,14 @@ def _report(error: Exception | None, code: int) -> int:
 
 # ---- flag types: each checks its value while argparse parses ---------------------------------
 def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
-    """An argparse ``type``: an int in [low, high] (``checks.integer``)."""
+    """An argparse ``type``: an int in [low, high] (``arguments.integer``)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an int; got {text!r}") from None
-        return _checked(checks.integer, value, low, high)
+        return _checked(arguments.integer, value, low, high)
 
     parse.__name__ = "int"
     return parse
@@ -135,7 +140,7 @@ def real(
     low_open: bool = False,
     high_open: bool = False,
 ) -> Callable[[str], float]:
-    """An argparse ``type``: a finite float in [low, high] (``checks.real``; nan and inf are
+    """An argparse ``type``: a finite float in [low, high] (``arguments.real``; nan and inf are
     refused)."""
 
     def parse(text: str) -> float:
@@ -143,7 +148,7 @@ def real(
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
-        return _checked(checks.real, value, low, high, low_open=low_open, high_open=high_open)
+        return _checked(arguments.real, value, low, high, low_open=low_open, high_open=high_open)
 
     parse.__name__ = "float"
     return parse
@@ -189,7 +194,57 @@ def flag_errors() -> Iterator[None]:
         raise UsageError(str(e)) from e
 
 
-# ---- the output folder -----------------------------------------------------------------------
+# ---- flag groups ---------------------------------------------------------------------------
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """``--dataset``, ``--split`` and ``--data-dir``: which images, from where."""
+    add = parser.add_argument
+    add("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    add(
+        "--split",
+        choices=["train", "test"],
+        default="train",
+        help="which split to train on (offline here only MNIST's test split exists: use test)",
+    )
+    add(
+        "--data-dir",
+        type=folder,
+        default=None,
+        help="folder with the IDX files (default: $TINYGAN_DATA, cache)",
+    )
+
+
+def add_common_flags(parser: argparse.ArgumentParser, *, out: str) -> None:
+    """Flags every MNIST example that trains with ``fit`` takes (the paper's defaults)."""
+    add_data_flags(parser)
+    add = parser.add_argument
+    add("--steps", type=integer(1), default=5000)
+    add("--batch-size", type=integer(1), default=128)
+    add("--seed", type=integer(0), default=0)
+    add("--device", choices=["cpu", "cuda", "auto"], default="auto")
+    add_out_flags(parser, out)
+    add("--checkpoint-every", type=integer(1), default=500)
+    add("--no-progress", action="store_true", help="no progress bar")
+    add(
+        "--eval-samples",
+        type=integer(1),
+        default=10000,
+        help="samples drawn for the Parzen log-likelihood and the classifier score",
+    )
+    add(
+        "--classifier",
+        default=None,
+        help="the scoring classifier's weights (default "
+        "runs/<dataset>_<split>_classifier_<steps>.npz; trained on the training images and "
+        "saved there if missing)",
+    )
+    add(
+        "--classifier-steps",
+        type=integer(1),
+        default=3000,
+        help="training steps of that classifier",
+    )
+
+
 def add_out_flags(parser: argparse.ArgumentParser, default: str, *, resume: bool = True) -> None:
     """``--out`` (default ``default``), ``--overwrite`` and, if the example can, ``--resume``."""
     add = parser.add_argument
@@ -199,6 +254,7 @@ def add_out_flags(parser: argparse.ArgumentParser, default: str, *, resume: bool
         add("--resume", action="store_true", help="continue the run that --out holds")
 
 
+# ---- the output folder -----------------------------------------------------------------------
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv`` and check ``--out`` (``check_out``): every flag is checked on return."""
     args = parser.parse_args(argv)
@@ -249,30 +305,6 @@ def found_run(out: Path) -> list[str]:
     if not out.is_dir():
         return []
     return sorted({p.name for pattern in RUN_FILES for p in out.glob(pattern) if p.is_file()})
-
-
-@contextlib.contextmanager
-def make_out(args: argparse.Namespace) -> Iterator[Path]:
-    """Create ``--out`` and hold its lock (``lock_folder``) while the block runs; once it is
-    held, ``--overwrite`` removes the run files the folder holds (the rest of an old run, its
-    figures, is overwritten as the new run writes its own). Under ``mpiexec`` only rank 0, the
-    process that writes, takes the lock and removes files; a refusal is raised on every rank."""
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as lock:
-        refusal = None
-        if distributed.is_main():
-            try:
-                lock.enter_context(lock_folder(out))
-            except (UsageError, OSError) as e:
-                refusal = e
-        refusal = distributed.world().allgather(refusal, what="the lock of --out")[0]
-        if refusal is not None:
-            raise refusal
-        if args.overwrite and distributed.is_main():
-            for name in found_run(out):
-                (out / name).unlink(missing_ok=True)
-        yield out
 
 
 @contextlib.contextmanager
@@ -365,3 +397,54 @@ def _describe_owner(owner: dict) -> str:
     if not owner:
         return "a run that has not recorded itself yet"
     return f"pid {owner.get('pid')} on host {owner.get('host')}, started {owner.get('started')}"
+
+
+# ---- what the flags name: device, batch, scoring classifier ------------------------------------
+def pick_device(name: str) -> str:
+    """``auto`` is cuda where CuPy sees a GPU, else cpu; ``cuda`` without one is a
+    ``CommandError`` that says why."""
+    if name == "auto":
+        return "cuda" if backend.cuda_available() else "cpu"
+    try:
+        return backend.check_device(name)
+    except RuntimeError as e:
+        raise CommandError(f"{e}; run with --device cpu (or auto)") from e
+
+
+def check_batch(batch_size: int, images: np.ndarray, model: Any = None) -> None:
+    """A batch must fit in the training images, and under ``mpiexec`` give every rank a row of
+    each of the chunks ``model`` takes it in (``UsageError`` if not)."""
+    if batch_size > len(images):
+        raise UsageError(
+            f"a batch of {batch_size} images does not fit in the {len(images)} training "
+            "images; lower --batch-size"
+        )
+    try:
+        distributed.check_batch(model, batch_size)
+    except ValueError as e:
+        raise UsageError(f"--batch-size: {e}") from None
+
+
+def check_classifier(args: argparse.Namespace) -> None:
+    """Before any training: the scoring classifier's file (``classifier_path``) loads into the
+    classifier if it exists (else ``CheckpointError``), or its folder can be written."""
+    path = Path(classifier_path(args))
+    if path.is_dir():
+        raise UsageError(f"--classifier {path} is a folder; name a .npz file")
+    if not path.exists():
+        writable(path.parent, "--classifier's folder")
+        return
+    try:
+        Classifier(mnist_cnn(np.random.default_rng(0))).load_state_dict(load(path))
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(
+            f"the scoring classifier {path} cannot be used ({' '.join(str(e).split())}); "
+            "remove it to train a new one there, or pass another --classifier"
+        ) from None
+
+
+def classifier_path(args: argparse.Namespace) -> str:
+    """``--classifier``, or a default named by everything the judge's training depends on
+    (dataset, split, steps), so that a judge trained on other images is never reused."""
+    default = f"runs/{args.dataset}_{args.split}_classifier_{args.classifier_steps}.npz"
+    return args.classifier or default

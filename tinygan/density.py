@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import checks
+from . import arguments
 from .ops import logsumexp
 from .tensor import Tensor
 
@@ -57,7 +57,7 @@ def _query_and_samples(
 def _batch_rows(batch_size: int | None, n_ref: int) -> int:
     if batch_size is None:
         return max(1, BLOCK_BYTES // (8 * max(n_ref, 1)))
-    return checks.integer(batch_size, "batch_size", 1)
+    return arguments.integer(batch_size, "batch_size", 1)
 
 
 # ---- distances ----------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ def gaussian_kde_log_density(
     np.ndarray, float64, shape (N,)
     """
     x, samples = _query_and_samples(x, samples)
-    sigma = checks.real(sigma, "sigma", 0, low_open=True)
+    sigma = arguments.real(sigma, "sigma", 0, low_open=True)
     n, d = samples.shape
     out = np.empty(len(x))
     for rows, d2 in _blocks(x, samples, _batch_rows(batch_size, n)):
@@ -157,7 +157,7 @@ def hypercube_kde_log_density(
     np.ndarray, float64, shape (N,)
     """
     x, samples = _query_and_samples(x, samples)
-    h = checks.real(h, "h", 0, low_open=True)
+    h = arguments.real(h, "h", 0, low_open=True)
     n, d = samples.shape
     rows = _batch_rows(batch_size, n)
     counts = np.empty(len(x))
@@ -198,7 +198,7 @@ def knn_log_density(
     """
     x, samples = _query_and_samples(x, samples)
     n, d = samples.shape
-    k = checks.integer(k, "k", 1, n)
+    k = arguments.integer(k, "k", 1, n)
     r2 = np.empty(len(x))
     for rows, d2 in _blocks(x, samples, _batch_rows(batch_size, n)):
         nearest = np.argpartition(d2, k - 1, axis=1)[:, k - 1]
@@ -238,7 +238,7 @@ class Histogram:
         self, bins: int | Sequence[int] = 10, range: Sequence[tuple[float, float]] | None = None
     ) -> None:
         for b in [bins] if isinstance(bins, numbers.Number) else bins:
-            checks.integer(b, "bins", 1)
+            arguments.integer(b, "bins", 1)
         if range is not None:
             for lo, hi in range:
                 if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):

@@ -9,8 +9,8 @@ the creator remembers its inputs. ``Tensor.backward`` (tensor.py) walks that gra
 recording off for an ordinary backward (the ops then only compute), and with recording on under
 ``create_graph=True``, which makes the gradients Tensors in the graph, ready to be
 differentiated again. Ops whose gradient is best computed by a hand-written kernel call another
-Function for it (``Conv2d``'s input gradient is a ``ConvTranspose2d``), whose own backward makes
-the pair differentiable to any order.
+Function for it (``Conv2dFunction``'s input gradient is a ``ConvTranspose2dFunction``), whose
+own backward makes the pair differentiable to any order.
 
 Rules for a ``backward``:
 - read what it needs from ``self.inputs`` and ``self.output`` (Tensors, so that a second
@@ -20,7 +20,9 @@ Rules for a ``backward``:
   ``self.needs_input_grad``), each with exactly its input's shape and dtype: undo broadcasting
   with ``sum_to``.
 
-The example every other op follows, ``Mul``, comes right after ``Function``.
+The example every other op follows, ``Mul``, comes right after ``Function``, and ``SumTo``
+(``sum_to``), which undoes broadcasting in every backward, after it; the other ops live in
+``tinygan.ops``, which also installs Tensor's operators (``ops.install_tensor_methods``).
 """
 
 from __future__ import annotations
@@ -150,6 +152,11 @@ class Mul(Function):
         return ga, gb
 
 
+def mul(a: Any, b: Any) -> Tensor:
+    """Elementwise ``a * b`` with broadcasting."""
+    return Mul()(a, b)
+
+
 def broadcast_shape(op: str, a: Any, b: Any) -> tuple[int, ...]:
     """The shape ``a`` and ``b`` broadcast to; a ``ValueError`` naming ``op`` if they do not."""
     if a.shape == b.shape:  # the common case, without NumPy's general (and slower) rule
@@ -162,6 +169,19 @@ def broadcast_shape(op: str, a: Any, b: Any) -> tuple[int, ...]:
         ) from None
 
 
+class SumTo(Function):
+    """The adjoint of broadcasting: sum the axes that broadcasting added or stretched."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+
+    def forward(self, x):
+        return sum_to_shape(x, self.shape)
+
+    def backward(self, gy):
+        return gy.broadcast_to(self.inputs[0].shape)
+
+
 def sum_to(x: Tensor, shape: tuple[int, ...]) -> Tensor:
     """Sum ``x`` over the axes that broadcasting added or stretched, to get ``shape``.
 
@@ -170,8 +190,6 @@ def sum_to(x: Tensor, shape: tuple[int, ...]) -> Tensor:
     """
     if tuple(x.shape) == tuple(shape):
         return x
-    from .ops.shape import SumTo
-
     return SumTo(tuple(shape))(x)
 
 

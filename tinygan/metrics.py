@@ -9,7 +9,7 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import checks
+from . import arguments
 from .density import _points, gaussian_kde_log_density, select_bandwidth, sq_distance_blocks
 
 __all__ = [
@@ -263,7 +263,7 @@ def kmeans_plusplus(x: ArrayLike, k: int, rng: np.random.Generator) -> np.ndarra
         Rows of ``x``.
     """
     x = _points(x, "x")
-    k = checks.integer(k, "k", 1, len(x))
+    k = arguments.integer(k, "k", 1, len(x))
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a np.random.Generator, got {type(rng).__name__}")
     chosen = [int(rng.integers(len(x)))]
@@ -305,7 +305,7 @@ def lloyd(
     x, centers = _points(x, "x"), _points(centers, "centers").copy()
     if len(centers) == 0 or centers.shape[1] != x.shape[1]:
         raise ValueError(f"centers must have shape (k >= 1, {x.shape[1]}), got {centers.shape}")
-    max_iter = checks.integer(max_iter, "max_iter", 1)
+    max_iter = arguments.integer(max_iter, "max_iter", 1)
     labels, inertia = _assign(x, centers)
     inertias = [inertia]
     for _ in range(max_iter):
@@ -348,7 +348,7 @@ def kmeans(
         Sum of squared distances of the rows to their centres.
     """
     x = _points(x, "x")
-    n_init = checks.integer(n_init, "n_init", 1)
+    n_init = arguments.integer(n_init, "n_init", 1)
     best = None
     for _ in range(n_init):
         labels, centers, inertias = lloyd(x, kmeans_plusplus(x, k, rng), max_iter)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from . import backend, checks, kernels
+from . import arguments, backend, kernels
 from .tensor import Tensor
 
 
@@ -135,7 +135,7 @@ def _like(current: Any, value: Any) -> Any:
 
 def _at_least_0(owner: str, hparams: dict[str, Any], *names: str) -> dict[str, float]:
     """The named hyperparameters as floats, each checked to be finite and >= 0."""
-    return {k: checks.real(hparams[k], f"{owner}: {k}", 0.0) for k in names}
+    return {k: arguments.real(hparams[k], f"{owner}: {k}", 0.0) for k in names}
 
 
 def _flag(owner: str, hparams: dict[str, Any], name: str) -> bool:
@@ -176,7 +176,7 @@ class SGD(Optimizer):
 
     def _validate(self, hparams: dict[str, Any]) -> dict[str, Any]:
         out = _at_least_0("SGD", hparams, "lr", "momentum", "weight_decay")
-        out["dampening"] = checks.real(hparams["dampening"], "SGD: dampening")
+        out["dampening"] = arguments.real(hparams["dampening"], "SGD: dampening")
         out["nesterov"] = _flag("SGD", hparams, "nesterov")
         if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening == 0")
@@ -225,7 +225,7 @@ class Adam(Optimizer):
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(f"Adam: betas must be a pair of numbers; got {betas!r}")
         out["betas"] = tuple(
-            checks.real(b, f"Adam: betas[{i}]", 0.0, 1.0, high_open=True)
+            arguments.real(b, f"Adam: betas[{i}]", 0.0, 1.0, high_open=True)
             for i, b in enumerate(betas)
         )
         return out
@@ -281,7 +281,7 @@ class RMSprop(Optimizer):
         out: dict[str, Any] = _at_least_0(
             "RMSprop", hparams, "lr", "eps", "weight_decay", "momentum"
         )
-        out["alpha"] = checks.real(hparams["alpha"], "RMSprop: alpha", 0.0, 1.0)
+        out["alpha"] = arguments.real(hparams["alpha"], "RMSprop: alpha", 0.0, 1.0)
         out["centered"] = _flag("RMSprop", hparams, "centered")
         return out
 

@@ -1,9 +1,10 @@
 """Tensor: an array, its gradient, and the Function that created it; and the engine.
 
-Reading order: ``Tensor`` (the array, ``.grad``, ``.creator``, and the operators, which call
-the ops of ``tinygan.ops``); ``grad`` and ``Tensor.backward``, the two ways in; ``_backprop``,
-the chain rule itself, with its helpers; last, ``as_tensors``, the dtype rules by which an op's
-inputs become Tensors (they decide dtypes, not derivatives).
+Reading order: ``Tensor`` (the array, ``.grad``, ``.creator``; its operators and op methods,
+``+``, ``@``, ``.sum``, ``.reshape``, ... are the ops of ``tinygan.ops``, installed on it by
+``ops.install_tensor_methods``); ``grad`` and ``Tensor.backward``, the two ways in;
+``_backprop``, the chain rule itself, with its helpers; last, ``as_tensors``, the dtype rules by
+which an op's inputs become Tensors (they decide dtypes, not derivatives).
 
 The graph is built on the fly as ops run (see function.py). ``_backprop`` orders the graph's
 tensors by an iterative depth-first search, then visits them consumers-first: each node's
@@ -13,7 +14,6 @@ are used; leaf gradients accumulate in ``.grad`` across calls, as in PyTorch.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -66,7 +66,6 @@ class Tensor:
     dtype = property(lambda self: self.data.dtype)
     ndim = property(lambda self: self.data.ndim)
     device = property(lambda self: backend.device_of(self.data))
-    T = property(lambda self: self.permute(*reversed(range(self.ndim))))
 
     def numel(self) -> int:
         return int(self.data.size)
@@ -104,20 +103,6 @@ class Tensor:
         """A tensor sharing this one's data, cut from the graph."""
         return Tensor(self.data)
 
-    def to(self, device: str) -> Tensor:
-        """This tensor on ``device`` ("cpu" or "cuda"); itself if it is already there."""
-        backend.check_device(device)
-        return self if device == self.device else ops.to_device(self, device)
-
-    def astype(self, dtype: Any) -> Tensor:
-        return ops.astype(self, dtype)
-
-    def float(self) -> Tensor:
-        return ops.astype(self, np.float32)
-
-    def double(self) -> Tensor:
-        return ops.astype(self, np.float64)
-
     # ---- autograd ---------------------------------------------------------------------------
     def backward(
         self, grad: Any = None, retain_graph: bool | None = None, create_graph: bool = False
@@ -138,105 +123,6 @@ class Tensor:
             arrays, also where it adds to a Tensor that an earlier ``create_graph`` left.
         """
         _backprop([self], [grad], retain_graph, create_graph)
-
-    # ---- operators and methods (the ops live in tinygan.ops) --------------------------------
-    def __add__(self, other: Any) -> Tensor:
-        return ops.add(self, other)
-
-    def __radd__(self, other: Any) -> Tensor:
-        return ops.add(other, self)
-
-    def __sub__(self, other: Any) -> Tensor:
-        return ops.sub(self, other)
-
-    def __rsub__(self, other: Any) -> Tensor:
-        return ops.sub(other, self)
-
-    def __mul__(self, other: Any) -> Tensor:
-        return ops.mul(self, other)
-
-    def __rmul__(self, other: Any) -> Tensor:
-        return ops.mul(other, self)
-
-    def __truediv__(self, other: Any) -> Tensor:
-        return ops.div(self, other)
-
-    def __rtruediv__(self, other: Any) -> Tensor:
-        return ops.div(other, self)
-
-    def __neg__(self) -> Tensor:
-        return ops.neg(self)
-
-    def __pow__(self, exponent: float) -> Tensor:
-        return ops.pow(self, exponent)
-
-    def __rpow__(self, base: float) -> Tensor:
-        """``base ** self`` for a positive Python number ``base``: ``exp(self * ln(base))``."""
-        if not isinstance(base, (int, float)) or base <= 0:
-            raise ValueError(f"base ** tensor needs a positive number as the base; got {base!r}")
-        return ops.exp(self * math.log(base))
-
-    def __matmul__(self, other: Any) -> Tensor:
-        return ops.matmul(self, other)
-
-    def __rmatmul__(self, other: Any) -> Tensor:
-        return ops.matmul(other, self)
-
-    def __getitem__(self, index: Any) -> Tensor:
-        return ops.getitem(self, index)
-
-    def exp(self) -> Tensor:
-        return ops.exp(self)
-
-    def log(self) -> Tensor:
-        return ops.log(self)
-
-    def sqrt(self) -> Tensor:
-        return ops.sqrt(self)
-
-    def abs(self) -> Tensor:
-        return ops.abs(self)
-
-    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:
-        return ops.clip(self, min, max)
-
-    clamp = clip
-
-    def sum(self, dim: Any = None, keepdim: bool = False, **aliases: Any) -> Tensor:
-        return ops.sum(self, dim, keepdim, **aliases)
-
-    def mean(self, dim: Any = None, keepdim: bool = False, **aliases: Any) -> Tensor:
-        return ops.mean(self, dim, keepdim, **aliases)
-
-    def amax(self, dim: Any = None, keepdim: bool = False, **aliases: Any) -> Tensor:
-        return ops.amax(self, dim, keepdim, **aliases)
-
-    def max(self, dim: int | None = None, keepdim: bool = False) -> Any:
-        return ops.max(self, dim, keepdim)
-
-    def reshape(self, *shape: Any) -> Tensor:
-        return ops.reshape(self, *shape)
-
-    def transpose(self, dim0: int, dim1: int) -> Tensor:
-        return ops.transpose(self, dim0, dim1)
-
-    def permute(self, *dims: Any) -> Tensor:
-        return ops.permute(self, *dims)
-
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-        return ops.flatten(self, start_dim, end_dim)
-
-    def broadcast_to(self, shape: Sequence[int]) -> Tensor:
-        return ops.broadcast_to(self, shape)
-
-    def relu(self) -> Tensor:
-        return ops.relu(self)
-
-    def sigmoid(self) -> Tensor:
-        return ops.sigmoid(self)
-
-    def tanh(self) -> Tensor:
-        return ops.tanh(self)
 
 
 def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
@@ -548,6 +434,3 @@ def as_tensors(inputs: Sequence[Any], op: str) -> tuple[Tensor, ...]:
         return Tensor(xp.asarray(x, dtype=dtype))
 
     return tuple(wrap(x) for x in inputs)
-
-
-from . import ops  # noqa: E402  (ops need Tensor defined first)

@@ -37,16 +37,9 @@ except ImportError:
         "tinygan.testing needs hypothesis: pip install hypothesis (or pip install tinygan[test])"
     ) from None
 
-from . import checks
-from .gradcheck import (
-    LAYOUTS,
-    as_layout,
-    distinct_layouts,
-    gradcheck,
-    gradgradcheck,
-    require_finite,
-    run_dtypes,
-)
+from . import arguments
+from .gradcheck import gradcheck, gradgradcheck, require_finite, run_dtypes
+from .layouts import LAYOUTS, as_layout, distinct_layouts
 from .tensor import Tensor
 
 Shape = tuple[int, ...]
@@ -126,13 +119,13 @@ class Domain:
     def __post_init__(self) -> None:
         if isinstance(self.kinks, str) or not isinstance(self.kinks, Sequence):
             raise TypeError(f"Domain: kinks must be a sequence of numbers; got {self.kinks!r}")
-        kinks = tuple(checks.real(k, f"Domain: kinks[{i}]") for i, k in enumerate(self.kinks))
+        kinks = tuple(arguments.real(k, f"Domain: kinks[{i}]") for i, k in enumerate(self.kinks))
         object.__setattr__(self, "kinks", kinks)
-        lo, hi, m = self.low, self.high, checks.real(self.margin, "Domain: margin", 0.0)
-        checks.real(self.scale, "Domain: scale", 0.0, low_open=True)
+        lo, hi, m = self.low, self.high, arguments.real(self.margin, "Domain: margin", 0.0)
+        arguments.real(self.scale, "Domain: scale", 0.0, low_open=True)
         for bound in ("low", "high"):
             if getattr(self, bound) is not None:
-                checks.real(getattr(self, bound), f"Domain: {bound}")
+                arguments.real(getattr(self, bound), f"Domain: {bound}")
         if lo is not None and hi is not None and hi - lo <= 2 * m:
             raise ValueError(f"Domain: high - low must exceed 2 * margin; got {self}")
         ordered = sorted(kinks)

@@ -15,9 +15,9 @@ from hypothesis import settings
 import tinygan as tg
 from tinygan import Function, Tensor, sum_to
 from tinygan.function import broadcast_shape
+from tinygan.graph import draw_graph
 from tinygan.ops.activation import stable_sigmoid
 from tinygan.testing import Domain, broadcastable_shapes, op_test
-from tinygan.viz import draw_graph
 
 # ---- 1. Predict the backward pass ------------------------------------------------------------
 # y = c * e with c = a * b = -6 and e = a + b = -1. The engine lists the graph depth-first from

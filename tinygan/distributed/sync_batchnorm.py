@@ -1,13 +1,14 @@
 """Synchronized batch normalisation: batch statistics over every rank's part of the batch.
 
-``SyncBatchNormFunction`` is the fused batch norm (``ops.nn.BatchNorm``) whose per-channel sums
-are all-reduced: forward, the row count (on the host), the sums of ``x``, then the sums of
-the squared deviations (two passes over the data as the fused kernel does: ``E[x^2] - mean^2``
-in one message would lose digits in float32 when |mean| >> std); backward, the sums of ``gy``
-and ``gy * xhat`` in one message. Under ``create_graph`` its backward differentiates the same
-statistics written as Tensor ops around ``AllReduceSum`` (forward, the sum over ranks of an
-array; backward, the sum over ranks of the gradient: all-reduce is its own adjoint, every rank's
-input reaches every rank's output with weight 1), so higher derivatives come out of autograd.
+``SyncBatchNormFunction`` is the fused batch norm (``ops.normalization.BatchNormFunction``) whose
+per-channel sums are all-reduced: forward, the row count (on the host), the sums of ``x``, then
+the sums of the squared deviations (two passes over the data as the fused kernel does:
+``E[x^2] - mean^2`` in one message would lose digits in float32 when |mean| >> std); backward,
+the sums of ``gy`` and ``gy * xhat`` in one message. Under ``create_graph`` its backward
+differentiates the same statistics written as Tensor ops around ``AllReduceSum`` (forward, the
+sum over ranks of an array; backward, the sum over ranks of the gradient: all-reduce is its own
+adjoint, every rank's input reaches every rank's output with weight 1), so higher derivatives
+come out of autograd.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..backend import get_array_module
 from ..function import Function
 from ..nn.layers import _BatchNorm
 from ..nn.module import Module
-from ..ops.nn import BatchNorm
+from ..ops.normalization import BatchNormFunction
 from ..tensor import Tensor
 from .comm import Communicator, world
 
@@ -83,13 +84,13 @@ def _unrows(y: Tensor, shape: tuple[int, ...]) -> Tensor:
     return y.reshape(n, *spatial, c).permute(0, len(shape) - 1, *range(1, len(shape) - 1))
 
 
-class SyncBatchNormFunction(BatchNorm):
-    """``ops.nn.BatchNorm`` in training mode whose per-channel sums cover every rank's rows: the
-    fused kernel and its first-order backward, with four all-reduces per call (the row count,
-    on the host; the sums; the squared deviations; in backward the sums of ``gy`` and
-    ``gy * xhat``, which the input's gradient needs over the whole batch; the weight's and
-    bias's gradients stay this rank's, for the data-parallel average). Under ``create_graph``
-    its backward differentiates ``_formula``: Tensor ops around ``AllReduceSum``.
+class SyncBatchNormFunction(BatchNormFunction):
+    """``ops.normalization.BatchNormFunction`` in training mode whose per-channel sums cover every
+    rank's rows: the fused kernel and its first-order backward, with four all-reduces per call (the
+    row count, on the host; the sums; the squared deviations; in backward the sums of ``gy`` and
+    ``gy * xhat``, which the input's gradient needs over the whole batch; the weight's and bias's
+    gradients stay this rank's, for the data-parallel average). Under ``create_graph`` its backward
+    differentiates ``_formula``: Tensor ops around ``AllReduceSum``.
 
     The row count goes through ``allreduce_values`` (MPI, on the host, with the deadline), so
     that checking it reads no GPU value: a host read of an array that a pending NCCL

@@ -8,14 +8,14 @@ from .autoencoder import (
     conv_autoencoder,
     mask_noise,
     mlp_autoencoder,
-    pretrain_stack,
     sparsity_kl,
     stack_autoencoders,
     weight_decay_penalty,
 )
 from .base import Model, evaluating, frozen, mlp
 from .bigan import BiGAN, PairDiscriminator
-from .classifier import Classifier, linear_probe, mnist_cnn
+from .classifier import Classifier, mnist_cnn
+from .dcgan import DCGAN, DCGANDiscriminator, DCGANGenerator
 from .divergences import (
     DIVERGENCES,
     Divergence,
@@ -24,18 +24,8 @@ from .divergences import (
     variational_bound,
     wright_omega,
 )
-from .gan import (
-    DCGAN,
-    FGAN,
-    GAN,
-    WGAN,
-    WGANGP,
-    DCGANDiscriminator,
-    DCGANGenerator,
-    discriminator_loss,
-    generator_loss,
-    gradient_penalty,
-)
+from .fgan import FGAN
+from .gan import GAN, discriminator_loss, generator_loss, gradient_penalty
 from .infogan import (
     Discriminator,
     Generator,
@@ -49,6 +39,7 @@ from .infogan import (
 )
 from .sparse_coding import SparseCoding, code_objective, soft_threshold, sparse_encode
 from .vae import VAE, binarize, gaussian_kl
+from .wgan import WGAN, WGANGP
 
 __all__ = [
     "DCGAN",
@@ -88,12 +79,10 @@ __all__ = [
     "get_divergence",
     "gradient_penalty",
     "information_terms",
-    "linear_probe",
     "mask_noise",
     "mlp",
     "mlp_autoencoder",
     "mnist_cnn",
-    "pretrain_stack",
     "soft_threshold",
     "sparse_encode",
     "sparsity_kl",

@@ -11,10 +11,10 @@ where ``f`` is the encoder, ``g`` the decoder (it outputs logits for ``loss="bce
 probability ``mu``; the target stays the clean ``x``), ``rho_hat_j`` is hidden unit j's mean
 activation over the batch, and ``W`` runs over weight matrices and kernels, not biases.
 
-``mlp_autoencoder`` and ``conv_autoencoder`` build encoder/decoder pairs; ``pretrain_stack``
-trains a stack of autoencoders greedily, each on the codes of the one below, and
-``stack_autoencoders`` joins them into one deep autoencoder to fine-tune end to end with
-``tinygan.train.train``.
+``mlp_autoencoder`` and ``conv_autoencoder`` build encoder/decoder pairs;
+``tinygan.train.pretrain_stack`` trains a stack of autoencoders greedily, each on the codes of the
+one below, and ``stack_autoencoders`` joins them into one deep autoencoder to fine-tune end to end
+with ``tinygan.train.train``.
 """
 
 from __future__ import annotations
@@ -22,20 +22,16 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import checks, nn
+from .. import arguments, nn
 from ..nn import functional as F
 from ..ops import log
 from ..optim import Adam
-from ..serialization import load
 from ..tensor import Tensor
-from ..train import train
 from .base import Model, activation_layer
 
 LOSSES = ("bce", "mse")
@@ -61,7 +57,7 @@ def sparsity_kl(rho_hat: Tensor, rho: float, eps: float = 1e-6) -> Tensor:
     -------
     Tensor, shape ()
     """
-    checks.real(rho, "rho", 0, 1, low_open=True, high_open=True)
+    arguments.real(rho, "rho", 0, 1, low_open=True, high_open=True)
     if not 0 < eps < 0.5:
         raise ValueError(f"eps must be in (0, 0.5); got {eps!r}")
     r = rho_hat.clip(eps, 1 - eps)
@@ -85,7 +81,7 @@ def weight_decay_penalty(parameters: Iterable[Tensor], weight_decay: float) -> T
     -------
     Tensor, shape ()
     """
-    checks.real(weight_decay, "weight_decay", 0)
+    arguments.real(weight_decay, "weight_decay", 0)
     weights = [p for p in parameters if p.ndim >= 2]
     if not weights:
         raise ValueError("weight_decay_penalty: no weights (parameters with ndim >= 2) given")
@@ -107,7 +103,7 @@ def mask_noise(x: np.ndarray, mu: float, rng: np.random.Generator) -> np.ndarray
     -------
     np.ndarray, the shape and dtype of ``x`` (a new array)
     """
-    checks.real(mu, "mu", 0, 1, high_open=True)
+    arguments.real(mu, "mu", 0, 1, high_open=True)
     return x * (rng.random(x.shape) >= mu).astype(x.dtype)
 
 
@@ -273,10 +269,10 @@ class Autoencoder(Model):
         if sparsity is not None:
             if not (isinstance(sparsity, tuple) and len(sparsity) == 2):
                 raise ValueError(f"sparsity must be a pair (rho, beta); got {sparsity!r}")
-            checks.real(sparsity[0], "rho", 0, 1, low_open=True, high_open=True)
-            checks.real(sparsity[1], "beta", 0)
-        checks.real(weight_decay, "weight_decay", 0)
-        checks.real(corruption, "corruption", 0, 1, high_open=True)
+            arguments.real(sparsity[0], "rho", 0, 1, low_open=True, high_open=True)
+            arguments.real(sparsity[1], "beta", 0)
+        arguments.real(weight_decay, "weight_decay", 0)
+        arguments.real(corruption, "corruption", 0, 1, high_open=True)
         self.encoder, self.decoder = encoder.to(device), decoder.to(device)
         self.loss, self.sparsity, self.device = loss, sparsity, device
         self.weight_decay, self.corruption = weight_decay, corruption
@@ -386,65 +382,6 @@ class Autoencoder(Model):
 
 
 # ---- stacks -----------------------------------------------------------------------------------
-def pretrain_stack(
-    layers: Sequence[Autoencoder],
-    data: np.ndarray,
-    *,
-    steps: int,
-    batch_size: int,
-    seed: int = 0,
-    checkpoint_dir: str | os.PathLike | None = None,
-    resume: bool = False,
-    progress: bool = True,
-) -> list[list[dict[str, float]]]:
-    """Greedy layer-wise pretraining: train ``layers[0]`` on ``data``, then each next layer on
-    the (clean) codes of the trained one below, with ``tinygan.train.train``, in place.
-
-    Fine-tune afterwards with ``train(stack_autoencoders(layers), data, ...)``.
-
-    Parameters
-    ----------
-    layers : sequence of Autoencoder
-        Layer i's encoder takes layer i-1's codes; each may be plain, sparse or denoising.
-    data : np.ndarray, shape (N, ...)
-    steps, batch_size : int
-        Per layer.
-    seed : int
-        Layer i trains with seed ``seed + i``.
-    checkpoint_dir : path, optional
-        Checkpoints ``layer1.npz``, ``layer2.npz``, ... (see ``train``).
-    resume : bool
-        Continue each layer from its checkpoint (a finished layer is not trained again). The
-        layers above one that trains further start over: their inputs, the codes below, changed.
-
-    Returns
-    -------
-    list of histories, one per layer (``train``'s return value)
-    """
-    if not layers or not all(isinstance(layer, Autoencoder) for layer in layers):
-        raise TypeError(f"layers must be a non-empty sequence of Autoencoder; got {layers!r}")
-    histories, inputs, changed = [], data, False
-    for i, layer in enumerate(layers):
-        if i:
-            inputs = layers[i - 1].encode(inputs)
-        checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / f"layer{i + 1}.npz"
-        again = resume and not changed and checkpoint is not None and checkpoint.exists()
-        done = int(load(checkpoint)["train/step"]) if again else 0
-        history = train(
-            layer,
-            inputs,
-            steps=steps,
-            batch_size=batch_size,
-            seed=seed + i,
-            checkpoint=checkpoint,
-            resume=again,
-            progress=progress,
-        )
-        histories.append(history)
-        changed = changed or len(history) > done  # this layer trained: the codes above change
-    return histories
-
-
 def stack_autoencoders(layers: Sequence[Autoencoder], **options: Any) -> Autoencoder:
     """One deep autoencoder from a stack: encoders bottom-up, then decoders top-down, each inner
     decoder followed by its layer's output activation (so the next decoder gets codes).

@@ -1,5 +1,6 @@
-"""The GAN family on one training step: GAN (Goodfellow et al. 2014), f-GAN (Nowozin et al. 2016),
-WGAN (Arjovsky et al. 2017), and DCGAN's networks (Radford et al. 2016).
+"""The general GAN, whose one training step serves the family: GAN (Goodfellow et al. 2014),
+f-GAN (Nowozin et al. 2016, fgan.py), WGAN and WGAN-GP (Arjovsky et al. 2017, Gulrajani et al.
+2017, wgan.py); DCGAN's networks (Radford et al. 2016) are dcgan.py's.
 
 One formula serves the first two. f-GAN's discriminator maximises a variational lower bound of an
 f-divergence,
@@ -22,21 +23,18 @@ added to its loss (``gradient_penalty``), which needs the gradient of a gradient
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
-from .. import backend, checks, nn
+from .. import arguments, backend, nn
 from ..function import grad_mode, is_grad_enabled, no_grad
-from ..nn import init
 from ..optim import Adam, Optimizer, RMSprop
 from ..tensor import Tensor, grad
-from .base import Model, frozen, mlp
+from .base import Model, frozen
 from .divergences import DIVERGENCES, get_divergence, variational_bound
 
 __all__ = [
-    "DCGAN", "FGAN", "GAN", "GENERATOR_LOSSES", "OBJECTIVES", "WGAN", "WGANGP",
-    "DCGANDiscriminator", "DCGANGenerator", "discriminator_loss", "generator_loss",
+    "GAN", "GENERATOR_LOSSES", "OBJECTIVES", "discriminator_loss", "generator_loss",
     "gradient_penalty",
 ]  # fmt: skip
 
@@ -177,7 +175,7 @@ class GAN(Model):
         if clip_value is not None and not clip_value > 0:
             raise ValueError(f"clip_value must be positive or None; got {clip_value!r}")
         if gradient_penalty is not None:
-            gradient_penalty = checks.real(gradient_penalty, "gradient_penalty", 0.0)
+            gradient_penalty = arguments.real(gradient_penalty, "gradient_penalty", 0.0)
             if gradient_penalty and clip_value is not None:
                 raise ValueError(
                     f"gradient_penalty={gradient_penalty!r} and clip_value={clip_value!r}: the "
@@ -280,198 +278,3 @@ def _optimizer(name: str, module: nn.Module, lr: float, betas: tuple[float, floa
     if name == "rmsprop":
         return RMSprop(module.parameters(), lr=lr)
     raise ValueError(f"optimizer must be 'adam' or 'rmsprop'; got {name!r}")
-
-
-# ----------------------------------------------------------------------------- networks
-
-
-def _dcgan_init_(module: nn.Module, rng: np.random.Generator) -> nn.Module:
-    """DCGAN's initialisation: conv weights N(0, 0.02), batch-norm scales N(1, 0.02), shifts 0."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            init.normal_(m.weight, 0.0, 0.02, rng)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            init.normal_(m.weight, 1.0, 0.02, rng)
-            init.zeros_(m.bias)
-    return module
-
-
-class DCGANGenerator(nn.Module):
-    """DCGAN's generator for 28x28 images: fractionally-strided convolutions with batch norm and
-    ReLU, tanh output. (N, noise_dim) -> project to (2*width, 7, 7) -> (width, 14, 14) ->
-    (channels, 28, 28) in (-1, 1)."""
-
-    def __init__(
-        self,
-        noise_dim: int = 100,
-        width: int = 64,
-        channels: int = 1,
-        rng: np.random.Generator | None = None,
-    ) -> None:
-        super().__init__()
-        rng = np.random.default_rng() if rng is None else rng
-        self.net = nn.Sequential(
-            nn.Unflatten(1, (noise_dim, 1, 1)),
-            nn.ConvTranspose2d(noise_dim, 2 * width, 7, 1, 0, bias=False, rng=rng),
-            nn.BatchNorm2d(2 * width), nn.ReLU(),
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False, rng=rng),
-            nn.BatchNorm2d(width), nn.ReLU(),
-            nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False, rng=rng), nn.Tanh(),
-        )  # fmt: skip
-        _dcgan_init_(self.net, rng)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
-
-
-class DCGANDiscriminator(nn.Module):
-    """DCGAN's discriminator for 28x28 images: strided convolutions, batch norm (not on the
-    input layer), LeakyReLU(0.2); (N, channels, 28, 28) -> (N,) raw outputs. With
-    ``batch_norm=False`` (WGAN-GP's critic) the convolutions have biases instead."""
-
-    def __init__(
-        self,
-        width: int = 64,
-        channels: int = 1,
-        batch_norm: bool = True,
-        rng: np.random.Generator | None = None,
-    ) -> None:
-        super().__init__()
-        rng = np.random.default_rng() if rng is None else rng
-        norm = [nn.BatchNorm2d(2 * width)] if batch_norm else []
-        bias = not batch_norm
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 4, 2, 1, bias=bias, rng=rng), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=bias, rng=rng), *norm, nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * width, 1, 7, 1, 0, bias=bias, rng=rng), nn.Flatten(0),
-        )  # fmt: skip
-        _dcgan_init_(self.net, rng)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
-# ----------------------------------------------------------------------------- the papers' set-ups
-
-
-class DCGAN(GAN):
-    """Radford et al.: DCGAN networks, Adam (lr 2e-4, beta1 0.5), N(0, 1) noise of 100 dims, the
-    GAN objective with the non-saturating (default) or minimax generator loss.
-    ``discriminator_batch_norm=False`` builds D without batch norm (``DCGANDiscriminator``)."""
-
-    def __init__(
-        self,
-        *,
-        noise_dim: int = 100,
-        width: int = 64,
-        generator_loss: str = "non_saturating",
-        discriminator_batch_norm: bool = True,
-        seed: int = 0,
-        device: str = "cpu",
-        **kwargs: Any,
-    ) -> None:
-        rng = np.random.default_rng(seed)
-        super().__init__(
-            DCGANGenerator(noise_dim, width, rng=rng),
-            DCGANDiscriminator(width, batch_norm=discriminator_batch_norm, rng=rng),
-            noise_dim=noise_dim,
-            generator_loss=generator_loss,
-            noise="normal",
-            output_range=(-1.0, 1.0),
-            device=device,
-            **kwargs,
-        )
-
-
-class WGAN(DCGAN):
-    """Arjovsky et al.: a critic without output activation (DCGAN networks), weight clipping at
-    0.01, 5 critic steps per generator step, RMSProp with lr 5e-5. ``estimate`` in the step's
-    metrics is the critic's estimate of the Wasserstein distance (up to the clipping's scale)."""
-
-    def __init__(
-        self,
-        *,
-        clip_value: float = 0.01,
-        n_critic: int = 5,
-        lr: float = 5e-5,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            objective="wasserstein",
-            optimizer="rmsprop",
-            lr_g=lr,
-            lr_d=lr,
-            n_critic=n_critic,
-            clip_value=clip_value,
-            **kwargs,
-        )
-
-
-class WGANGP(DCGAN):
-    """Gulrajani et al.'s WGAN-GP with their MNIST settings: WGAN's critic objective, the
-    gradient penalty with lambda 10 in place of weight clipping, 5 critic steps per generator
-    step, Adam (lr 1e-4, betas (0.5, 0.9)) for both players. Networks: DCGAN's, as ``WGAN``
-    uses, but the critic has no batch norm (the penalty is per example; the paper suggests layer
-    norm in its place, which tinygan does not have, so there is none) and has biases instead.
-    ``estimate`` in the step's metrics is the critic's estimate of the Wasserstein distance,
-    ``grad_norm`` the mean ||grad_x D|| on the interpolates (the penalty pulls it to 1)."""
-
-    def __init__(
-        self,
-        *,
-        gradient_penalty: float = 10.0,
-        n_critic: int = 5,
-        lr: float = 1e-4,
-        betas: tuple[float, float] = (0.5, 0.9),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            objective="wasserstein",
-            optimizer="adam",
-            lr_g=lr,
-            lr_d=lr,
-            betas=betas,
-            n_critic=n_critic,
-            gradient_penalty=gradient_penalty,
-            discriminator_batch_norm=False,
-            **kwargs,
-        )
-
-
-class FGAN(GAN):
-    """Nowozin et al.'s MNIST set-up: fully connected G (noise_dim -> 1200 -> 1200 -> 784,
-    batch norm, ReLU, sigmoid) and D (784 -> 240 -> 240 -> 1, LeakyReLU(0.2) in place of the
-    paper's maxout), U(-1, 1) noise, Adam (lr 2e-4, beta1 0.5), the named divergence."""
-
-    def __init__(
-        self,
-        divergence: str = "gan",
-        *,
-        noise_dim: int = 100,
-        image_shape: tuple[int, ...] = (1, 28, 28),
-        hidden_g: int = 1200,
-        hidden_d: int = 240,
-        generator_loss: str = "non_saturating",
-        seed: int = 0,
-        device: str = "cpu",
-        **kwargs: Any,
-    ) -> None:
-        get_divergence(divergence)  # a clear error for an unknown name
-        rng = np.random.default_rng(seed)
-        d = int(np.prod(image_shape))
-        generator = mlp(
-            [noise_dim, hidden_g, hidden_g, d], batch_norm=True, output="sigmoid", rng=rng
-        )
-        generator.append(nn.Unflatten(1, image_shape))
-        discriminator = nn.Sequential(
-            nn.Flatten(), mlp([d, hidden_d, hidden_d, 1], activation="leaky_relu", rng=rng)
-        )
-        super().__init__(
-            generator,
-            discriminator,
-            noise_dim=noise_dim,
-            objective=divergence,
-            generator_loss=generator_loss,
-            device=device,
-            **kwargs,
-        )

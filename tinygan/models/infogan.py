@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import checks, nn
+from .. import arguments, nn
 from ..augment import RandomAffine
 from ..function import no_grad
 from ..nn import functional as F
@@ -289,7 +289,7 @@ def consistency_loss(
         A loss to minimise, in nats; both objectives are >= -ln K, with equality for confident,
         consistent assignments that fill the K clusters equally.
     """
-    checks.choice(objective, "objective", CONSISTENCY_OBJECTIVES)
+    arguments.choice(objective, "objective", CONSISTENCY_OBJECTIVES)
     if logits.ndim != 2 or logits.shape != logits_moved.shape:
         raise ValueError(
             f"logits and logits_moved must both have shape (N, K), the same; got "
@@ -366,8 +366,8 @@ class InfoGAN(Model):
     ) -> None:
         if spec.q_dim == 0:
             raise ValueError(f"InfoGAN needs at least one code to recover; got {spec}")
-        self.consistency = checks.real(consistency, "consistency", 0.0)
-        self.consistency_objective = checks.choice(
+        self.consistency = arguments.real(consistency, "consistency", 0.0)
+        self.consistency_objective = arguments.choice(
             consistency_objective, "consistency_objective", CONSISTENCY_OBJECTIVES
         )
         if self.consistency and not spec.categorical:

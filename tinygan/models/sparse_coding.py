@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import checks
+from .. import arguments
 
 __all__ = ["SparseCoding", "code_objective", "soft_threshold", "sparse_encode", "sparsity_penalty"]
 
@@ -67,7 +67,7 @@ def sparsity_penalty(Z: np.ndarray, kind: str) -> np.ndarray:
     -------
     np.ndarray, shape (N,)
     """
-    checks.choice(kind, "penalty", SOLVERS)
+    arguments.choice(kind, "penalty", SOLVERS)
     if kind == "l1":
         return np.abs(Z).sum(axis=1)
     if kind == "log":
@@ -141,9 +141,9 @@ def sparse_encode(
     if A.shape[0] != X.shape[1]:
         raise ValueError(f"A has {A.shape[0]} rows but X has {X.shape[1]} features; expected equal")
     solver = _check_solver(penalty, solver)
-    eta = checks.real(eta, "eta", 0)
-    tol = checks.real(tol, "tol", 0)
-    max_iter = checks.integer(max_iter, "max_iter", 1)
+    eta = arguments.real(eta, "eta", 0)
+    tol = arguments.real(tol, "tol", 0)
+    max_iter = arguments.integer(max_iter, "max_iter", 1)
     shape = (X.shape[0], A.shape[1])
     if init is None:
         Z = np.zeros(shape, X.dtype)
@@ -224,23 +224,23 @@ class SparseCoding:
         tol: float = 1e-6,
         rng: np.random.Generator | int | None = None,
     ) -> None:
-        self.n_atoms = checks.integer(n_atoms, "n_atoms", 1)
+        self.n_atoms = arguments.integer(n_atoms, "n_atoms", 1)
         self.solver = _check_solver(penalty, solver)
         self.penalty = penalty
-        self.eta = checks.real(eta, "eta", 0)
-        self.dict_update = checks.choice(dict_update, "dict_update", DICT_UPDATES)
+        self.eta = arguments.real(eta, "eta", 0)
+        self.dict_update = arguments.choice(dict_update, "dict_update", DICT_UPDATES)
         if dict_update == "ridge":
             if lam is None:
                 raise ValueError("dict_update='ridge' needs lam > 0; got lam=None")
-            self.lam = checks.real(lam, "lam", 0, low_open=True)
+            self.lam = arguments.real(lam, "lam", 0, low_open=True)
         elif lam is not None:
             raise ValueError(
                 f"lam applies only to dict_update='ridge'; got lam={lam!r} with 'normalize'"
             )
         else:
             self.lam = 0.0
-        self.code_iter = checks.integer(code_iter, "code_iter", 1)
-        self.tol = checks.real(tol, "tol", 0)
+        self.code_iter = arguments.integer(code_iter, "code_iter", 1)
+        self.tol = arguments.real(tol, "tol", 0)
         if rng is not None and not isinstance(rng, np.random.Generator | int):
             raise TypeError(f"rng must be a np.random.Generator, an int seed or None; got {rng!r}")
         self.rng = np.random.default_rng(rng)
@@ -264,7 +264,7 @@ class SparseCoding:
             ``self``.
         """
         X = _check_data(X, "X")
-        n_iter = checks.integer(n_iter, "n_iter", 0)
+        n_iter = arguments.integer(n_iter, "n_iter", 0)
         A = self.rng.standard_normal((X.shape[1], self.n_atoms)).astype(X.dtype)
         self.dictionary = A / np.linalg.norm(A, axis=0)
         Z = np.zeros((X.shape[0], self.n_atoms), X.dtype)
@@ -383,7 +383,7 @@ def _check_data(a: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
 
 
 def _check_solver(penalty: str, solver: str | None) -> str:
-    allowed = SOLVERS[checks.choice(penalty, "penalty", SOLVERS)]
+    allowed = SOLVERS[arguments.choice(penalty, "penalty", SOLVERS)]
     if solver is None:
         return allowed[0]
     if solver not in allowed:

@@ -13,16 +13,16 @@ from ..ops.activation import (
     tanh,
 )
 from ..ops.conv import conv2d, conv_transpose2d
-from ..ops.nn import (
-    batch_norm,
+from ..ops.dropout import dropout
+from ..ops.linear import linear
+from ..ops.loss import (
     binary_cross_entropy_with_logits,
     cross_entropy,
-    dropout,
     gaussian_nll,
     gaussian_nll_loss,
-    linear,
     mse_loss,
 )
+from ..ops.normalization import batch_norm
 
 __all__ = [
     "batch_norm", "binary_cross_entropy_with_logits", "conv2d", "conv_transpose2d",

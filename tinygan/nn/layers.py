@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import ops
 from ..kernels.shapes import pair
-from ..ops.nn import check_dropout_p
+from ..ops.dropout import check_dropout_p
 from ..tensor import Tensor
 from . import functional as F
 from . import init

@@ -1,4 +1,7 @@
-"""Activations and the log-sum-exp family, in numerically stable forms matching PyTorch."""
+"""Activations and the log-sum-exp family, in numerically stable forms matching PyTorch; each
+op's Function followed by its function. The Functions are named apart from the layers of
+``tinygan.nn`` that call them (``ReLUFunction`` under ``nn.ReLU``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,31 @@ from ..tensor import Tensor
 from .math import exp
 
 
-class ReLU(Function):
+def stable_sigmoid(x, xp):
+    """``1 / (1 + exp(-x))`` on a raw array, without overflow for any ``x``."""
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _stable_max(x, axis, xp):
+    """Max over ``axis`` (kept), with non-finite maxima replaced by 0 so ``x - m`` is safe."""
+    m = x.max(axis=axis, keepdims=True)
+    return xp.where(xp.isfinite(m), m, 0)
+
+
+def stable_log_softmax(x, axis, xp):
+    """``x - logsumexp(x, axis)`` on a raw array, shifted by the max so it never overflows."""
+    shifted = x - _stable_max(x, axis, xp)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def _dim(x: Tensor, dim: int) -> int:
+    if not -max(x.ndim, 1) <= dim < max(x.ndim, 1):
+        raise ValueError(f"dim {dim} is out of range for a tensor with {x.ndim} dims")
+    return dim % max(x.ndim, 1) if x.ndim else None
+
+
+class ReLUFunction(Function):
     def forward(self, x):
         return self.xp.maximum(x, 0)
 
@@ -16,7 +43,12 @@ class ReLU(Function):
         return gy * (self.output.data > 0)  # gradient 0 at x == 0, as PyTorch
 
 
-class LeakyReLU(Function):
+def relu(x: Tensor) -> Tensor:
+    """``max(x, 0)``."""
+    return ReLUFunction()(x)
+
+
+class LeakyReLUFunction(Function):
     def __init__(self, negative_slope: float):
         self.slope = negative_slope
 
@@ -41,19 +73,12 @@ class LeakyReLUGrad(Function):
         return LeakyReLUGrad(self.x, self.slope)(ggx)
 
 
-def stable_sigmoid(x, xp):
-    """``1 / (1 + exp(-x))`` on a raw array, without overflow for any ``x``."""
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
+    """``x`` where ``x > 0``, else ``negative_slope * x``."""
+    return LeakyReLUFunction(negative_slope)(x)
 
 
-def stable_log_softmax(x, axis, xp):
-    """``x - logsumexp(x, axis)`` on a raw array, shifted by the max so it never overflows."""
-    shifted = x - _stable_max(x, axis, xp)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
-
-
-class Sigmoid(Function):
+class SigmoidFunction(Function):
     def forward(self, x):
         return stable_sigmoid(x, self.xp)
 
@@ -62,13 +87,23 @@ class Sigmoid(Function):
         return gy * y * (1 - y)
 
 
-class Tanh(Function):
+def sigmoid(x: Tensor) -> Tensor:
+    """``1 / (1 + exp(-x))``, computed without overflow."""
+    return SigmoidFunction()(x)
+
+
+class TanhFunction(Function):
     def forward(self, x):
         return self.xp.tanh(x)
 
     def backward(self, gy):
         y = self.output
         return gy * (1 - y * y)
+
+
+def tanh(x: Tensor) -> Tensor:
+    """Elementwise hyperbolic tangent."""
+    return TanhFunction()(x)
 
 
 class Softplus(Function):
@@ -90,10 +125,9 @@ class Softplus(Function):
         return gy * slope
 
 
-def _stable_max(x, axis, xp):
-    """Max over ``axis`` (kept), with non-finite maxima replaced by 0 so ``x - m`` is safe."""
-    m = x.max(axis=axis, keepdims=True)
-    return xp.where(xp.isfinite(m), m, 0)
+def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """``log(1 + exp(beta * x)) / beta``; linear where ``beta * x > threshold``."""
+    return Softplus(beta, threshold)(x)
 
 
 class LogSumExp(Function):
@@ -112,6 +146,11 @@ class LogSumExp(Function):
         return gy.reshape(*kept) * exp(x - self.output.reshape(*kept))
 
 
+def logsumexp(x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
+    """``log(sum(exp(x), dim))``, shifted by the max so it never overflows."""
+    return LogSumExp(_dim(x, dim), keepdim)(x)
+
+
 class LogSoftmax(Function):
     def __init__(self, dim: int):
         self.dim = dim
@@ -121,6 +160,11 @@ class LogSoftmax(Function):
 
     def backward(self, gy):
         return gy - exp(self.output) * gy.sum(self.dim, keepdim=True)
+
+
+def log_softmax(x: Tensor, dim: int) -> Tensor:
+    """``x - logsumexp(x, dim)``: log-probabilities along ``dim``."""
+    return LogSoftmax(_dim(x, dim))(x)
 
 
 class Softmax(Function):
@@ -135,47 +179,6 @@ class Softmax(Function):
     def backward(self, gy):
         y = self.output
         return y * (gy - (gy * y).sum(self.dim, keepdim=True))
-
-
-def _dim(x: Tensor, dim: int) -> int:
-    if not -max(x.ndim, 1) <= dim < max(x.ndim, 1):
-        raise ValueError(f"dim {dim} is out of range for a tensor with {x.ndim} dims")
-    return dim % max(x.ndim, 1) if x.ndim else None
-
-
-def relu(x: Tensor) -> Tensor:
-    """``max(x, 0)``."""
-    return ReLU()(x)
-
-
-def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
-    """``x`` where ``x > 0``, else ``negative_slope * x``."""
-    return LeakyReLU(negative_slope)(x)
-
-
-def sigmoid(x: Tensor) -> Tensor:
-    """``1 / (1 + exp(-x))``, computed without overflow."""
-    return Sigmoid()(x)
-
-
-def tanh(x: Tensor) -> Tensor:
-    """Elementwise hyperbolic tangent."""
-    return Tanh()(x)
-
-
-def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
-    """``log(1 + exp(beta * x)) / beta``; linear where ``beta * x > threshold``."""
-    return Softplus(beta, threshold)(x)
-
-
-def logsumexp(x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
-    """``log(sum(exp(x), dim))``, shifted by the max so it never overflows."""
-    return LogSumExp(_dim(x, dim), keepdim)(x)
-
-
-def log_softmax(x: Tensor, dim: int) -> Tensor:
-    """``x - logsumexp(x, dim)``: log-probabilities along ``dim``."""
-    return LogSoftmax(_dim(x, dim))(x)
 
 
 def softmax(x: Tensor, dim: int) -> Tensor:

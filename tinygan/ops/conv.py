@@ -37,7 +37,7 @@ from .. import kernels
 from ..function import Function
 from ..kernels.shapes import ConvGeometry, conv2d_geometry, conv_transpose2d_geometry, pair
 from ..tensor import Tensor
-from .nn import ChannelSum
+from .linear import ChannelSum
 
 
 # ---- the shared pieces: three kernels serve both layers -------------------------------------
@@ -88,8 +88,8 @@ def _nchw(rows: Any, n: int, hw: tuple[int, int]) -> Any:
     return rows.reshape(n, *hw, rows.shape[1]).transpose(0, 3, 1, 2)
 
 
-# ---- the Functions: each one's backward is made of the three ----------------------------------
-class Conv2d(Function):
+# ---- the Functions, each followed by its function; each backward is made of the three -------
+class Conv2dFunction(Function):
     """Image -> grid: x (N, C, H, W), weight (OUT, C, kH, kW), bias (OUT,) or absent ->
     y (N, OUT, OH, OW), channels-last in memory, for a validated geometry ``g``.
 
@@ -113,64 +113,11 @@ class Conv2d(Function):
     def backward(self, gy):
         x, weight = self.inputs[:2]
         need = self.needs_input_grad
-        gx = ConvTranspose2d(self.g, wmat=self.wmat)(gy, weight) if need[0] else None
+        gx = ConvTranspose2dFunction(self.g, wmat=self.wmat)(gy, weight) if need[0] else None
         gw = ConvWeightGrad(self.g, cols=self.cols)(x, gy) if need[1] else None
         return (gx, gw) if len(need) == 2 else (gx, gw, ChannelSum()(gy) if need[2] else None)
 
 
-class ConvTranspose2d(Function):
-    """Grid -> image, the adjoint of ``Conv2d``: x (N, C, H, W), weight (C, OUT, kH, kW), bias
-    (OUT,) or absent -> y (N, OUT, OH, OW), channels-last in memory, for a validated geometry."""
-
-    def __init__(self, g: ConvGeometry, wmat: Any = None):
-        self.g, self.wmat = g, wmat
-
-    def forward(self, x, weight, bias=None):
-        _check_dtypes("conv_transpose2d", x, weight, bias)
-        self.wmat = _weight_matrix(weight) if self.wmat is None else self.wmat
-        x_rows = _rows(x)
-        self.x_rows = x_rows if self.needs_input_grad[1] else None  # the weight grad's operand
-        y = _gemm_col2im(x_rows, self.wmat, self.g)
-        if bias is not None:
-            y += bias[:, None, None]
-        return y
-
-    def backward(self, gy):
-        x, weight = self.inputs[:2]
-        need = self.needs_input_grad
-        gx = gw = None
-        if need[0] or need[1]:
-            cols = _im2col(gy.data, self.g)  # (N*H*W, kH*kW*OUT), shared by both gradients
-            gx = Conv2d(self.g, cols, self.wmat)(gy, weight) if need[0] else None
-            gw = ConvWeightGrad(self.g, cols, self.x_rows)(gy, x) if need[1] else None
-        return (gx, gw) if len(need) == 2 else (gx, gw, ChannelSum()(gy) if need[2] else None)
-
-
-class ConvWeightGrad(Function):
-    """The weight gradient of both layers: image (N, B, H, W) and grid (N, A, OH, OW) ->
-    ``rows(grid)^T @ cols(image)`` as a weight (A, B, kH, kW). It is bilinear:
-    ``<W(image, grid), v> = <conv2d(image, v), grid> = <image, conv_transpose2d(grid, v)>``,
-    which is its backward."""
-
-    def __init__(self, g: ConvGeometry, cols: Any = None, rows: Any = None):
-        self.g, self.cols, self.rows = g, cols, rows  # caches: im2col(image), rows(grid)
-
-    def forward(self, image, grid):
-        cols = _im2col(image, self.g) if self.cols is None else self.cols
-        self.cols = cols if self.needs_input_grad[1] else None
-        rows = _rows(grid) if self.rows is None else self.rows
-        self.rows = None
-        a, b, (kh, kw) = grid.shape[1], image.shape[1], self.g.kernel
-        return _weight_grad(rows, cols, (a, b, kh, kw))
-
-    def backward(self, gw):
-        image, grid = self.inputs
-        g_image = ConvTranspose2d(self.g)(grid, gw) if self.needs_input_grad[0] else None
-        g_grid = Conv2d(self.g, self.cols)(image, gw) if self.needs_input_grad[1] else None
-        return g_image, g_grid
-
-
-# ---- the plain functions --------------------------------------------------------------------
 def conv2d(
     x: Tensor,
     weight: Tensor,
@@ -209,7 +156,36 @@ def conv2d(
         pair(padding, "padding", 0),
         pair(dilation, "dilation"),
     )
-    return Conv2d(g)(x, weight) if bias is None else Conv2d(g)(x, weight, bias)
+    return Conv2dFunction(g)(x, weight) if bias is None else Conv2dFunction(g)(x, weight, bias)
+
+
+class ConvTranspose2dFunction(Function):
+    """Grid -> image, the adjoint of ``Conv2dFunction``: x (N, C, H, W), weight (C, OUT, kH,
+    kW), bias (OUT,) or absent -> y (N, OUT, OH, OW), channels-last in memory, for a validated
+    geometry."""
+
+    def __init__(self, g: ConvGeometry, wmat: Any = None):
+        self.g, self.wmat = g, wmat
+
+    def forward(self, x, weight, bias=None):
+        _check_dtypes("conv_transpose2d", x, weight, bias)
+        self.wmat = _weight_matrix(weight) if self.wmat is None else self.wmat
+        x_rows = _rows(x)
+        self.x_rows = x_rows if self.needs_input_grad[1] else None  # the weight grad's operand
+        y = _gemm_col2im(x_rows, self.wmat, self.g)
+        if bias is not None:
+            y += bias[:, None, None]
+        return y
+
+    def backward(self, gy):
+        x, weight = self.inputs[:2]
+        need = self.needs_input_grad
+        gx = gw = None
+        if need[0] or need[1]:
+            cols = _im2col(gy.data, self.g)  # (N*H*W, kH*kW*OUT), shared by both gradients
+            gx = Conv2dFunction(self.g, cols, self.wmat)(gy, weight) if need[0] else None
+            gw = ConvWeightGrad(self.g, cols, self.x_rows)(gy, x) if need[1] else None
+        return (gx, gw) if len(need) == 2 else (gx, gw, ChannelSum()(gy) if need[2] else None)
 
 
 def conv_transpose2d(
@@ -254,5 +230,29 @@ def conv_transpose2d(
         pair(output_padding, "output_padding", 0),
         pair(dilation, "dilation"),
     )
-    fn = ConvTranspose2d(g)
+    fn = ConvTranspose2dFunction(g)
     return fn(x, weight) if bias is None else fn(x, weight, bias)
+
+
+class ConvWeightGrad(Function):
+    """The weight gradient of both layers: image (N, B, H, W) and grid (N, A, OH, OW) ->
+    ``rows(grid)^T @ cols(image)`` as a weight (A, B, kH, kW). It is bilinear:
+    ``<W(image, grid), v> = <conv2d(image, v), grid> = <image, conv_transpose2d(grid, v)>``,
+    which is its backward."""
+
+    def __init__(self, g: ConvGeometry, cols: Any = None, rows: Any = None):
+        self.g, self.cols, self.rows = g, cols, rows  # caches: im2col(image), rows(grid)
+
+    def forward(self, image, grid):
+        cols = _im2col(image, self.g) if self.cols is None else self.cols
+        self.cols = cols if self.needs_input_grad[1] else None
+        rows = _rows(grid) if self.rows is None else self.rows
+        self.rows = None
+        a, b, (kh, kw) = grid.shape[1], image.shape[1], self.g.kernel
+        return _weight_grad(rows, cols, (a, b, kh, kw))
+
+    def backward(self, gw):
+        image, grid = self.inputs
+        g_image = ConvTranspose2dFunction(self.g)(grid, gw) if self.needs_input_grad[0] else None
+        g_grid = Conv2dFunction(self.g, self.cols)(image, gw) if self.needs_input_grad[1] else None
+        return g_image, g_grid

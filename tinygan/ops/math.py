@@ -1,20 +1,21 @@
-"""Arithmetic, elementwise math, matmul and reductions.
+"""Arithmetic and elementwise math, matmul, dtype and device moves; each op's Function followed
+by its function.
 
 Shapes: elementwise binary ops broadcast as NumPy does; their backward sums each gradient back
-to its input's shape with ``sum_to``.
+to its input's shape with ``sum_to``. ``Mul``, the pattern every op follows, lives beside
+``Function`` in function.py.
 """
 
 from __future__ import annotations
 
-import builtins
-from typing import Any, NamedTuple
+import math
+from typing import Any
 
 import numpy as np
 
 from .. import backend
-from ..function import Function, Mul, broadcast_shape, sum_to
+from ..function import Function, broadcast_shape, sum_to
 from ..tensor import Tensor
-from .shape import broadcast_to
 
 
 class Add(Function):
@@ -27,6 +28,11 @@ class Add(Function):
         return sum_to(gy, a.shape), sum_to(gy, b.shape)
 
 
+def add(a: Any, b: Any) -> Tensor:
+    """Elementwise ``a + b`` with broadcasting."""
+    return Add()(a, b)
+
+
 class Sub(Function):
     def forward(self, a, b):
         broadcast_shape("sub", a, b)
@@ -36,6 +42,11 @@ class Sub(Function):
         a, b = self.inputs
         gb = sum_to(-gy, b.shape) if self.needs_input_grad[1] else None
         return sum_to(gy, a.shape), gb
+
+
+def sub(a: Any, b: Any) -> Tensor:
+    """Elementwise ``a - b`` with broadcasting."""
+    return Sub()(a, b)
 
 
 class Div(Function):
@@ -50,12 +61,22 @@ class Div(Function):
         return ga, gb
 
 
+def div(a: Any, b: Any) -> Tensor:
+    """Elementwise ``a / b`` with broadcasting."""
+    return Div()(a, b)
+
+
 class Neg(Function):
     def forward(self, x):
         return -x
 
     def backward(self, gy):
         return -gy
+
+
+def neg(x: Tensor) -> Tensor:
+    """``-x``."""
+    return Neg()(x)
 
 
 class Pow(Function):
@@ -74,12 +95,31 @@ class Pow(Function):
         return gy * self.p * x ** (self.p - 1)
 
 
+def pow(x: Tensor, exponent: float) -> Tensor:
+    """``x ** exponent`` for a Python (or NumPy) scalar exponent."""
+    if isinstance(exponent, Tensor) or not isinstance(exponent, (int, float, np.number)):
+        raise TypeError(f"pow: the exponent must be a Python number; got {type(exponent).__name__}")
+    return Pow(exponent.item() if isinstance(exponent, np.generic) else exponent)(x)
+
+
 class Exp(Function):
     def forward(self, x):
         return self.xp.exp(x)
 
     def backward(self, gy):
         return gy * self.output
+
+
+def exp(x: Tensor) -> Tensor:
+    """Elementwise ``e**x``."""
+    return Exp()(x)
+
+
+def rpow(x: Tensor, base: float) -> Tensor:
+    """``base ** x`` for a positive Python number ``base``: ``exp(x * ln(base))``."""
+    if not isinstance(base, (int, float)) or base <= 0:
+        raise ValueError(f"base ** tensor needs a positive number as the base; got {base!r}")
+    return exp(x * math.log(base))
 
 
 class Log(Function):
@@ -90,6 +130,11 @@ class Log(Function):
         return gy / self.inputs[0]
 
 
+def log(x: Tensor) -> Tensor:
+    """Elementwise natural logarithm."""
+    return Log()(x)
+
+
 class Sqrt(Function):
     def forward(self, x):
         return self.xp.sqrt(x)
@@ -98,12 +143,22 @@ class Sqrt(Function):
         return gy / (2 * self.output)
 
 
+def sqrt(x: Tensor) -> Tensor:
+    """Elementwise square root."""
+    return Sqrt()(x)
+
+
 class Abs(Function):
     def forward(self, x):
         return self.xp.abs(x)
 
     def backward(self, gy):
         return gy * self.xp.sign(self.inputs[0].data)
+
+
+def abs(x: Tensor) -> Tensor:
+    """Elementwise ``|x|``; the gradient at 0 is 0."""
+    return Abs()(x)
 
 
 class Maximum(Function):
@@ -120,6 +175,11 @@ class Maximum(Function):
         ga = sum_to(gy * self.share, a.shape) if self.needs_input_grad[0] else None
         gb = sum_to(gy * (1 - self.share), b.shape) if self.needs_input_grad[1] else None
         return ga, gb
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    """Elementwise maximum with broadcasting; ties split the gradient in half."""
+    return Maximum()(a, b)
 
 
 class Clip(Function):
@@ -139,6 +199,13 @@ class Clip(Function):
 
     def backward(self, gy):
         return gy * self.inside
+
+
+def clip(x: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
+    """Clamp ``x`` to ``[min, max]``; the gradient is 1 where ``min <= x <= max``."""
+    if min is None and max is None:
+        raise ValueError("clip needs at least one of min and max")
+    return Clip(min, max)(x)
 
 
 class MatMul(Function):
@@ -170,6 +237,11 @@ class MatMul(Function):
         return ga, gb
 
 
+def matmul(a: Any, b: Any) -> Tensor:
+    """Matrix product with NumPy/PyTorch semantics: ``(..., n, k) @ (..., k, m) -> (..., n, m)``."""
+    return MatMul()(a, b)
+
+
 class AsType(Function):
     def __init__(self, dtype: Any):
         self.dtype = np.dtype(dtype)
@@ -179,6 +251,11 @@ class AsType(Function):
 
     def backward(self, gy):
         return gy.astype(self.inputs[0].dtype)
+
+
+def astype(x: Tensor, dtype: Any) -> Tensor:
+    """``x`` converted to ``dtype`` (differentiable; the gradient is converted back)."""
+    return AsType(dtype)(x)
 
 
 class ToDevice(Function):
@@ -193,197 +270,13 @@ class ToDevice(Function):
         return to_device(gy, self.src)
 
 
-# ---- reductions ---------------------------------------------------------------------------
-def _axes(dim: Any, ndim: int, aliases: dict) -> tuple[int, ...]:
-    """Normalise a reduction's ``dim`` (PyTorch) or ``axis`` (NumPy) to a tuple of axes."""
-    if "axis" in aliases:
-        dim = aliases.pop("axis")
-    if dim is None:
-        return tuple(range(ndim))
-    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
-    out = []
-    for d in dims:
-        if not -builtins.max(ndim, 1) <= d < builtins.max(ndim, 1):
-            raise ValueError(f"dim {d} is out of range for a tensor with {ndim} dims")
-        out.append(int(d) % builtins.max(ndim, 1))
-    if len(set(out)) != len(out):
-        raise ValueError(f"dim {dim} repeats an axis")
-    return tuple(a for a in out if a < ndim)
-
-
-def _keepdim(keepdim: bool, aliases: dict) -> bool:
-    keepdim = aliases.pop("keepdims", keepdim)
-    if aliases:
-        raise TypeError(f"unexpected keyword arguments {sorted(aliases)}")
-    return bool(keepdim)
-
-
-class _Reduction(Function):
-    def __init__(self, axes: tuple[int, ...], keepdim: bool):
-        self.axes, self.keepdim = axes, keepdim
-
-    def _kept(self, gy):
-        """``gy`` reshaped so that it broadcasts against the input."""
-        return gy.reshape(*(1 if i in self.axes else n for i, n in enumerate(self.shape)))
-
-
-class Sum(_Reduction):
-    def forward(self, x):
-        self.shape = x.shape
-        return x.sum(axis=self.axes, keepdims=self.keepdim)
-
-    def backward(self, gy):
-        return broadcast_to(self._kept(gy), self.shape)
-
-
-class Mean(_Reduction):
-    def forward(self, x):
-        self.shape = x.shape
-        return x.mean(axis=self.axes, keepdims=self.keepdim)
-
-    def backward(self, gy):
-        n = int(np.prod([self.shape[a] for a in self.axes]))
-        return broadcast_to(self._kept(gy) / n, self.shape)
-
-
-class Max(_Reduction):
-    """Maximum over axes; tied maxima share the gradient equally (as ``torch.amax``)."""
-
-    def forward(self, x):
-        if x.size == 0:
-            raise ValueError("max of an empty tensor")
-        self.shape = x.shape
-        y = x.max(axis=self.axes, keepdims=True)
-        if self.needs_input_grad[0]:
-            mask = (x == y).astype(x.dtype)
-            self.share = mask / mask.sum(axis=self.axes, keepdims=True)  # ties share equally
-        return (
-            y
-            if self.keepdim
-            else y.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
-        )
-
-    def backward(self, gy):
-        return self._kept(gy) * self.share
-
-
-# ---- the plain functions ------------------------------------------------------------------
-def add(a: Any, b: Any) -> Tensor:
-    """Elementwise ``a + b`` with broadcasting."""
-    return Add()(a, b)
-
-
-def sub(a: Any, b: Any) -> Tensor:
-    """Elementwise ``a - b`` with broadcasting."""
-    return Sub()(a, b)
-
-
-def mul(a: Any, b: Any) -> Tensor:
-    """Elementwise ``a * b`` with broadcasting."""
-    return Mul()(a, b)
-
-
-def div(a: Any, b: Any) -> Tensor:
-    """Elementwise ``a / b`` with broadcasting."""
-    return Div()(a, b)
-
-
-def neg(x: Tensor) -> Tensor:
-    """``-x``."""
-    return Neg()(x)
-
-
-def pow(x: Tensor, exponent: float) -> Tensor:
-    """``x ** exponent`` for a Python (or NumPy) scalar exponent."""
-    if isinstance(exponent, Tensor) or not isinstance(exponent, (int, float, np.number)):
-        raise TypeError(f"pow: the exponent must be a Python number; got {type(exponent).__name__}")
-    return Pow(exponent.item() if isinstance(exponent, np.generic) else exponent)(x)
-
-
-def exp(x: Tensor) -> Tensor:
-    """Elementwise ``e**x``."""
-    return Exp()(x)
-
-
-def log(x: Tensor) -> Tensor:
-    """Elementwise natural logarithm."""
-    return Log()(x)
-
-
-def sqrt(x: Tensor) -> Tensor:
-    """Elementwise square root."""
-    return Sqrt()(x)
-
-
-def abs(x: Tensor) -> Tensor:
-    """Elementwise ``|x|``; the gradient at 0 is 0."""
-    return Abs()(x)
-
-
-def maximum(a: Any, b: Any) -> Tensor:
-    """Elementwise maximum with broadcasting; ties split the gradient in half."""
-    return Maximum()(a, b)
-
-
-def clip(x: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
-    """Clamp ``x`` to ``[min, max]``; the gradient is 1 where ``min <= x <= max``."""
-    if min is None and max is None:
-        raise ValueError("clip needs at least one of min and max")
-    return Clip(min, max)(x)
-
-
-def matmul(a: Any, b: Any) -> Tensor:
-    """Matrix product with NumPy/PyTorch semantics: ``(..., n, k) @ (..., k, m) -> (..., n, m)``."""
-    return MatMul()(a, b)
-
-
-def astype(x: Tensor, dtype: Any) -> Tensor:
-    """``x`` converted to ``dtype`` (differentiable; the gradient is converted back)."""
-    return AsType(dtype)(x)
-
-
 def to_device(x: Tensor, device: str) -> Tensor:
     """``x`` copied to ``device`` (differentiable; the gradient is copied back)."""
     return ToDevice(backend.check_device(device))(x)
 
 
-def sum(x: Tensor, dim: Any = None, keepdim: bool = False, **aliases: Any) -> Tensor:
-    """Sum over ``dim`` (int, tuple or None for all; ``axis=``/``keepdims=`` also accepted)."""
-    return Sum(_axes(dim, x.ndim, aliases), _keepdim(keepdim, aliases))(x)
-
-
-def mean(x: Tensor, dim: Any = None, keepdim: bool = False, **aliases: Any) -> Tensor:
-    """Mean over ``dim`` (int, tuple or None for all; ``axis=``/``keepdims=`` also accepted)."""
-    return Mean(_axes(dim, x.ndim, aliases), _keepdim(keepdim, aliases))(x)
-
-
-def amax(x: Tensor, dim: Any = None, keepdim: bool = False, **aliases: Any) -> Tensor:
-    """Maximum values over ``dim`` (int, tuple or None for all), as ``torch.amax``: tied maxima
-    share the gradient equally."""
-    return Max(_axes(dim, x.ndim, aliases), _keepdim(keepdim, aliases))(x)
-
-
-class MaxResult(NamedTuple):
-    values: Tensor
-    indices: Tensor
-
-
-def max(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor | MaxResult:
-    """As ``torch.max``: without ``dim``, the largest value (a 0-d Tensor); with an int ``dim``,
-    the pair ``(values, indices)`` along it, the gradient going to the first maximum of each
-    slice (the one ``indices`` names)."""
-    if dim is None:
-        return amax(x)
-    if x.ndim == 0:
-        raise ValueError("max(dim) needs a tensor with at least one dimension")
-    (axis,) = _axes(dim, x.ndim, {})
-    xp = backend.get_array_module(x.data)
-    indices = x.data.argmax(axis=axis)
-    grid = xp.ix_(*(xp.arange(n) for n in indices.shape))  # the other axes' coordinates
-    values = x[(*grid[:axis], indices, *grid[axis:])]
-    if keepdim:
-        values, indices = (
-            values.reshape(*x.shape[:axis], 1, *x.shape[axis + 1 :]),
-            xp.expand_dims(indices, axis),
-        )
-    return MaxResult(values, Tensor(indices))
+def to(x: Tensor, device: str) -> Tensor:
+    """``x`` on ``device`` ("cpu" or "cuda"): ``x`` itself if it is already there, else
+    ``to_device(x, device)`` (``Tensor.to``)."""
+    backend.check_device(device)
+    return x if device == x.device else to_device(x, device)

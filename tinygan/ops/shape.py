@@ -7,8 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from ..function import Function, sum_to, sum_to_shape
+from ..function import Function, sum_to
 from ..tensor import Tensor
+
+
+def _shape_args(shape: tuple[Any, ...]) -> tuple[int, ...]:
+    """Accept ``f(2, 3)`` and ``f((2, 3))`` alike, as PyTorch does."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return tuple(int(n) for n in shape)
 
 
 class Reshape(Function):
@@ -27,6 +34,11 @@ class Reshape(Function):
         return gy.reshape(self.inputs[0].shape)
 
 
+def reshape(x: Tensor, *shape: Any) -> Tensor:
+    """``x`` with a new shape (one entry may be -1); a view where NumPy can make one."""
+    return Reshape(_shape_args(shape))(x)
+
+
 class Permute(Function):
     def __init__(self, dims: tuple[int, ...]):
         self.dims = dims
@@ -39,6 +51,28 @@ class Permute(Function):
 
     def backward(self, gy):
         return gy.permute(*(int(d) for d in np.argsort([d % gy.ndim for d in self.dims])))
+
+
+def permute(x: Tensor, *dims: Any) -> Tensor:
+    """Reorder all axes: output axis i is input axis ``dims[i]``."""
+    return Permute(_shape_args(dims))(x)
+
+
+def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
+    """Swap two axes (PyTorch's ``transpose``; ``x.T`` reverses all axes)."""
+    dims = list(range(x.ndim))
+    dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+    return Permute(tuple(dims))(x)
+
+
+def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Merge axes ``start_dim..end_dim`` (inclusive) into one."""
+    if x.ndim == 0:
+        return reshape(x, 1)
+    s, e = start_dim % x.ndim, end_dim % x.ndim
+    if s > e:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+    return reshape(x, *x.shape[:s], -1, *x.shape[e + 1 :])
 
 
 class BroadcastTo(Function):
@@ -57,17 +91,9 @@ class BroadcastTo(Function):
         return sum_to(gy, self.inputs[0].shape)
 
 
-class SumTo(Function):
-    """The adjoint of ``BroadcastTo``: sum the axes broadcasting added or stretched."""
-
-    def __init__(self, shape: tuple[int, ...]):
-        self.shape = shape
-
-    def forward(self, x):
-        return sum_to_shape(x, self.shape)
-
-    def backward(self, gy):
-        return broadcast_to(gy, self.inputs[0].shape)
+def broadcast_to(x: Tensor, shape: Sequence[int]) -> Tensor:
+    """``x`` broadcast to ``shape`` (a read-only view); backward sums back."""
+    return BroadcastTo(tuple(int(n) for n in shape))(x)
 
 
 class GetItem(Function):
@@ -84,6 +110,18 @@ class GetItem(Function):
 
     def backward(self, gy):
         return IndexAdd(self.index, self.inputs[0].shape)(gy)
+
+
+def getitem(x: Tensor, index: Any) -> Tensor:
+    """``x[index]``; Tensor or list indices are used as integer/bool arrays."""
+
+    def as_index(i: Any) -> Any:
+        if isinstance(i, Tensor):
+            return i.data
+        return np.asarray(i) if isinstance(i, list) else i
+
+    index = tuple(as_index(i) for i in index) if isinstance(index, tuple) else as_index(index)
+    return GetItem(index)(x)
 
 
 class IndexAdd(Function):
@@ -138,6 +176,16 @@ class Concat(Function):
         )
 
 
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """Join tensors along an existing axis (``torch.cat``)."""
+    if not tensors:
+        raise ValueError("cat needs at least one tensor")
+    return Concat(dim)(*tensors)
+
+
+concat = cat
+
+
 class Stack(Function):
     def __init__(self, axis: int):
         self.axis = axis
@@ -153,67 +201,6 @@ class Stack(Function):
         return tuple(
             gy[(*lead, i)] if need else None for i, need in enumerate(self.needs_input_grad)
         )
-
-
-def _shape_args(shape: tuple[Any, ...]) -> tuple[int, ...]:
-    """Accept ``f(2, 3)`` and ``f((2, 3))`` alike, as PyTorch does."""
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    return tuple(int(n) for n in shape)
-
-
-def reshape(x: Tensor, *shape: Any) -> Tensor:
-    """``x`` with a new shape (one entry may be -1); a view where NumPy can make one."""
-    return Reshape(_shape_args(shape))(x)
-
-
-def permute(x: Tensor, *dims: Any) -> Tensor:
-    """Reorder all axes: output axis i is input axis ``dims[i]``."""
-    return Permute(_shape_args(dims))(x)
-
-
-def transpose(x: Tensor, dim0: int, dim1: int) -> Tensor:
-    """Swap two axes (PyTorch's ``transpose``; ``x.T`` reverses all axes)."""
-    dims = list(range(x.ndim))
-    dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
-    return Permute(tuple(dims))(x)
-
-
-def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-    """Merge axes ``start_dim..end_dim`` (inclusive) into one."""
-    if x.ndim == 0:
-        return reshape(x, 1)
-    s, e = start_dim % x.ndim, end_dim % x.ndim
-    if s > e:
-        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
-    return reshape(x, *x.shape[:s], -1, *x.shape[e + 1 :])
-
-
-def broadcast_to(x: Tensor, shape: Sequence[int]) -> Tensor:
-    """``x`` broadcast to ``shape`` (a read-only view); backward sums back."""
-    return BroadcastTo(tuple(int(n) for n in shape))(x)
-
-
-def getitem(x: Tensor, index: Any) -> Tensor:
-    """``x[index]``; Tensor or list indices are used as integer/bool arrays."""
-
-    def as_index(i: Any) -> Any:
-        if isinstance(i, Tensor):
-            return i.data
-        return np.asarray(i) if isinstance(i, list) else i
-
-    index = tuple(as_index(i) for i in index) if isinstance(index, tuple) else as_index(index)
-    return GetItem(index)(x)
-
-
-def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    """Join tensors along an existing axis (``torch.cat``)."""
-    if not tensors:
-        raise ValueError("cat needs at least one tensor")
-    return Concat(dim)(*tensors)
-
-
-concat = cat
 
 
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:

@@ -1,4 +1,5 @@
-"""Argument checks shared by the models, metrics and density estimators.
+"""Validation of numeric and choice arguments (``arguments.real``, ``arguments.integer``,
+``arguments.choice``), shared by the models, metrics, optimizers and the command line.
 
 Each error names the argument, the value and what was expected: a value of the wrong type is a
 ``TypeError`` (bools are not numbers here), a number out of range a ``ValueError``. Each check
