@@ -137,38 +137,6 @@ def test_check_op_on_given_arrays():
         check_op(lambda x: WrongScale()(x), [a], modes=("vjp",))
 
 
-# ---- the README's example, "Test your own op" --------------------------------------------
-class Softmax(tg.Function):
-    """Softmax over the last axis."""
-
-    def __init__(self, buggy: bool) -> None:
-        self.buggy = buggy
-
-    def forward(self, x):
-        e = np.exp(x - x.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True)
-
-    def backward(self, gy):
-        y = self.output
-        if self.buggy:
-            return y * (gy - (gy * y).sum(-1))
-        return y * (gy - (gy * y).sum(-1, keepdim=True))
-
-
-def softmax_np(a):
-    e = np.exp(a - a.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def test_readme_example_shrinks_to_two_rows_of_one():
-    buggy = op_test(lambda x: Softmax(True)(x), softmax_np, shapes=shapes(min_dims=1))
-    with pytest.raises(tg.GradcheckError, match=r"grad of shape \(2, 2\) float64 for an input of "
-                       r"shape \(2, 1\)") as err:  # fmt: skip
-        settings(quick, max_examples=100, phases=[Phase.generate, Phase.shrink])(buggy)()
-    assert "Draw 1 (shapes): (2, 1)" in "\n".join(err.value.__notes__)
-    quick(op_test(lambda x: Softmax(False)(x), softmax_np, shapes=shapes(min_dims=1)))()
-
-
 # ---- failures name the user's test and show the inputs; bad arguments are refused ---------
 def test_op_test_failure_names_the_test_and_shows_the_drawn_values():
     test_scaled = op_test(lambda x: WrongScale()(x), np.square, shapes=st.just(((2, 3),)))
