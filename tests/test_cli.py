@@ -3,6 +3,7 @@ created, runs never overwriting runs, and expected errors as one ``error:`` line
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import json
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import urllib.error
 
+import numpy as np
 import pytest
 
 from tinygan import backend, cli, data, runner
@@ -370,6 +372,22 @@ def test_a_second_live_run_on_one_out_is_refused(how, tmp_path, example, holder,
     assert json.loads((out / "run.lock").read_text())["pid"] == live.pid
 
 
+def test_a_run_that_ended_while_this_one_started_is_not_overwritten(tmp_path):
+    """(From review: the folder was checked when the flags were read, not again once the lock
+    was held, so a run that started and ended on --out while this one loaded its data had its
+    files overwritten.)"""
+    out = tmp_path / "run"
+    args = cli.parser("").parse_args([])
+    args.out, args.overwrite, args.resume = str(out), False, False
+    cli.check_out(args)  # empty: fine when the flags are read
+    out.mkdir()
+    (out / "checkpoint.npz").write_bytes(b"the other run's")  # ... which then ran and ended
+    with pytest.raises(UsageError, match=r"holds a run \(checkpoint.npz\)"), runner.make_out(args):
+        pass
+    assert (out / "checkpoint.npz").read_bytes() == b"the other run's"
+    assert not (out / "run.lock").exists()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_the_lock_of_a_dead_run_is_taken_over(signum, tmp_path, holder, capsys):
     out = tmp_path / "run"
@@ -417,6 +435,26 @@ def test_the_lock_is_released_on_every_exit(error, tmp_path):
     assert not lock.exists()
     with cli.lock_folder(out):  # free again
         pass
+
+
+def test_a_run_stopped_by_sigterm_exits_143(tmp_path, monkeypatch):
+    """(From review: SIGTERM, once it let the run save, exited 130 as for Ctrl-C; schedulers
+    read 143, 128 + SIGTERM, as a job they ended.)"""
+    from tinygan.train import Interrupted
+
+    def stopped(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(runner, "train", stopped)
+    args = argparse.Namespace(out=str(tmp_path), steps=3, seed=0, checkpoint_every=1,
+                              resume=False, no_progress=True)  # fmt: skip
+    assert runner.fit(None, np.zeros((4, 1)), args, 2) == 143
+    assert cli.run(lambda argv: runner.fit(None, np.zeros((4, 1)), args, 2), []) == 143
+
+    def main(argv):
+        raise Interrupted(signal.SIGTERM)
+
+    assert cli.run(main, []) == 143
 
 
 def test_an_example_releases_the_lock_when_interrupted(tmp_path, example, mnist_dir, monkeypatch):

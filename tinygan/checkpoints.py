@@ -61,7 +61,7 @@ class BestCheckpoint:
         (step, score) of every evaluation so far, in order.
     run : dict
         The record of the run that selects (set by ``train``): written into ``path`` with the
-        state, and checked by ``load``.
+        state, and checked by ``load`` (empty until ``train`` sets it: nothing is compared).
     """
 
     score: Callable[[], float]
@@ -94,7 +94,8 @@ class BestCheckpoint:
         if step != self.best[0]:
             raise CheckpointError(
                 f"the selected state {self.path} holds step {step}, but the selection's scores "
-                f"chose step {self.best[0]}"
+                f"chose step {self.best[0]}; start the run again (in the examples: "
+                "--overwrite), or resume it without selection (--select-every 0)"
             )
         return state
 
@@ -291,14 +292,15 @@ def resume_selection(
     selection: tuple[int | None, list[tuple[int, float]]] | None,
     path: Path,
     start: int,
+    steps: int,
     write: bool,
 ) -> None:
     """Continue the selection that the checkpoint ``path`` (at step ``start``, loaded into
     ``model``) holds, ``(every, scores)``: check that it scored every ``best.every`` steps,
     restore its scores into ``best`` and check that ``best.path`` holds the selected state of
-    this run, or a later one (which the resumed run reaches again). If not, the state is
-    written again from the model (if ``write``) where the checkpoint is at the selected step;
-    otherwise ``CheckpointError`` says what to do."""
+    this run, or a later one that the resumed run, ``steps`` long, reaches again. If not, the
+    state is written again from the model (if ``write``) where the checkpoint is at the
+    selected step; otherwise ``CheckpointError`` says what to do."""
     advice = (
         "start the run again (in the examples: --overwrite), or resume it without selection "
         "(--select-every 0)"
@@ -321,7 +323,8 @@ def resume_selection(
     step, score = best.best
     try:
         held, _ = _read_selected(best)
-        problem = None if held == step or held > start else f"{best.path} holds step {held}"
+        reached = held == step or start < held <= steps  # (a later state is found again)
+        problem = None if reached else f"{best.path} holds step {held}"
     except CheckpointError as e:
         problem = str(e)
     if problem is None:
@@ -345,8 +348,8 @@ def _read_selected(best: BestCheckpoint) -> tuple[int, dict[str, np.ndarray]]:
         raise CheckpointError(f"{what} is missing") from None
     except (OSError, CheckpointError) as e:
         raise CheckpointError(f"{what} cannot be read ({e})") from None
-    saved = _record(state)
-    missing = [k for k in best.run if k not in saved]
+    saved = _record(state)  # none at all: written before files carried it; not compared
+    missing = [k for k in best.run if k not in saved] if saved else []
     if "select/step" not in state or missing:
         lacks = ", ".join(f"train/{k}" for k in missing) or "select/step"
         raise CheckpointError(f"{what} is not a selected state of this run (it has no {lacks})")

@@ -35,6 +35,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import socket
 import tempfile
 import time
@@ -99,10 +100,10 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
         if debug:
             raise
         return _report(e, 1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # 130 for Ctrl-C; train.Interrupted names its signal
         if debug:
             raise
-        return _report(None, 130)
+        return _report(None, 128 + getattr(e, "signum", signal.SIGINT))
 
 
 def _report(error: Exception | None, code: int) -> int:

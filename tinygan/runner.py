@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import ctypes
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,9 @@ def is_main() -> bool:
 @contextlib.contextmanager
 def make_out(args: argparse.Namespace) -> Iterator[Path]:
     """Create ``--out`` and hold its lock (``cli.lock_folder``) while the block runs; once it is
-    held, ``--overwrite`` removes the run files the folder holds (the rest of an old run, its
+    held, the folder is checked again (``cli.check_out``: a run that started and ended while
+    this one read its data has left its files there) and ``--overwrite`` removes the run files
+    the folder holds (the rest of an old run, its
     figures, is overwritten as the new run writes its own). Under ``mpiexec`` only rank 0, the
     process that writes, takes the lock and removes files; a refusal is raised on every rank."""
     out = Path(args.out)
@@ -44,6 +47,7 @@ def make_out(args: argparse.Namespace) -> Iterator[Path]:
         if is_main():
             try:
                 lock.enter_context(cli.lock_folder(out))
+                cli.check_out(args)  # again: a run may have ended here since flags were read
             except (cli.UsageError, OSError) as e:
                 refusal = e
         refusal = distributed.world().allgather(refusal, what="the lock of --out")[0]
@@ -92,11 +96,12 @@ def fit(
     best: BestCheckpoint | None = None,
 ) -> list | int:
     """Train with the shared loop as the flags say (checkpoint in ``--out``); the history, or
-    130 if Ctrl-C stopped it (after saving). ``data_name`` goes into the checkpoint beside the
-    data's hash; ``best`` selects a state during training (``checkpoints.BestCheckpoint``). A
-    run that diverges raises ``checkpoints.NonFiniteError`` (the last good checkpoint kept);
-    ``cli.run`` reports it. A resumed run that trains on removes its old ``metrics.json`` at its
-    first step: it no longer describes the run (the evaluation writes it again)."""
+    the exit status if a signal stopped it (after saving): 130 for Ctrl-C, 143 for SIGTERM.
+    ``data_name`` goes into the checkpoint beside the data's hash; ``best`` selects a state
+    during training (``checkpoints.BestCheckpoint``). A run that diverges raises
+    ``checkpoints.NonFiniteError`` (the last good checkpoint kept); ``cli.run`` reports it. A
+    resumed run that trains on removes its old ``metrics.json`` at its first step: it no longer
+    describes the run (the evaluation writes it again)."""
     old = [Path(args.out) / "metrics.json"] if is_main() else []
 
     def moved_on(step: int, metrics: dict[str, float]) -> None:
@@ -118,8 +123,8 @@ def fit(
             best=best,
             on_step=moved_on,
         )
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:  # after saving (train.Interrupted): 130 Ctrl-C, 143 SIGTERM
+        return 128 + getattr(e, "signum", signal.SIGINT)
 
 
 def evaluate_samples(

@@ -163,7 +163,7 @@ def train(
     if path is not None and parallel.is_main:  # (the writer's; pids are per machine)
         remove_stale_temporaries(path)
     if resumed and best is not None:
-        checkpoints.resume_selection(model, best, selection, path, start, parallel.is_main)
+        checkpoints.resume_selection(model, best, selection, path, start, steps, parallel.is_main)
     saved = start if start else None  # the step of the last good checkpoint this run has
     show = progress and parallel.is_main
     bar = tqdm(total=steps, initial=start, disable=not show, dynamic_ncols=True)
@@ -202,27 +202,37 @@ def train(
                 if stop:
                     if path is not None and parallel.is_main:
                         print(f"\ninterrupted: saved step {step} to {path}; continue with resume")
-                    raise KeyboardInterrupt
+                    raise Interrupted(interrupted[0] if interrupted else signal.SIGINT)
     finally:
         bar.close()
     return history
 
 
+class Interrupted(KeyboardInterrupt):
+    """Training stopped, after saving its checkpoint, because of the signal ``signum`` (SIGINT:
+    Ctrl-C; SIGTERM: ``kill``, a scheduler ending the job). A command exits with
+    ``128 + signum``, as the shell reports a process the signal ended."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} after saving")
+        self.signum = int(signum)
+
+
 @contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[list[bool]]:
-    """Let a Ctrl-C or SIGTERM (``kill``, a scheduler ending a job) finish the step in
-    progress: the first SIGINT or SIGTERM only sets a flag (the loop saves a consistent
-    checkpoint and stops after the step); a second one interrupts at once. Outside the main
-    thread signals cannot be caught, and nothing changes."""
-    flag: list[bool] = []
+def _deferred_interrupt() -> Iterator[list[int]]:
+    """Let a Ctrl-C or SIGTERM finish the step in progress: the first SIGINT or SIGTERM only
+    records its number (the loop saves a consistent checkpoint and stops after the step); a
+    second Ctrl-C interrupts at once, a repeated SIGTERM does not (a scheduler and mpiexec may
+    both send one). Outside the main thread signals cannot be caught, and nothing changes."""
+    flag: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
     def handler(signum: int, frame: Any) -> None:
-        if flag:
+        if flag and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        flag.append(True)
+        flag.append(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
