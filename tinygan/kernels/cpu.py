@@ -178,7 +178,10 @@ def leaky_relu_backward(x: np.ndarray, gy: np.ndarray, slope: float) -> np.ndarr
     return np.where(x > 0, gy, gy * s)
 
 
-_ADAM_BLOCK = 1 << 15  # elements per block: a block's arrays and temporaries stay in cache
+# elements per block: a block's six arrays (3 MB in float32) stay in the last-level cache
+# between the ~13 passes, and a step makes few Python calls (Adam over InfoGAN's 13.3M
+# parameters: 38 ms at 1 << 15, 27 ms at 1 << 17 and 1 << 18, 32 ms at 1 << 19, 54 ms unblocked)
+_ADAM_BLOCK = 1 << 17
 
 
 def adam_update(
