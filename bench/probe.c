@@ -67,62 +67,43 @@ static void *openblas_symbol(const char *name) {
     return lib ? dlsym(lib, name) : NULL;
 }
 
-#define NEXT(name) static void *real; if (!real) real = openblas_symbol(#name)
+/* A wrapper that times the call and forwards it to OpenBLAS (looked up on first use). */
+#define WRAP(name, params, args)                                   \
+    void name params {                                             \
+        static void(*real) params;                                 \
+        if (!real) real = (void(*) params)openblas_symbol(#name);  \
+        long t0 = now_ns();                                        \
+        real args;                                                 \
+        blas_done(t0);                                             \
+    }
 
-void scipy_cblas_sgemm64_(int o, int ta, int tb, long m, long n, long k, float alpha,
-                          const float *a, long lda, const float *b, long ldb, float beta,
-                          float *c, long ldc) {
-    NEXT(scipy_cblas_sgemm64_);
-    long t0 = now_ns();
-    ((void (*)(int, int, int, long, long, long, float, const float *, long, const float *,
-               long, float, float *, long))real)(o, ta, tb, m, n, k, alpha, a, lda, b, ldb,
-                                                 beta, c, ldc);
-    blas_done(t0);
-}
-
-void scipy_cblas_dgemm64_(int o, int ta, int tb, long m, long n, long k, double alpha,
-                          const double *a, long lda, const double *b, long ldb, double beta,
-                          double *c, long ldc) {
-    NEXT(scipy_cblas_dgemm64_);
-    long t0 = now_ns();
-    ((void (*)(int, int, int, long, long, long, double, const double *, long, const double *,
-               long, double, double *, long))real)(o, ta, tb, m, n, k, alpha, a, lda, b, ldb,
-                                                   beta, c, ldc);
-    blas_done(t0);
-}
-
-void scipy_cblas_sgemv64_(int o, int t, long m, long n, float alpha, const float *a, long lda,
-                          const float *x, long incx, float beta, float *y, long incy) {
-    NEXT(scipy_cblas_sgemv64_);
-    long t0 = now_ns();
-    ((void (*)(int, int, long, long, float, const float *, long, const float *, long, float,
-               float *, long))real)(o, t, m, n, alpha, a, lda, x, incx, beta, y, incy);
-    blas_done(t0);
-}
-
-void scipy_cblas_dgemv64_(int o, int t, long m, long n, double alpha, const double *a, long lda,
-                          const double *x, long incx, double beta, double *y, long incy) {
-    NEXT(scipy_cblas_dgemv64_);
-    long t0 = now_ns();
-    ((void (*)(int, int, long, long, double, const double *, long, const double *, long, double,
-               double *, long))real)(o, t, m, n, alpha, a, lda, x, incx, beta, y, incy);
-    blas_done(t0);
-}
-
-void scipy_cblas_ssyrk64_(int o, int u, int t, long n, long k, float alpha, const float *a,
-                          long lda, float beta, float *c, long ldc) {
-    NEXT(scipy_cblas_ssyrk64_);
-    long t0 = now_ns();
-    ((void (*)(int, int, int, long, long, float, const float *, long, float, float *,
-               long))real)(o, u, t, n, k, alpha, a, lda, beta, c, ldc);
-    blas_done(t0);
-}
+WRAP(scipy_cblas_sgemm64_,
+     (int o, int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda,
+      const float *b, long ldb, float beta, float *c, long ldc),
+     (o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc))
+WRAP(scipy_cblas_dgemm64_,
+     (int o, int ta, int tb, long m, long n, long k, double alpha, const double *a, long lda,
+      const double *b, long ldb, double beta, double *c, long ldc),
+     (o, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc))
+WRAP(scipy_cblas_sgemv64_,
+     (int o, int t, long m, long n, float alpha, const float *a, long lda, const float *x,
+      long incx, float beta, float *y, long incy),
+     (o, t, m, n, alpha, a, lda, x, incx, beta, y, incy))
+WRAP(scipy_cblas_dgemv64_,
+     (int o, int t, long m, long n, double alpha, const double *a, long lda, const double *x,
+      long incx, double beta, double *y, long incy),
+     (o, t, m, n, alpha, a, lda, x, incx, beta, y, incy))
+WRAP(scipy_cblas_ssyrk64_,
+     (int o, int u, int t, long n, long k, float alpha, const float *a, long lda, float beta,
+      float *c, long ldc),
+     (o, u, t, n, k, alpha, a, lda, beta, c, ldc))
 
 float scipy_cblas_sdot64_(long n, const float *x, long incx, const float *y, long incy) {
-    NEXT(scipy_cblas_sdot64_);
+    static float (*real)(long, const float *, long, const float *, long);
+    if (!real) real = (float (*)(long, const float *, long, const float *, long))
+                          openblas_symbol("scipy_cblas_sdot64_");
     long t0 = now_ns();
-    float r = ((float (*)(long, const float *, long, const float *, long))real)(n, x, incx, y,
-                                                                            incy);
+    float r = real(n, x, incx, y, incy);
     blas_done(t0);
     return r;
 }
