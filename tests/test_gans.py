@@ -148,6 +148,17 @@ def test_wgan_learns_and_keeps_its_critic_clipped(seed_offset, outcome):
     assert any(np.abs(p.numpy()).max() == 0.05 for p in model.D.parameters())  # clipping acted
 
 
+def test_weight_clipping_counts_as_an_in_place_change():
+    """A graph through the critic made before its clipping must refuse to backward, as after an
+    optimizer step (the clip changed the weights in place without bumping their version)."""
+    model = WGAN(width=4)
+    x = tg.tensor(np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32))
+    loss = model.D(x).sum()
+    model.clip_critic()
+    with pytest.raises(RuntimeError, match="was changed after the op used it"):
+        loss.backward()
+
+
 def test_wgan_defaults_are_the_papers():
     model = WGAN(width=4)
     assert (model.objective, model.n_critic, model.clip_value) == ("wasserstein", 5, 0.01)

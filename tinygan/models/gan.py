@@ -248,9 +248,7 @@ class GAN(Model):
             d_loss.backward()
             self.opt_d.step()
             if self.clip_value is not None:
-                for p in self.D.parameters():
-                    xp = backend.get_array_module(p.data)
-                    xp.clip(p.data, -self.clip_value, self.clip_value, out=p.data)
+                self.clip_critic()
 
         with frozen(self.D):
             g_loss = generator_loss(self.objective, self.discriminate(fake), self.generator_loss)
@@ -270,6 +268,14 @@ class GAN(Model):
         x -= lo  # a fresh float32 array: map it in place
         x /= hi - lo
         return x
+
+    def clip_critic(self) -> None:
+        """WGAN's weight clipping: every critic parameter into [-clip_value, clip_value], in
+        place (its version bumped, as by an optimizer step)."""
+        for p in self.D.parameters():
+            xp = backend.get_array_module(p.data)
+            xp.clip(p.data, -self.clip_value, self.clip_value, out=p.data)
+            p.version += 1
 
 
 def _optimizer(name: str, module: nn.Module, lr: float, betas: tuple[float, float]) -> Optimizer:
