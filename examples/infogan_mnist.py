@@ -155,7 +155,9 @@ def run_infogan(args: argparse.Namespace) -> int:
             "device": device,  # what "auto" resolved to
             **result,
         }
-        paths = write_figures(model, history, result, out, args.seed, baseline)
+        paths = []
+        if runner.is_main():  # under mpiexec the models are equal: rank 0 draws
+            paths = write_figures(model, history, result, out, args.seed, baseline)
         print(
             f"accuracy {result['accuracy']:.4f}, L_I {summary['info_cat_final']:.3f} of "
             f"{spec.categorical_entropy:.3f} nats, Parzen {summary['parzen']['mean']:.1f} nats, "
@@ -223,7 +225,8 @@ def evaluate_selected(
         on_training_images = evaluation.code_accuracy(model, *splits.train)
         selected["accuracy_on_training_images"] = on_training_images["accuracy"]
         selected.update(runner.evaluate_samples(model, splits, args))
-    write_figures(model, history, result, out / "selected", args.seed, baseline)
+    if runner.is_main():
+        write_figures(model, history, result, out / "selected", args.seed, baseline)
     return {
         "selection": {
             "criterion": "IIC mutual information (nats) of Q's categorical code between the "
@@ -245,9 +248,7 @@ def write_figures(
 ) -> list[Path]:
     """The paper's Figure 2 (one grid per continuous code), Figure 1 (L_I, beside the
     ``baseline`` run's history if there is one), losses, samples, and the confusion matrix
-    (``result``: ``evaluation.code_accuracy``'s); the files, written on rank 0 only."""
-    if not runner.is_main():
-        return []
+    (``result``: ``evaluation.code_accuracy``'s); the files."""
     spec = model.spec
     label_of = result["category_to_label"]
     # rows in digit order: the category matched to label 0 first (unmatched categories last)

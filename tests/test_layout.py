@@ -48,8 +48,10 @@ def test_the_engine_imports_no_op():
         tree = ast.parse((PACKAGE / name).read_text())
         imported = [
             (node.module or "") + "." + alias.name
-            for node in ast.walk(tree)
             if isinstance(node, ast.ImportFrom)
+            else alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
             for alias in node.names
         ]
         assert [m for m in imported if "ops" in m.split(".")] == [], name
@@ -70,11 +72,13 @@ def test_only_the_runner_asks_which_rank_writes():
         if "distributed" in path.parts:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if (
-                isinstance(node, ast.Attribute)
-                and node.attr in ("is_main", "rank")
-                and isinstance(node.value, ast.Name)
-                and node.value.id == "distributed"
-            ):
+            asks = (  # distributed.is_main(), ....rank, world().rank, or importing them by name
+                isinstance(node, ast.Attribute) and node.attr in ("is_main", "rank")
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("parallel", "self"))
+            ) or (
+                isinstance(node, ast.ImportFrom) and "distributed" in (node.module or "")
+                and {a.name for a in node.names} & {"is_main", "rank", "world"}
+            )  # fmt: skip
+            if asks:
                 askers.add(path.name)
     assert askers == {"runner.py"}

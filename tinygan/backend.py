@@ -59,10 +59,10 @@ def get_array_module(*arrays: Any) -> ModuleType:
     TypeError
         If NumPy and CuPy arrays are mixed.
     """
-    kinds = {"cuda" if is_cupy_array(a) else "cpu" for a in arrays if _is_array(a)}
+    kinds = {"cuda" if is_cupy_array(a) else "cpu" for a in arrays if is_array(a)}
     if len(kinds) > 1:
         shapes = ", ".join(
-            f"{type(a).__module__}.ndarray{tuple(a.shape)}" for a in arrays if _is_array(a)
+            f"{type(a).__module__}.ndarray{tuple(a.shape)}" for a in arrays if is_array(a)
         )
         raise TypeError(
             f"arrays on different devices in one op: {shapes}; "
@@ -94,5 +94,6 @@ def to_device(a: Any, device: str):
     return _cupy.asarray(a) if device == "cuda" else _cupy.asnumpy(a)
 
 
-def _is_array(a: Any) -> bool:
+def is_array(a: Any) -> bool:
+    """Whether ``a`` is a NumPy or CuPy array."""
     return isinstance(a, np.ndarray) or is_cupy_array(a)

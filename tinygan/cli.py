@@ -35,7 +35,6 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
 import socket
 import tempfile
 import time
@@ -45,11 +44,11 @@ from typing import Any
 
 import numpy as np
 
-from . import arguments, backend, distributed
+from . import arguments, backend, distributed, evaluation
 from .checkpoints import NonFiniteError
 from .data import DataError, DownloadError
-from .models.classifier import Classifier, mnist_cnn
-from .serialization import CheckpointError, load
+from .serialization import CheckpointError
+from .train import exit_status
 
 RUN_FILES = ("checkpoint.npz", "best.npz", "history.json", "metrics.json", "layer*.npz")
 LOCK_FILE = "run.lock"  # present while a run writes the folder (not a run's file)
@@ -103,7 +102,7 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     except KeyboardInterrupt as e:  # 130 for Ctrl-C; train.Interrupted names its signal
         if debug:
             raise
-        return _report(None, 128 + getattr(e, "signum", signal.SIGINT))
+        return _report(None, exit_status(e))
 
 
 def _report(error: Exception | None, code: int) -> int:
@@ -436,7 +435,7 @@ def check_classifier(args: argparse.Namespace) -> None:
         writable(path.parent, "--classifier's folder")
         return
     try:
-        Classifier(mnist_cnn(np.random.default_rng(0))).load_state_dict(load(path))
+        evaluation.load_scoring_classifier(path)
     except (ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(
             f"the scoring classifier {path} cannot be used ({' '.join(str(e).split())}); "

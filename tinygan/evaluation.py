@@ -95,16 +95,23 @@ def scoring_classifier(
     """The MNIST CNN that scores samples: loaded from ``path``, or trained on the training
     images (labels used: it is the judge, not a model under test) and, if ``write``, saved
     there (under ``mpiexec`` every rank trains it and rank 0 writes it)."""
-    model = Classifier(mnist_cnn(np.random.default_rng(seed)))
     path = Path(path)
     if path.exists():
-        model.load_state_dict(load(path))
-        return model
+        return load_scoring_classifier(path, seed)
+    model = Classifier(mnist_cnn(np.random.default_rng(seed)))
     print(f"training the scoring classifier into {path}")
     train(model, splits.train, steps=steps, batch_size=64, seed=seed, progress=False)
     if write:
         path.parent.mkdir(parents=True, exist_ok=True)
         save(model.state_dict(), path)
+    return model
+
+
+def load_scoring_classifier(path: str | os.PathLike, seed: int = 0) -> Classifier:
+    """The scoring classifier saved at ``path`` (``ValueError``, ``KeyError`` or
+    ``RuntimeError`` if the file does not hold one)."""
+    model = Classifier(mnist_cnn(np.random.default_rng(seed)))
+    model.load_state_dict(load(path))
     return model
 
 

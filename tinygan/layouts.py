@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from .backend import get_array_module, is_cupy_array
+from .backend import get_array_module, is_array
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 
@@ -26,11 +24,6 @@ DESCRIPTIONS = {
     "reversed": "reversed (negative strides)",
 }
 """Each layout as a message says it (``"input 0 is in Fortran order"``)."""
-
-
-def is_array(x: Any) -> bool:
-    """Whether ``x`` is a NumPy or CuPy array."""
-    return isinstance(x, np.ndarray) or is_cupy_array(x)
 
 
 def as_layout(a: Array, layout: str) -> Array:

@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import ctypes
 import json
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import numpy as np
 from . import cli, distributed, evaluation, viz
 from .checkpoints import BestCheckpoint
 from .serialization import atomic_path
-from .train import train
+from .train import exit_status, train
 
 
 def is_main() -> bool:
@@ -124,7 +123,7 @@ def fit(
             on_step=moved_on,
         )
     except KeyboardInterrupt as e:  # after saving (train.Interrupted): 130 Ctrl-C, 143 SIGTERM
-        return 128 + getattr(e, "signum", signal.SIGINT)
+        return exit_status(e)
 
 
 def evaluate_samples(

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -28,8 +28,10 @@ from tqdm import tqdm
 from . import arguments, checkpoints, distributed
 from .checkpoints import BestCheckpoint, NonFiniteLossError
 from .data import batches
-from .models.autoencoder import Autoencoder
 from .serialization import load, remove_stale_temporaries
+
+if TYPE_CHECKING:  # the loop itself knows no model
+    from .models.autoencoder import Autoencoder
 
 
 class Trainable(Protocol):
@@ -218,6 +220,12 @@ class Interrupted(KeyboardInterrupt):
         self.signum = int(signum)
 
 
+def exit_status(interruption: KeyboardInterrupt) -> int:
+    """The exit status of a command that ``interruption`` stopped: ``128 + signum`` for an
+    ``Interrupted``, 130 (Ctrl-C) for a plain ``KeyboardInterrupt``."""
+    return 128 + getattr(interruption, "signum", signal.SIGINT)
+
+
 @contextlib.contextmanager
 def _deferred_interrupt() -> Iterator[list[int]]:
     """Let a Ctrl-C or SIGTERM finish the step in progress: the first SIGINT or SIGTERM only
@@ -278,6 +286,8 @@ def pretrain_stack(
     -------
     list of histories, one per layer (``train``'s return value)
     """
+    from .models.autoencoder import Autoencoder
+
     if not layers or not all(isinstance(layer, Autoencoder) for layer in layers):
         raise TypeError(f"layers must be a non-empty sequence of Autoencoder; got {layers!r}")
     histories, inputs, changed = [], data, False

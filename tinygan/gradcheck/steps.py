@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import get_array_module, is_array
 from ..function import no_grad
-from ..layouts import DESCRIPTIONS, as_layout, distinct_layouts, is_array
+from ..layouts import DESCRIPTIONS, as_layout, distinct_layouts
 from ..tensor import Tensor
 from .numerics import STREAM, check_vjp, compare, float64_on_host
 from .report import Failure, GradcheckReport
