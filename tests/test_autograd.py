@@ -198,6 +198,24 @@ def test_tensor_basics():
         tg.Tensor(t)
 
 
+@pytest.mark.parametrize("through", ["transpose", "detach", "reshape"])
+def test_a_change_seen_through_a_view_or_detach_also_refuses(through):
+    """(From review: a view or a detach() of a weight is another Tensor over the same memory,
+    so a step of the weight passed the check and tg.grad returned the new weight's values,
+    [[-7, -6]] instead of [[3, 4]].)"""
+    from tinygan import optim
+
+    x = tg.tensor(np.array([[1.0, 2.0]]), requires_grad=True)
+    w = tg.tensor(np.array([[3.0, 4.0]]), requires_grad=True)
+    seen = {"transpose": lambda: w.T, "detach": w.detach, "reshape": lambda: w.reshape(2, 1)}
+    y = (x @ seen[through]().reshape(2, 1)).sum()
+    w.grad = np.array([[10.0, 10.0]])
+    optim.SGD([w], lr=1.0).step()
+    with pytest.raises(RuntimeError, match="was changed after the op used it"):
+        tg.grad(y, x)
+    assert x.grad is None
+
+
 def test_truth_value_of_a_tensor():
     # a 0-d tensor fell back to len() ("len() of unsized object")
     assert tg.tensor(2.0) and not tg.tensor(0.0) and tg.tensor([1.0])

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from .tensor import Tensor
 
 _grad_enabled = True
+# In-place changes of memory the graph may have read: a counter of changes, and for each array
+# that owns changed memory (by id: alive while a graph holds it) the count at its last change.
+_changes = 0
+_changed_at: dict[int, int] = {}
 
 
 @contextlib.contextmanager
@@ -61,6 +65,23 @@ def no_grad() -> contextlib.AbstractContextManager[None]:
 def is_grad_enabled() -> bool:
     """Whether ops record the graph now (False inside ``no_grad()``)."""
     return _grad_enabled
+
+
+def mark_changed(a: Any) -> None:
+    """Note that the memory of the array ``a`` was changed in place (optimizer steps,
+    ``load_state_dict``, weight clipping call this; so should code that writes into a
+    tensor's ``.data``): a graph that read it, through any view or ``detach()``, then refuses to
+    backward (``Function.check_inputs``)."""
+    global _changes
+    _changes += 1
+    _changed_at[id(owner(a))] = _changes
+
+
+def owner(a: Any) -> Any:
+    """The array that owns ``a``'s memory (``a`` itself unless it is a view)."""
+    while getattr(a, "base", None) is not None and hasattr(a.base, "shape"):
+        a = a.base
+    return a
 
 
 class Function:
@@ -103,7 +124,7 @@ class Function:
         out = Tensor(y)
         out.requires_grad, out.creator = True, self
         self.inputs, self._output = tensors, weakref.ref(out)  # weak: out already holds self
-        self.input_state = [(t.data, t.version) for t in tensors]  # see check_inputs
+        self.input_state = [t.data for t in tensors], _changes  # see check_inputs
         return out
 
     @property
@@ -112,11 +133,12 @@ class Function:
         return self._output()
 
     def check_inputs(self) -> None:
-        """Raise if an input's values changed since the call (its array replaced, or changed in
-        place by an optimizer step or ``load_state_dict``, which bump ``Tensor.version``):
-        backward would silently use the new values."""
-        for t, (data, version) in zip(self.inputs, self.input_state):
-            if t.data is not data or t.version != version:
+        """Raise if an input's values changed since the call (its array replaced, or its memory
+        changed in place, through any view of it: ``mark_changed``): backward would silently
+        use the new values."""
+        arrays, changes = self.input_state
+        for t, data in zip(self.inputs, arrays):
+            if t.data is not data or _changed_at.get(id(owner(data)), 0) > changes:
                 i = self.inputs.index(t)
                 raise RuntimeError(
                     f"input {i} of {self!r} ({t.shape} {t.dtype}) was changed after the op used "

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import arguments, backend, kernels
+from .function import mark_changed
 from .tensor import Tensor
 
 
@@ -67,7 +68,7 @@ class Optimizer:
         for p, state in zip(self.params, self.state):
             if p.grad is not None:  # a Tensor after backward(create_graph=True): its values
                 self._update(p, p.grad.data if isinstance(p.grad, Tensor) else p.grad, state)
-                p.version += 1  # a graph that used the old values can no longer backward
+                mark_changed(p.data)  # a graph that read the old values can no longer backward
 
     def _update(self, p: Tensor, grad: Any, state: dict[str, Any]) -> None:
         """Update ``p.data`` in place from ``grad`` (an array of ``p``'s shape and dtype)."""

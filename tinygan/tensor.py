@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import backend
-from .function import Function, grad_mode
+from .function import Function, grad_mode, owner
 
 Shape = tuple[int, ...]
 
@@ -57,7 +57,6 @@ class Tensor:
         self.data = data
         self.grad: Any = None
         self.creator: Function | None = None
-        self.version = 0  # bumped when .data changes in place (optimizer steps, loading)
         self.requires_grad = False
         self.requires_grad_(requires_grad)
 
@@ -375,22 +374,15 @@ class _LeafGrads:
         self.users: Counter[int] = Counter()
 
     def add(self, a: Any, n: int = 1) -> None:
-        self.users[id(_owner(a))] += n
+        self.users[id(owner(a))] += n
 
     def take(self, a: Any) -> Any:
         """``a`` if nothing else uses its memory, else a copy; counted as used from then on."""
         stretched = any(s == 0 and n > 1 for s, n in zip(a.strides, a.shape))
-        if self.users[id(_owner(a))] or stretched:
+        if self.users[id(owner(a))] or stretched:
             a = a.copy()
         self.add(a)
         return a
-
-
-def _owner(a: Any) -> Any:
-    """The array that owns ``a``'s memory."""
-    while getattr(a, "base", None) is not None and hasattr(a.base, "shape"):
-        a = a.base
-    return a
 
 
 # ---- dtype rules: how an op's inputs become Tensors (not differentiation) ----------------------

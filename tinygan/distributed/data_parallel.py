@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend
+from ..function import mark_changed
 from ..nn.module import Module
 from ..optim import Optimizer
 from .comm import Communicator, world
@@ -64,6 +65,7 @@ def broadcast_module(module: Module, root: int = 0, comm: Communicator | None = 
             if not t.data.flags.c_contiguous:
                 t.data = backend.get_array_module(t.data).ascontiguousarray(t.data)
             comm.bcast_(t.data, root, f"broadcast of {name}")
+            mark_changed(t.data)
     return module
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import arguments, backend, nn
-from ..function import grad_mode, is_grad_enabled, no_grad
+from ..function import grad_mode, is_grad_enabled, mark_changed, no_grad
 from ..optim import Adam, Optimizer, RMSprop
 from ..tensor import Tensor, grad
 from .base import Model, frozen
@@ -271,11 +271,11 @@ class GAN(Model):
 
     def clip_critic(self) -> None:
         """WGAN's weight clipping: every critic parameter into [-clip_value, clip_value], in
-        place (its version bumped, as by an optimizer step)."""
+        place (marked changed, as by an optimizer step)."""
         for p in self.D.parameters():
             xp = backend.get_array_module(p.data)
             xp.clip(p.data, -self.clip_value, self.clip_value, out=p.data)
-            p.version += 1
+            mark_changed(p.data)
 
 
 def _optimizer(name: str, module: nn.Module, lr: float, betas: tuple[float, float]) -> Optimizer:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend
+from ..function import mark_changed
 from ..tensor import Tensor
 
 _default_generator = np.random.default_rng()
@@ -33,7 +34,7 @@ def default_generator() -> np.random.Generator:
 def _fill(tensor: Tensor, values: Any) -> Tensor:
     values = np.asarray(values, dtype=tensor.dtype)
     tensor.data[...] = backend.to_device(values, tensor.device)
-    tensor.version += 1
+    mark_changed(tensor.data)
     return tensor
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 from .. import backend
+from ..function import mark_changed
 from ..tensor import Tensor
 
 
@@ -224,7 +225,7 @@ class Module:
         for k, t in own.items():
             if k in values:
                 t.data[...] = backend.to_device(values[k], t.device)
-                t.version += 1
+                mark_changed(t.data)
         return IncompatibleKeys(missing, unexpected)
 
     # ---- printing ---------------------------------------------------------------------------
