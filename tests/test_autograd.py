@@ -216,6 +216,17 @@ def test_a_change_seen_through_a_view_or_detach_also_refuses(through):
     assert x.grad is None
 
 
+def test_a_forward_must_return_one_array():
+    """(From review: a forward returning (a * b, a + b) was stacked into one (2, n) tensor.)"""
+
+    class Two(tg.Function):
+        def forward(self, a):
+            return a * 2, a + 1
+
+    with pytest.raises(TypeError, match=r"Two\.forward must return one array; got tuple"):
+        Two()(leaf([1.0, 2.0]))
+
+
 def test_truth_value_of_a_tensor():
     # a 0-d tensor fell back to len() ("len() of unsized object")
     assert tg.tensor(2.0) and not tg.tensor(0.0) and tg.tensor([1.0])

@@ -150,7 +150,7 @@ def test_wgan_learns_and_keeps_its_critic_clipped(seed_offset, outcome):
 
 def test_weight_clipping_counts_as_an_in_place_change():
     """A graph through the critic made before its clipping must refuse to backward, as after an
-    optimizer step (the clip changed the weights in place without bumping their version)."""
+    optimizer step (the clip changed the weights in place without marking them changed)."""
     model = WGAN(width=4)
     x = tg.tensor(np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32))
     loss = model.D(x).sum()

@@ -119,6 +119,10 @@ class Function:
         self.xp = get_array_module(*(t.data for t in tensors))
         self.needs_input_grad = tuple(_grad_enabled and t.requires_grad for t in tensors)
         y = self.forward(*(t.data for t in tensors))
+        if not hasattr(y, "shape"):  # (a tuple would be stacked into one array by Tensor)
+            raise TypeError(
+                f"{type(self).__name__}.forward must return one array; got {type(y).__name__}"
+            )
         if not any(self.needs_input_grad):
             return Tensor(y)
         out = Tensor(y)
