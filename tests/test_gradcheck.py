@@ -279,6 +279,30 @@ def test_an_exception_in_fn_is_chained():
     assert traceback.extract_tb(err.value.__cause__.__traceback__)[0].name == "fn"
 
 
+@pytest.mark.parametrize("mode", ["full", "vjp"])
+def test_an_exception_at_a_shifted_input_is_reported_and_chained(mode):
+    """(From review: fn raising only at x +- eps, e.g. a domain check near a bound, escaped the
+    checker as a bare ValueError, also with raise_exception=False.)"""
+
+    class SafeSqrt(tg.Function):
+        def forward(self, x):
+            if (x < 0).any():
+                raise ValueError("negative input")
+            return np.sqrt(x)
+
+        def backward(self, gy):
+            return gy * 0.5 / self.output
+
+    x = tg.tensor(np.array([4e-7, 1.0, 2.0]), requires_grad=True)
+    report = tg.gradcheck(lambda t: SafeSqrt()(t), [x], mode=mode, raise_exception=False)
+    assert not report
+    assert "[numerics] input 0 (shape (3,)), fn failed at a shifted input: ValueError: " \
+        "negative input (at " in str(report)  # fmt: skip
+    with pytest.raises(tg.GradcheckError) as err:
+        tg.gradcheck(lambda t: SafeSqrt()(t), [x], mode=mode)
+    assert isinstance(err.value.__cause__, ValueError)
+
+
 # ---- bad inputs and options: refused up front, with what was expected ---------------------
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_inputs_are_refused_not_blamed_on_the_op(bad):

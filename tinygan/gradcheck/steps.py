@@ -352,19 +352,23 @@ def numerics(
                 return checker.fn(*args).data
 
         x = base_args[i].data  # unchanged: fn writes no input, or f gives it fresh copies
-        check = check_vjp(
-            f,
-            x,
-            u,
-            grads32[i] if analytic is None else analytic,
-            eps=eps,
-            atol=atol,
-            rtol=rtol,
-            mode=mode,
-            n_directions=n_directions,
-            seed=seed + 1 + i,
-        )
         head = f"input {i} (shape {tuple(x.shape)}), "
+        try:
+            check = check_vjp(
+                f,
+                x,
+                u,
+                grads32[i] if analytic is None else analytic,
+                eps=eps,
+                atol=atol,
+                rtol=rtol,
+                mode=mode,
+                n_directions=n_directions,
+                seed=seed + 1 + i,
+            )
+        except Exception as e:  # fn at x +- eps: a user's op may raise anything, report it
+            checker.fail("numerics", i, f"{head}fn failed at a shifted input: {user_error(e)}", e)
+            continue
         if analytic is not None and not check.ok:
             checker.fail(check.check, i, head + check.message)
         checker.report.notes += [head + n for n in check.notes]
