@@ -149,3 +149,21 @@ def test_save_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path)
     assert folder_link.is_symlink()
     np.testing.assert_array_equal(tg.load(target)["w"], np.full(2, 2.0))
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["model.npz"]  # no temporary
+
+
+def test_save_keeps_permissions_and_refuses_link_loops_and_missing_folders(tmp_path):
+    """(From review: a loop of links was replaced by a file, a 0600 checkpoint came back 0644,
+    and a missing folder was reported under the temporary file's name.)"""
+    private = tmp_path / "private.npz"
+    tg.save({"w": np.zeros(2)}, private)
+    private.chmod(0o600)
+    tg.save({"w": np.ones(2)}, private)
+    assert private.stat().st_mode & 0o777 == 0o600
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(OSError, match="a loop of symbolic links") as info:
+        tg.save({"w": np.ones(2)}, tmp_path / "a")
+    assert info.value.filename == str(tmp_path / "a") and (tmp_path / "a").is_symlink()
+    with pytest.raises(FileNotFoundError, match=f"no folder {tmp_path / 'nowhere'}") as info:
+        tg.save({"w": np.ones(2)}, tmp_path / "nowhere" / "x.npz")
+    assert info.value.filename == str(tmp_path / "nowhere" / "x.npz")

@@ -18,8 +18,10 @@ empty, not an archive at all) raises ``CheckpointError`` naming the file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import stat
 import struct
 import tempfile
 import zipfile
@@ -49,19 +51,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     temporary file is removed and ``path`` is left as it was. The temporary file is named
     ``.<name>.<pid>.<random>.tmp``; stale ones of earlier writers are removed first
     (``remove_stale_temporaries``). A ``path`` that is a symbolic link (or runs through one)
-    is resolved first: the link's target is replaced, and the link stays a link.
+    is resolved first: the link's target is replaced, and the link stays a link. A file that is
+    replaced keeps its permissions; a new one gets a normal file's (``0666`` less the umask).
     """
-    path = os.path.realpath(path)
+    given, path = path, os.path.realpath(path)
+    if os.path.islink(path):  # realpath stops at a loop of links
+        raise OSError(errno.ELOOP, "a loop of symbolic links", os.fspath(given))
     directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_UMASK
     remove_stale_temporaries(path)
     prefix = f".{os.path.basename(path)}.{os.getpid()}."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            errno.ENOENT, f"no folder {directory} to write into", os.fspath(given)
+        ) from None
     os.close(fd)
     _active.add(tmp)
     try:
         yield tmp
         _fsync(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp made it 0600; give it a normal file's mode
+        os.chmod(tmp, mode)  # mkstemp made it 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
