@@ -156,13 +156,18 @@ def can_write(folder) -> bool:
         return False
 
 
-@pytest.mark.parametrize("where", ["file", "under a file", "read-only"])
+@pytest.mark.parametrize("where", ["file", "under a file", "read-only", "dangling link"])
 def test_an_out_that_cannot_be_written_is_refused_before_anything(where, tmp_path, example,
                                                                    no_data):  # fmt: skip
     """Regression (issue 14): a read-only --out lost the work up to the first checkpoint; an
-    --out naming a file gave a traceback."""
+    --out naming a file gave a traceback. A link to a missing folder printed "[Errno 17] File
+    exists" (from review)."""
     (tmp_path / "a_file").write_text("x")
-    if where == "read-only":
+    if where == "dangling link":
+        out = tmp_path / "link"
+        out.symlink_to(tmp_path / "missing")
+        expected = f"is a link to {tmp_path / 'missing'}, which does not exist"
+    elif where == "read-only":
         mine = tmp_path / "ro"
         mine.mkdir()
         mine.chmod(0o555)

@@ -284,6 +284,11 @@ def writable(path: Path, flag: str) -> None:
     existing folder above it is written to a temporary file and back); ``UsageError`` if not."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path} is a file, not a folder; choose a folder")
+    if path.is_symlink() and not path.exists():
+        raise UsageError(
+            f"{flag} {path} is a link to {os.readlink(path)}, which does not exist; create that "
+            "folder, or choose another"
+        )
     above = path
     while not above.exists():
         if above.parent == above:
