@@ -137,6 +137,16 @@ def test_matplotlib_renderer_writes_png_and_svg(tmp_path):
     assert "<svg" in (tmp_path / "g.svg").read_text()
 
 
+def test_matplotlib_draws_names_as_written(tmp_path):
+    """(From review: the matplotlib renderer read names as math text: '$x_1$' came out
+    subscripted and '$\\frac{a}$' raised matplotlib's ParseSyntaxException.)"""
+    a = tg.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = (a * a).sum()
+    for i, name in enumerate(("$x_1$", "$\\frac{a}$")):
+        draw_graph(y, tmp_path / f"g{i}.png", names={name: a}, renderer="matplotlib")
+        assert (tmp_path / f"g{i}.png").read_bytes().startswith(PNG)
+
+
 def test_layout_puts_every_input_in_an_earlier_rank():
     loss, names = mlp_graph()
     graph = drawer._Graph(loss, names)

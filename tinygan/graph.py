@@ -548,11 +548,13 @@ def _render_matplotlib(
                    facecolor="#d6e6f5" if kind == "leaf" else "white", edgecolor="0.2",
                    linestyle="--" if kind == "constant" else "-")  # fmt: skip
         boxes[node] = ax.text(*centre[node], texts[node], ha="center", va="center",
-                              fontsize=size, family="monospace", bbox=box, zorder=2)  # fmt: skip
+                              fontsize=size, family="monospace", parse_math=False, bbox=box,
+                              zorder=2)  # fmt: skip
     for fn in graph.functions:
         node = graph.ids[id(fn)]
         boxes[node] = ax.text(*centre[node], texts[node], ha="center", va="center",
-                              fontsize=size, family="monospace", style="italic", zorder=2,
+                              fontsize=size, family="monospace", parse_math=False,
+                              style="italic", zorder=2,
                               bbox=dict(boxstyle=f"round4,pad={pad * 72 / size:.2f}",
                                         facecolor="#eeeeee", edgecolor="0.4"))  # fmt: skip
     seen: dict[tuple[str, str], int] = {}
