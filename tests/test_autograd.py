@@ -216,6 +216,14 @@ def test_a_change_seen_through_a_view_or_detach_also_refuses(through):
     assert x.grad is None
 
 
+def test_a_call_that_raised_leaves_the_instance_unused():
+    """(From review: the instance counted as used, so a retry said "called a second time".)"""
+    bad = tg.function.Mul()
+    with pytest.raises(ValueError, match="cannot be broadcast"):
+        bad(leaf([1.0, 2.0]), leaf([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(bad(leaf([1.0, 2.0]), leaf([3.0, 4.0])).data, [3.0, 8.0])
+
+
 def test_a_forward_must_return_one_array():
     """(From review: a forward returning (a * b, a + b) was stacked into one (2, n) tensor.)"""
 

@@ -118,7 +118,11 @@ class Function:
         tensors = as_tensors(inputs, type(self).__name__)
         self.xp = get_array_module(*(t.data for t in tensors))
         self.needs_input_grad = tuple(_grad_enabled and t.requires_grad for t in tensors)
-        y = self.forward(*(t.data for t in tensors))
+        try:
+            y = self.forward(*(t.data for t in tensors))
+        except BaseException:  # a call that raised recorded nothing: the instance is unused
+            del self.xp
+            raise
         if not hasattr(y, "shape"):  # (a tuple would be stacked into one array by Tensor)
             raise TypeError(
                 f"{type(self).__name__}.forward must return one array; got {type(y).__name__}"
