@@ -1,5 +1,9 @@
 """Hand-written kernels: one signature each, a NumPy version (cpu.py) and a CUDA one (cuda.py).
 
+With Numba installed (``tinygan[fast]``), the memory-bound ones run as compiled single-pass loops
+on NumPy arrays (compiled.py), with the same results to the bit; ``TINYGAN_COMPILED=0`` turns
+them off.
+
 The functions here pick the version from the arrays they are given (``backend.get_array_module``).
 Shapes: ``x`` (N, H, W, C), channels-last; ``cols`` (N, OH, OW, kH, kW, C); pairs are
 (height, width). Size arithmetic and validation: ``shapes.py``.
@@ -13,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_array_module
-from . import cpu, cuda, shapes
+from . import compiled, cpu, cuda, shapes
 from .shapes import IntPair
 
 
@@ -60,12 +64,22 @@ def gemm_col2im(
 
 def leaky_relu_forward(x: Any, slope: float) -> Any:
     """``x`` where ``x > 0``, else ``slope * x``."""
-    return _impl(x).leaky_relu_forward(x, slope)
+    impl = _impl(x)
+    if impl is cpu and compiled.available():
+        out = compiled.leaky_relu_forward(x, slope)
+        if out is not None:
+            return out
+    return impl.leaky_relu_forward(x, slope)
 
 
 def leaky_relu_backward(x: Any, gy: Any, slope: float) -> Any:
     """``gy`` where ``x > 0``, else ``slope * gy``."""
-    return _impl(x, gy).leaky_relu_backward(x, gy, slope)
+    impl = _impl(x, gy)
+    if impl is cpu and compiled.available():
+        out = compiled.leaky_relu_backward(x, gy, slope)
+        if out is not None:
+            return out
+    return impl.leaky_relu_backward(x, gy, slope)
 
 
 def adam_update(
@@ -82,9 +96,53 @@ def adam_update(
     weight_decay: float = 0.0,
 ) -> None:
     """One ``torch.optim.Adam`` step, in place; see ``cpu.adam_update``."""
-    _impl(param, grad, m, v).adam_update(
-        param, grad, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, weight_decay
-    )
+    args = (param, grad, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2)
+    impl = _impl(param, grad, m, v)
+    if impl is cpu and compiled.available() and compiled.adam_update(*args, weight_decay):
+        return
+    impl.adam_update(*args, weight_decay)
+
+
+def batch_norm_center(x: Any, mu: Any, squares: bool) -> tuple[Any, Any]:
+    """Batch norm's centring: ``xc = x - mu`` and, if ``squares``, ``xc * xc`` (else None).
+
+    ``x`` (N, C, ...), any layout; ``mu`` per channel, (1, C, 1, ...). Results in ``x``'s
+    layout."""
+    if _impl(x, mu) is cpu and compiled.available():
+        out = compiled.batch_norm_center(x, mu, squares)
+        if out is not None:
+            return out
+    xc = x - mu
+    return xc, (xc * xc if squares else None)
+
+
+def batch_norm_scale(xc: Any, scale: Any, bias: Any, out: Any = None) -> Any:
+    """Batch norm's output ``xc * scale + bias`` (two roundings, in that order), into ``out``
+    if given (``xc``'s shape and layout). ``scale`` per channel (1, C, 1, ...); ``bias`` (C,)
+    or None."""
+    if _impl(xc, scale) is cpu and compiled.available():
+        y = compiled.batch_norm_scale(xc, scale, bias, out)
+        if y is not None:
+            return y
+    y = get_array_module(xc).multiply(xc, scale, out=out)
+    if bias is not None:
+        y += bias.reshape(scale.shape)
+    return y
+
+
+def batch_norm_input_grad(gy: Any, xc: Any, scale: Any, k1: Any, k2: Any, out: Any = None) -> Any:
+    """Batch norm's input gradient in training mode, ``gy * scale - xc * k1 - k2`` (each product
+    and difference rounded in that order), into ``out`` if given. ``gy`` and ``xc`` (N, C, ...);
+    ``scale``, ``k1``, ``k2`` per channel (1, C, 1, ...)."""
+    if _impl(gy, xc, scale) is cpu and compiled.available():
+        gx = compiled.batch_norm_input_grad(gy, xc, scale, k1, k2, out)
+        if gx is not None:
+            return gx
+    xp = get_array_module(gy, xc)
+    gx = gy * scale
+    gx -= xp.multiply(xc, k1, out=out)
+    gx -= k2
+    return gx
 
 
 def channel_sum(a: Any) -> Any:
@@ -107,6 +165,9 @@ def channel_sum(a: Any) -> Any:
 
 __all__ = [
     "adam_update",
+    "batch_norm_center",
+    "batch_norm_input_grad",
+    "batch_norm_scale",
     "channel_sum",
     "col2im",
     "gemm_col2im",

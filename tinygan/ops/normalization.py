@@ -42,8 +42,7 @@ class BatchNormFunction(Function):
             self.m = m  # values per channel (over every rank's part of the batch)
             (total,) = self._all(kernels.channel_sum(x), what="mean")
             mu = (total / m).reshape(self.cshape)
-            xc = x - mu
-            squares = xc * xc
+            xc, squares = kernels.batch_norm_center(x, mu, squares=True)
             (var_sum,) = self._all(kernels.channel_sum(squares).reshape(self.cshape), what="var")
             self._update_running(mu, var_sum / (m - 1))
             var = var_sum / m  # biased, for normalising
@@ -51,15 +50,12 @@ class BatchNormFunction(Function):
             rm, rv = (r.data if isinstance(r, Tensor) else r for r in self.running)
             mu, var = rm.reshape(self.cshape), rv.reshape(self.cshape)
             self.mu = mu
-            xc = x - mu
-            squares = None  # nothing to reuse
+            xc, squares = kernels.batch_norm_center(x, mu, squares=False)  # nothing to reuse
         self.invstd = 1 / xp.sqrt(var + self.eps)
         self.xc, self.weight = xc, weight
         scale = self.invstd if weight is None else self.invstd * weight.reshape(self.cshape)
-        y = xp.multiply(xc, scale, out=squares)  # the summed squares' memory, when there is any
-        if bias is not None:
-            y += bias.reshape(self.cshape)
-        return y
+        # into the summed squares' memory, when there is any
+        return kernels.batch_norm_scale(xc, scale, bias, out=squares)
 
     def _count(self, m: int) -> int:
         """The number of values per channel in the whole batch: here this process's ``m``;
@@ -98,12 +94,12 @@ class BatchNormFunction(Function):
             gb = kernels.channel_sum(gy).reshape(cshape)
         if need[0]:
             scale = invstd if self.weight is None else invstd * self.weight.reshape(cshape)
-            gx = gy * scale
             if self.training:  # mean and var depend on x: gx = scale (gy - gb/m - xhat gw/m)
                 gw_all, gb_all = self._all_gradients(gw, gb)  # (the whole batch's sums)
-                m = self.m
-                gx -= self.xp.multiply(xc, scale * invstd * gw_all / m, out=gy_xc)
-                gx -= scale * gb_all / m
+                k1, k2 = scale * invstd * gw_all / self.m, scale * gb_all / self.m
+                gx = kernels.batch_norm_input_grad(gy, xc, scale, k1, k2, out=gy_xc)
+            else:
+                gx = gy * scale
         grads = (gx, None if gw is None else gw.reshape(-1), None if gb is None else gb.reshape(-1))
         return tuple(Tensor(g) if n else None for g, n in zip(grads, need))
 
