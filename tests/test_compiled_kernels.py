@@ -16,6 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests import reference
+from tests.test_kernels import any_dims, geometry_args, with_edge_examples
 from tinygan import kernels
 from tinygan.kernels import compiled, cpu
 
@@ -68,8 +70,8 @@ def test_the_compiled_kernels_run_here():
 
 @given(laid_out(), st.sampled_from([0.0, 0.2, 1.0, 1.5, -0.3]))
 def test_leaky_relu_forward_is_cpus(x, slope):
-    expected = cpu.leaky_relu_forward(x, slope)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # inf * 0
+        expected = cpu.leaky_relu_forward(x, slope)
         got = compiled.leaky_relu_forward(x, slope)
     if got is None:  # not dense: the dispatcher falls back
         assert compiled.flat_views(x) is None
@@ -82,8 +84,9 @@ def test_leaky_relu_forward_is_cpus(x, slope):
 def test_leaky_relu_backward_is_cpus(data, slope):
     x = data.draw(laid_out())
     gy = data.draw(laid_out(shape=x.shape, dtype=x.dtype))  # maybe another layout
-    expected = cpu.leaky_relu_backward(x, gy, slope)
-    got = compiled.leaky_relu_backward(x, gy, slope)
+    with np.errstate(invalid="ignore"):  # inf * 0
+        expected = cpu.leaky_relu_backward(x, gy, slope)
+        got = compiled.leaky_relu_backward(x, gy, slope)
     if got is None:
         assert compiled.flat_views(x) is None
         return
@@ -108,6 +111,24 @@ def test_adam_update_is_cpus(data, steps, weight_decay, beta1):
             assert same_bits(b, a)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@with_edge_examples
+@given(h=any_dims(), w=any_dims(), n=st.integers(1, 2), c=st.sampled_from([3, 8, 9]),
+       seed=st.integers(0, 2**32 - 1))  # fmt: skip
+def test_im2col_matches_loops(h, w, n, c, seed, dtype):
+    """On contiguous NHWC and on the NHWC view of NCHW memory; narrow taps fall back."""
+    k, s, p, d = geometry_args(h, w)
+    x = np.random.default_rng(seed).standard_normal((n, h.image, w.image, c)).astype(dtype)
+    expected = reference.im2col(x, k, s, p, d, (h.grid, w.grid))
+    for image in (x, np.ascontiguousarray(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)):
+        cols = compiled.im2col(image, *k, s, p, d, (h.grid, w.grid))
+        if c < compiled.IM2COL_MIN_CHANNELS:
+            assert cols is None
+            continue
+        assert cols.flags.c_contiguous and cols.dtype == dtype
+        assert same_bits(cols, expected)
+
+
 def test_adam_update_falls_back_on_other_layouts_and_dtypes():
     p = np.ones((4, 3), np.float32)
     assert not compiled.adam_update(p.T, p.T, p.T.copy(), p.T.copy(), 1e-3, 0.9, 0.999, 1e-8, 0.1,
@@ -127,18 +148,19 @@ def test_batch_norm_kernels_are_the_formulas(data, squares, with_bias):
     mu, scale, k1, k2 = (rng.standard_normal(cshape).astype(x.dtype) for _ in range(4))
     bias = rng.standard_normal(x.shape[1]).astype(x.dtype) if with_bias else None
     gy = data.draw(laid_out(shape=x.shape, dtype=x.dtype))
-    fast = (
-        kernels.batch_norm_center(x, mu, squares),
-        kernels.batch_norm_scale(x, scale, bias),
-        kernels.batch_norm_input_grad(gy, x, scale, k1, k2),
-    )
+
+    def results():
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, huge products
+            return (
+                kernels.batch_norm_center(x, mu, squares),
+                kernels.batch_norm_scale(x, scale, bias),
+                kernels.batch_norm_input_grad(gy, x, scale, k1, k2),
+            )
+
+    fast = results()
     os.environ["TINYGAN_COMPILED"] = "0"
     try:
-        slow = (
-            kernels.batch_norm_center(x, mu, squares),
-            kernels.batch_norm_scale(x, scale, bias),
-            kernels.batch_norm_input_grad(gy, x, scale, k1, k2),
-        )
+        slow = results()
     finally:
         del os.environ["TINYGAN_COMPILED"]
     assert same_bits(fast[0][0], slow[0][0])

@@ -30,7 +30,12 @@ def im2col(
 ) -> Any:
     """(N, H, W, C) -> cols (N, OH, OW, kH, kW, C), contiguous; see ``cpu.im2col``."""
     shapes.check_cols_fit("im2col", x.shape[1:3], out_hw, (kh, kw), stride, padding, dilation)
-    return _impl(x).im2col(x, kh, kw, stride, padding, dilation, out_hw)
+    impl = _impl(x)
+    if impl is cpu and compiled.available():
+        cols = compiled.im2col(x, kh, kw, stride, padding, dilation, out_hw)
+        if cols is not None:
+            return cols
+    return impl.im2col(x, kh, kw, stride, padding, dilation, out_hw)
 
 
 def col2im(cols: Any, x_hw: IntPair, stride: IntPair, padding: IntPair, dilation: IntPair) -> Any:

@@ -102,6 +102,35 @@ def _adam(p, g, m, v, wd, w, one_minus_w, beta2, one_minus_beta2, sqrt_bc2, eps,
         p[i] = p[i] + mi * neg_step / (np.sqrt(vi) / sqrt_bc2 + eps)
 
 
+@_jit
+def _im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, cols):  # pragma: no cover - compiled
+    n, h, w, c = x.shape
+    for b in range(n):
+        for r in range(cols.shape[1]):
+            for q in range(cols.shape[2]):
+                for i in range(kh):
+                    y = r * sh + i * dh - ph
+                    for j in range(kw):
+                        z = q * sw + j * dw - pw
+                        inside = 0 <= y < h and 0 <= z < w
+                        for k in range(c):
+                            cols[b, r, q, i, j, k] = x[b, y, z, k] if inside else 0
+
+
+IM2COL_MIN_CHANNELS = 8  # narrower taps: cpu.py's one strided copy is faster (C = 1: 2x)
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride, padding, dilation, out_hw) -> np.ndarray | None:
+    """``cpu.im2col`` as one loop that writes every tap's channels once (D's second conv: 2.7-3.5x
+    faster than NumPy's strided copy, measured at batch 64 and 128); ``None`` for fewer than
+    ``IM2COL_MIN_CHANNELS`` channels or another dtype than float32/float64."""
+    if x.shape[3] < IM2COL_MIN_CHANNELS or x.dtype not in (np.float32, np.float64):
+        return None
+    cols = np.empty((x.shape[0], *out_hw, kh, kw, x.shape[3]), dtype=x.dtype)
+    _im2col(x, kh, kw, *stride, *padding, *dilation, cols)
+    return cols
+
+
 def leaky_relu_forward(x: np.ndarray, slope: float) -> np.ndarray | None:
     """``cpu.leaky_relu_forward`` in one pass; ``None`` where ``x`` is not dense."""
     out = np.empty_like(x)
