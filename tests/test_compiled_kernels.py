@@ -129,6 +129,31 @@ def test_im2col_matches_loops(h, w, n, c, seed, dtype):
         assert same_bits(cols, expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@with_edge_examples
+@given(h=any_dims(), w=any_dims(), n=st.integers(1, 2), c=st.sampled_from([3, 8, 9]),
+       seed=st.integers(0, 2**32 - 1))  # fmt: skip
+def test_col2im_and_gemm_col2im_are_cpus(h, w, n, c, seed, dtype):
+    """The same bits and the same output memory (a crop of the same padded buffer: what reads
+    it next, e.g. batch norm's channel sums, then takes the same path)."""
+    k, s, p, d = geometry_args(h, w)
+    rng = np.random.default_rng(seed)
+    rows = rng.standard_normal((n * h.grid * w.grid, 5)).astype(dtype)
+    wmat = rng.standard_normal((5, k[0] * k[1] * c)).astype(dtype)
+    cols = (rows @ wmat).reshape(n, h.grid, w.grid, *k, c)
+    geometry = ((h.grid, w.grid), (h.image, w.image), k, s, p, d)
+    for got, expected in [
+        (compiled.col2im(cols, (h.image, w.image), s, p, d),
+         cpu.col2im(cols, (h.image, w.image), s, p, d)),
+        (compiled.gemm_col2im(rows, wmat, *geometry), cpu.gemm_col2im(rows, wmat, *geometry)),
+    ]:  # fmt: skip
+        if c < compiled.COL2IM_MIN_CHANNELS:
+            assert got is None
+            continue
+        assert same_bits(got, expected)
+        assert got.strides == expected.strides and got.base.shape == expected.base.shape
+
+
 def test_adam_update_falls_back_on_other_layouts_and_dtypes():
     p = np.ones((4, 3), np.float32)
     assert not compiled.adam_update(p.T, p.T, p.T.copy(), p.T.copy(), 1e-3, 0.9, 0.999, 1e-8, 0.1,

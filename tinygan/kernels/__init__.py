@@ -43,7 +43,12 @@ def col2im(cols: Any, x_hw: IntPair, stride: IntPair, padding: IntPair, dilation
     shapes.check_cols_fit(
         "col2im", x_hw, cols.shape[1:3], cols.shape[3:5], stride, padding, dilation
     )
-    return _impl(cols).col2im(cols, x_hw, stride, padding, dilation)
+    impl = _impl(cols)
+    if impl is cpu and compiled.available():
+        x = compiled.col2im(cols, x_hw, stride, padding, dilation)
+        if x is not None:
+            return x
+    return impl.col2im(cols, x_hw, stride, padding, dilation)
 
 
 def gemm_col2im(
@@ -61,10 +66,15 @@ def gemm_col2im(
     without building ``cols`` (``cpu.gemm_col2im``); otherwise one GEMM, then ``col2im``."""
     shapes.check_cols_fit("col2im", x_hw, grid_hw, kernel, stride, padding, dilation)
     impl, c = _impl(rows, wmat), wmat.shape[1] // (kernel[0] * kernel[1])
+    geometry = (grid_hw, x_hw, kernel, stride, padding, dilation)
     if impl is cpu and c >= cpu.TAP_GEMM_MIN_CHANNELS:
-        return cpu.gemm_col2im(rows, wmat, grid_hw, x_hw, kernel, stride, padding, dilation)
+        if compiled.available():
+            x = compiled.gemm_col2im(rows, wmat, *geometry)
+            if x is not None:
+                return x
+        return cpu.gemm_col2im(rows, wmat, *geometry)
     cols = (rows @ wmat).reshape(-1, *grid_hw, *kernel, c)
-    return impl.col2im(cols, x_hw, stride, padding, dilation)
+    return col2im(cols, x_hw, stride, padding, dilation)
 
 
 def leaky_relu_forward(x: Any, slope: float) -> Any:

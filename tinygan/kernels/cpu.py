@@ -120,9 +120,9 @@ def _add_taps(tap, grid_shape, dtype, x_hw, kernel, stride, padding, dilation) -
     """
     n, oh, ow, c = grid_shape
     (h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = x_hw, kernel, stride, padding, dilation
-    rb = max(-(-(h + 2 * ph) // sh), oh + (kh - 1) * dh // sh)  # sub-grid size per phase
-    cb = max(-(-(w + 2 * pw) // sw), ow + (kw - 1) * dw // sw)
-    buf = np.empty((n, rb, sh, cb, sw, c), dtype=dtype)
+    padded, _ = image_buffer(grid_shape, dtype, x_hw, kernel, stride, padding, dilation)
+    rb, cb = padded.shape[1] // sh, padded.shape[2] // sw  # sub-grid size per phase
+    buf = padded.reshape(n, rb, sh, cb, sw, c)
     for a in range(sh):
         for b in range(sw):
             grid = buf[:, :, a, :, b]  # (N, rb, cb, C): padded pixels (sh*R + a, sw*Q + b)
@@ -139,6 +139,17 @@ def _add_taps(tap, grid_shape, dtype, x_hw, kernel, stride, padding, dilation) -
                 else:
                     target += tap(i, j)
     return buf.reshape(n, rb * sh, cb * sw, c)[:, ph : ph + h, pw : pw + w]
+
+
+def image_buffer(grid_shape, dtype, x_hw, kernel, stride, padding, dilation):
+    """``col2im``'s output memory: an uninitialised padded image (N, rb*sh, cb*sw, C) that
+    every tap's shifted (OH, OW) rectangle fits in, phase by phase, and its (N, H, W, C) crop."""
+    n, oh, ow, c = grid_shape
+    (h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = x_hw, kernel, stride, padding, dilation
+    rb = max(-(-(h + 2 * ph) // sh), oh + (kh - 1) * dh // sh)
+    cb = max(-(-(w + 2 * pw) // sw), ow + (kw - 1) * dw // sw)
+    padded = np.empty((n, rb * sh, cb * sw, c), dtype=dtype)
+    return padded, padded[:, ph : ph + h, pw : pw + w]
 
 
 def _zero_outside(a: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> None:
