@@ -1,17 +1,25 @@
-"""Compiled CPU kernels (Numba): each of ``cpu.py``'s memory-bound passes fused into one loop.
+"""Compiled CPU kernels (Numba): ``cpu.py``'s memory-bound work, one pass per kernel.
 
 Optional: with ``pip install tinygan[fast]`` (Numba) the dispatcher in ``kernels/__init__.py``
 runs these on NumPy arrays instead of the ``cpu.py`` versions; without Numba, or with the
 environment variable ``TINYGAN_COMPILED=0``, ``cpu.py`` runs. The results are the same bits:
 every loop does ``cpu.py``'s float operations in its order and precision (scalars are cast to
 the arrays' dtype first, as NumPy does with a Python float; no fast-math, so no contraction
-into fused multiply-adds), which ``tests/test_compiled_kernels.py`` checks. What changes is
-the memory traffic: one read of each operand and one write of each result, instead of one
-NumPy pass (a read and a write of a whole array) per operation.
+into fused multiply-adds; the conv kernels add the taps in ``cpu._add_taps``'s order and return
+the same memory layout), which ``tests/test_compiled_kernels.py`` checks. What changes is the
+memory traffic: one read of each operand and one write of each result, instead of one NumPy
+pass (a read and a write of a whole array) per operation.
 
-The kernels take flat, contiguous arrays; ``flat_views`` finds them (any layout in which the
-arrays are dense and alike, e.g. a channels-last view of an NCHW tensor) or says to fall back.
-Each function is compiled at its first call for each dtype and cached on disk (``cache=True``).
+- Elementwise, over the arrays' memory in order (``flat_views``): leaky ReLU forward and
+  backward, Adam's update.
+- Per channel, over (A, C, B) views (``channel_views``): batch norm's centring, scaling and
+  input gradient (its channel sums stay BLAS GEMVs, ``kernels.channel_sum``).
+- Convolution data movement: ``im2col``, and ``col2im``/``gemm_col2im`` writing each image
+  pixel once (for 8 channels or more; narrower taps stay on ``cpu.py``, which is as fast).
+
+A kernel returns ``None`` (``adam_update``: False) where its arrays do not suit it (another
+dtype than float32/float64, layouts that differ, memory with gaps): the dispatcher then runs
+``cpu.py``. Each is compiled at its first call per signature and cached on disk (``cache=True``).
 """
 
 from __future__ import annotations
@@ -72,8 +80,11 @@ def _jit(fn):
     return numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
 
 
+# ---- elementwise: leaky ReLU, Adam ---------------------------------------------------------
+
+
 @_jit
-def _leaky_forward(x, s, out):  # pragma: no cover - compiled
+def _leaky_forward(x, s, out):
     clamp = s >= 0 and s <= 1
     for i in range(x.size):
         a = x[i]
@@ -85,13 +96,60 @@ def _leaky_forward(x, s, out):  # pragma: no cover - compiled
 
 
 @_jit
-def _leaky_backward(x, gy, s, one, out):  # pragma: no cover - compiled
+def _leaky_backward(x, gy, s, one, out):
     clamp = s >= 0 and s <= 1
     for i in range(x.size):
         if clamp:  # max([x > 0], s) * gy, the factor exactly 1 or s
             out[i] = (one if x[i] > 0 else s) * gy[i]
         else:  # np.where(x > 0, gy, gy * s)
             out[i] = gy[i] if x[i] > 0 else gy[i] * s
+
+
+@_jit
+def _leaky_backward_4d(x, gy, s, one, out):
+    clamp = s >= 0 and s <= 1
+    for a in range(x.shape[0]):
+        for b in range(x.shape[1]):
+            for c in range(x.shape[2]):
+                for d in range(x.shape[3]):
+                    g = gy[a, b, c, d]
+                    if clamp:
+                        out[a, b, c, d] = (one if x[a, b, c, d] > 0 else s) * g
+                    else:
+                        out[a, b, c, d] = g if x[a, b, c, d] > 0 else g * s
+
+
+def leaky_relu_forward(x: np.ndarray, slope: float) -> np.ndarray | None:
+    """``cpu.leaky_relu_forward`` in one pass; ``None`` where ``x`` is not dense."""
+    out = np.empty_like(x)
+    flat = flat_views(x, out)
+    if flat is None or x.dtype not in (np.float32, np.float64):
+        return None
+    _leaky_forward(flat[0], x.dtype.type(slope), flat[1])
+    return out
+
+
+def leaky_relu_backward(x: np.ndarray, gy: np.ndarray, slope: float) -> np.ndarray | None:
+    """``cpu.leaky_relu_backward`` in one pass, the result in ``x``'s layout; ``None`` where
+    the dtypes differ or are not float32/float64, or where ``x`` is not dense or has more than
+    four axes while ``gy``'s layout is another."""
+    if x.dtype != gy.dtype or gy.dtype not in (np.float32, np.float64) or x.shape != gy.shape:
+        return None
+    dt = gy.dtype.type
+    out = np.empty_like(x)
+    flat = flat_views(x, gy, out)
+    if flat is not None:
+        _leaky_backward(flat[0], flat[1], dt(slope), dt(1), flat[2])
+        return out
+    if x.ndim > 4 or flat_views(x, out) is None:
+        return None
+    # gy in another layout (an NCHW gradient for a channels-last x, a cropped view): walk
+    # x's memory in order and read gy through its strides
+    order = _in_memory_order([x, out])[1]
+    pad = (None,) * (4 - x.ndim)
+    x4, gy4, out4 = (a.transpose(order)[pad] for a in (x, gy, out))
+    _leaky_backward_4d(x4, gy4, dt(slope), dt(1), out4)
+    return out
 
 
 @_jit
@@ -110,8 +168,166 @@ def _adam(p, g, m, v, wd, w, one_minus_w, beta2, one_minus_beta2, sqrt_bc2, eps,
         p[i] = p[i] + mi * neg_step / (np.sqrt(vi) / sqrt_bc2 + eps)
 
 
+def adam_update(
+    param: np.ndarray,
+    grad: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    bias_correction1: float,
+    bias_correction2: float,
+    weight_decay: float = 0.0,
+) -> bool:
+    """``cpu.adam_update`` in one pass over the four arrays; ``False`` (nothing done) where
+    ``param``, ``m`` and ``v`` are not contiguous or the dtype is not float32/float64."""
+    if param.dtype not in (np.float32, np.float64) or not all(
+        a.flags.c_contiguous and a.dtype == param.dtype for a in (param, m, v)
+    ):
+        return False
+    if grad.dtype != param.dtype or grad.shape != param.shape:
+        return False
+    dt = param.dtype.type
+    w = dt(1 - beta1)
+    p, m, v = param.reshape(-1), m.reshape(-1), v.reshape(-1)
+    g = grad.reshape(-1)  # C order (a copy if grad is not C-contiguous), as cpu.py reads it
+    sqrt_bc2, neg_step = dt(bias_correction2**0.5), dt(-(lr / bias_correction1))
+    _adam(p, g, m, v, dt(weight_decay), w, dt(1) - w, dt(beta2), dt(1 - beta2), sqrt_bc2,
+          dt(eps), neg_step, bool(abs(w) < 0.5))  # fmt: skip
+    return True
+
+
+# ---- batch norm's passes, per channel --------------------------------------------------------
+
+
+def channel_views(channel_axis: int, *arrays: np.ndarray) -> list[np.ndarray] | None:
+    """C-contiguous 3-D views (A, C, B) of dense arrays alike in shape and strides, where C is
+    ``channel_axis`` and A and B gather the axes before and after it in memory order; ``None``
+    where there are none."""
+    found = _in_memory_order(arrays)
+    if found is None:
+        return None
+    views, order = found
+    k, shape = order.index(channel_axis), views[0].shape
+    a3 = (math.prod(shape[:k]), shape[k], math.prod(shape[k + 1 :]))
+    return [v.reshape(a3) for v in views]
+
+
 @_jit
-def _im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, cols):  # pragma: no cover - compiled
+def _bn_center(x, mu, xc, sq, squares):
+    for a in range(x.shape[0]):
+        if x.shape[2] == 1:  # channels innermost: the loop over c is the contiguous one
+            for c in range(x.shape[1]):
+                d = x[a, c, 0] - mu[c]
+                xc[a, c, 0] = d
+                if squares:
+                    sq[a, c, 0] = d * d
+        else:
+            for c in range(x.shape[1]):
+                m = mu[c]
+                for b in range(x.shape[2]):
+                    d = x[a, c, b] - m
+                    xc[a, c, b] = d
+                    if squares:
+                        sq[a, c, b] = d * d
+
+
+@_jit
+def _bn_scale(xc, scale, bias, out):
+    for a in range(xc.shape[0]):
+        if xc.shape[2] == 1:
+            for c in range(xc.shape[1]):
+                out[a, c, 0] = xc[a, c, 0] * scale[c] + bias[c]
+        else:
+            for c in range(xc.shape[1]):
+                s, t = scale[c], bias[c]
+                for b in range(xc.shape[2]):
+                    out[a, c, b] = xc[a, c, b] * s + t
+
+
+@_jit
+def _bn_scale_nobias(xc, scale, out):
+    for a in range(xc.shape[0]):
+        if xc.shape[2] == 1:
+            for c in range(xc.shape[1]):
+                out[a, c, 0] = xc[a, c, 0] * scale[c]
+        else:
+            for c in range(xc.shape[1]):
+                s = scale[c]
+                for b in range(xc.shape[2]):
+                    out[a, c, b] = xc[a, c, b] * s
+
+
+@_jit
+def _bn_input_grad(gy, xc, scale, k1, k2, out):
+    for a in range(gy.shape[0]):
+        if gy.shape[2] == 1:
+            for c in range(gy.shape[1]):
+                out[a, c, 0] = gy[a, c, 0] * scale[c] - xc[a, c, 0] * k1[c] - k2[c]
+        else:
+            for c in range(gy.shape[1]):
+                s, u, w = scale[c], k1[c], k2[c]
+                for b in range(gy.shape[2]):
+                    out[a, c, b] = gy[a, c, b] * s - xc[a, c, b] * u - w
+
+
+def _per_channel(a: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
+    """A per-channel array (C,) or (1, C, 1, ...) as a contiguous (C,) of ``dtype``, or None
+    where its dtype is another (NumPy's promotion would then differ: fall back)."""
+    return np.ascontiguousarray(a.reshape(-1)) if a.dtype == dtype else None
+
+
+def batch_norm_center(x: np.ndarray, mu: np.ndarray, squares: bool):
+    """``kernels.batch_norm_center`` in one pass; ``None`` where it cannot."""
+    mu1 = _per_channel(mu, x.dtype)
+    if mu1 is None or x.dtype not in (np.float32, np.float64) or x.ndim < 2:
+        return None
+    xc = np.empty_like(x)
+    sq = np.empty_like(x) if squares else xc
+    views = channel_views(1, x, xc, sq)
+    if views is None:
+        return None
+    _bn_center(views[0], mu1, views[1], views[2], squares)
+    return xc, (sq if squares else None)
+
+
+def batch_norm_scale(xc: np.ndarray, scale: np.ndarray, bias: np.ndarray | None, out):
+    """``kernels.batch_norm_scale`` in one pass; ``None`` where it cannot."""
+    scale1 = _per_channel(scale, xc.dtype)
+    bias1 = None if bias is None else _per_channel(bias, xc.dtype)
+    if scale1 is None or (bias is not None and bias1 is None):
+        return None
+    out = np.empty_like(xc) if out is None else out
+    views = channel_views(1, xc, out)
+    if views is None:
+        return None
+    if bias1 is None:
+        _bn_scale_nobias(views[0], scale1, views[1])
+    else:
+        _bn_scale(views[0], scale1, bias1, views[1])
+    return out
+
+
+def batch_norm_input_grad(gy, xc, scale, k1, k2, out):
+    """``kernels.batch_norm_input_grad`` in one pass; ``None`` where it cannot."""
+    per = [_per_channel(a, xc.dtype) for a in (scale, k1, k2)]
+    if any(p is None for p in per) or gy.dtype != xc.dtype:
+        return None
+    out = np.empty_like(xc) if out is None else out
+    views = channel_views(1, gy, xc, out)
+    if views is None:
+        return None
+    _bn_input_grad(views[0], views[1], *per, views[2])
+    return out
+
+
+# ---- convolution data movement ------------------------------------------------------------
+
+
+@_jit
+def _im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, cols):
     n, h, w, c = x.shape
     for b in range(n):
         for r in range(cols.shape[1]):
@@ -140,7 +356,7 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride, padding, dilation, out_hw) -
 
 
 @_jit
-def _col2im(taps, kh, kw, sh, sw, ph, pw, dh, dw, out):  # pragma: no cover - compiled
+def _col2im(taps, kh, kw, sh, sw, ph, pw, dh, dw, out):
     """out[b, y, x] = the taps (i, j) of the pixel's phase that reach it, in cpu._add_taps's
     order: the phase's first tap copied (else 0), then the others added."""
     n, h, w, c = out.shape
@@ -203,202 +419,3 @@ def gemm_col2im(rows, wmat, grid_hw, x_hw, kernel, stride, padding, dilation) ->
     cols = products.reshape(kh, kw, n, oh, ow, c).transpose(2, 3, 4, 0, 1, 5)  # a view
     _col2im(cols, kh, kw, *stride, *padding, *dilation, image)
     return image
-
-
-def leaky_relu_forward(x: np.ndarray, slope: float) -> np.ndarray | None:
-    """``cpu.leaky_relu_forward`` in one pass; ``None`` where ``x`` is not dense."""
-    out = np.empty_like(x)
-    flat = flat_views(x, out)
-    if flat is None or x.dtype not in (np.float32, np.float64):
-        return None
-    _leaky_forward(flat[0], x.dtype.type(slope), flat[1])
-    return out
-
-
-@_jit
-def _leaky_backward_4d(x, gy, s, one, out):  # pragma: no cover - compiled
-    clamp = s >= 0 and s <= 1
-    for a in range(x.shape[0]):
-        for b in range(x.shape[1]):
-            for c in range(x.shape[2]):
-                for d in range(x.shape[3]):
-                    g = gy[a, b, c, d]
-                    if clamp:
-                        out[a, b, c, d] = (one if x[a, b, c, d] > 0 else s) * g
-                    else:
-                        out[a, b, c, d] = g if x[a, b, c, d] > 0 else g * s
-
-
-def leaky_relu_backward(x: np.ndarray, gy: np.ndarray, slope: float) -> np.ndarray | None:
-    """``cpu.leaky_relu_backward`` in one pass, the result in ``x``'s layout; ``None`` where
-    the dtypes differ or are not float32/float64, or where ``x`` is not dense or has more than
-    four axes while ``gy``'s layout is another."""
-    if x.dtype != gy.dtype or gy.dtype not in (np.float32, np.float64) or x.shape != gy.shape:
-        return None
-    dt = gy.dtype.type
-    out = np.empty_like(x)
-    flat = flat_views(x, gy, out)
-    if flat is not None:
-        _leaky_backward(flat[0], flat[1], dt(slope), dt(1), flat[2])
-        return out
-    if x.ndim > 4 or flat_views(x, out) is None:
-        return None
-    # gy in another layout (an NCHW gradient for a channels-last x, a cropped view): walk
-    # x's memory in order and read gy through its strides
-    order = _in_memory_order([x, out])[1]
-    pad = (None,) * (4 - x.ndim)
-    x4, gy4, out4 = (a.transpose(order)[pad] for a in (x, gy, out))
-    _leaky_backward_4d(x4, gy4, dt(slope), dt(1), out4)
-    return out
-
-
-def adam_update(
-    param: np.ndarray,
-    grad: np.ndarray,
-    m: np.ndarray,
-    v: np.ndarray,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    bias_correction1: float,
-    bias_correction2: float,
-    weight_decay: float = 0.0,
-) -> bool:
-    """``cpu.adam_update`` in one pass over the four arrays; ``False`` (nothing done) where
-    ``param``, ``m`` and ``v`` are not contiguous or the dtype is not float32/float64."""
-    if param.dtype not in (np.float32, np.float64) or not all(
-        a.flags.c_contiguous and a.dtype == param.dtype for a in (param, m, v)
-    ):
-        return False
-    if grad.dtype != param.dtype or grad.shape != param.shape:
-        return False
-    dt = param.dtype.type
-    w = dt(1 - beta1)
-    p, m, v = param.reshape(-1), m.reshape(-1), v.reshape(-1)
-    g = grad.reshape(-1)  # C order (a copy if grad is not C-contiguous), as cpu.py reads it
-    sqrt_bc2, neg_step = dt(bias_correction2**0.5), dt(-(lr / bias_correction1))
-    _adam(p, g, m, v, dt(weight_decay), w, dt(1) - w, dt(beta2), dt(1 - beta2), sqrt_bc2,
-          dt(eps), neg_step, bool(abs(w) < 0.5))  # fmt: skip
-    return True
-
-
-def channel_views(channel_axis: int, *arrays: np.ndarray) -> list[np.ndarray] | None:
-    """C-contiguous 3-D views (A, C, B) of dense arrays alike in shape and strides, where C is
-    ``channel_axis`` and A and B gather the axes before and after it in memory order; ``None``
-    where there are none."""
-    found = _in_memory_order(arrays)
-    if found is None:
-        return None
-    views, order = found
-    k, shape = order.index(channel_axis), views[0].shape
-    a3 = (math.prod(shape[:k]), shape[k], math.prod(shape[k + 1 :]))
-    return [v.reshape(a3) for v in views]
-
-
-@_jit
-def _bn_center(x, mu, xc, sq, squares):  # pragma: no cover - compiled
-    for a in range(x.shape[0]):
-        if x.shape[2] == 1:  # channels innermost: the loop over c is the contiguous one
-            for c in range(x.shape[1]):
-                d = x[a, c, 0] - mu[c]
-                xc[a, c, 0] = d
-                if squares:
-                    sq[a, c, 0] = d * d
-        else:
-            for c in range(x.shape[1]):
-                m = mu[c]
-                for b in range(x.shape[2]):
-                    d = x[a, c, b] - m
-                    xc[a, c, b] = d
-                    if squares:
-                        sq[a, c, b] = d * d
-
-
-@_jit
-def _bn_scale(xc, scale, bias, out):  # pragma: no cover - compiled
-    for a in range(xc.shape[0]):
-        if xc.shape[2] == 1:
-            for c in range(xc.shape[1]):
-                out[a, c, 0] = xc[a, c, 0] * scale[c] + bias[c]
-        else:
-            for c in range(xc.shape[1]):
-                s, t = scale[c], bias[c]
-                for b in range(xc.shape[2]):
-                    out[a, c, b] = xc[a, c, b] * s + t
-
-
-@_jit
-def _bn_scale_nobias(xc, scale, out):  # pragma: no cover - compiled
-    for a in range(xc.shape[0]):
-        if xc.shape[2] == 1:
-            for c in range(xc.shape[1]):
-                out[a, c, 0] = xc[a, c, 0] * scale[c]
-        else:
-            for c in range(xc.shape[1]):
-                s = scale[c]
-                for b in range(xc.shape[2]):
-                    out[a, c, b] = xc[a, c, b] * s
-
-
-@_jit
-def _bn_input_grad(gy, xc, scale, k1, k2, out):  # pragma: no cover - compiled
-    for a in range(gy.shape[0]):
-        if gy.shape[2] == 1:
-            for c in range(gy.shape[1]):
-                out[a, c, 0] = gy[a, c, 0] * scale[c] - xc[a, c, 0] * k1[c] - k2[c]
-        else:
-            for c in range(gy.shape[1]):
-                s, u, w = scale[c], k1[c], k2[c]
-                for b in range(gy.shape[2]):
-                    out[a, c, b] = gy[a, c, b] * s - xc[a, c, b] * u - w
-
-
-def _per_channel(a: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
-    """A per-channel array (C,) or (1, C, 1, ...) as a contiguous (C,) of ``dtype``, or None
-    where its dtype is another (NumPy's promotion would then differ: fall back)."""
-    return np.ascontiguousarray(a.reshape(-1)) if a.dtype == dtype else None
-
-
-def batch_norm_center(x: np.ndarray, mu: np.ndarray, squares: bool):
-    """``kernels.batch_norm_center`` in one pass; ``None`` where it cannot."""
-    mu1 = _per_channel(mu, x.dtype)
-    if mu1 is None or x.dtype not in (np.float32, np.float64) or x.ndim < 2:
-        return None
-    xc = np.empty_like(x)
-    sq = np.empty_like(x) if squares else xc
-    views = channel_views(1, x, xc, sq)
-    if views is None:
-        return None
-    _bn_center(views[0], mu1, views[1], views[2], squares)
-    return xc, (sq if squares else None)
-
-
-def batch_norm_scale(xc: np.ndarray, scale: np.ndarray, bias: np.ndarray | None, out):
-    """``kernels.batch_norm_scale`` in one pass; ``None`` where it cannot."""
-    scale1 = _per_channel(scale, xc.dtype)
-    bias1 = None if bias is None else _per_channel(bias, xc.dtype)
-    if scale1 is None or (bias is not None and bias1 is None):
-        return None
-    out = np.empty_like(xc) if out is None else out
-    views = channel_views(1, xc, out)
-    if views is None:
-        return None
-    if bias1 is None:
-        _bn_scale_nobias(views[0], scale1, views[1])
-    else:
-        _bn_scale(views[0], scale1, bias1, views[1])
-    return out
-
-
-def batch_norm_input_grad(gy, xc, scale, k1, k2, out):
-    """``kernels.batch_norm_input_grad`` in one pass; ``None`` where it cannot."""
-    per = [_per_channel(a, xc.dtype) for a in (scale, k1, k2)]
-    if any(p is None for p in per) or gy.dtype != xc.dtype:
-        return None
-    out = np.empty_like(xc) if out is None else out
-    views = channel_views(1, gy, xc, out)
-    if views is None:
-        return None
-    _bn_input_grad(views[0], views[1], *per, views[2])
-    return out
