@@ -111,10 +111,15 @@ def test_adam_update_is_cpus(data, steps, weight_decay, beta1):
             assert same_bits(b, a)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@with_edge_examples
-@given(h=any_dims(), w=any_dims(), n=st.integers(1, 2), c=st.sampled_from([3, 8, 9]),
-       seed=st.integers(0, 2**32 - 1))  # fmt: skip
+def conv_geometries(test):
+    """Both dtypes; hypothesis geometries (with the edge ones) and 3 (falls back), 8 or 9
+    channels."""
+    test = given(h=any_dims(), w=any_dims(), n=st.integers(1, 2), c=st.sampled_from([3, 8, 9]),
+                 seed=st.integers(0, 2**32 - 1))(test)  # fmt: skip
+    return pytest.mark.parametrize("dtype", [np.float32, np.float64])(with_edge_examples(test))
+
+
+@conv_geometries
 def test_im2col_matches_loops(h, w, n, c, seed, dtype):
     """On contiguous NHWC and on the NHWC view of NCHW memory; narrow taps fall back."""
     k, s, p, d = geometry_args(h, w)
@@ -129,10 +134,7 @@ def test_im2col_matches_loops(h, w, n, c, seed, dtype):
         assert same_bits(cols, expected)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@with_edge_examples
-@given(h=any_dims(), w=any_dims(), n=st.integers(1, 2), c=st.sampled_from([3, 8, 9]),
-       seed=st.integers(0, 2**32 - 1))  # fmt: skip
+@conv_geometries
 def test_col2im_and_gemm_col2im_are_cpus(h, w, n, c, seed, dtype):
     """The same bits and the same output memory (a crop of the same padded buffer: what reads
     it next, e.g. batch norm's channel sums, then takes the same path)."""
