@@ -87,11 +87,11 @@ def test_leaky_relu_backward_is_cpus(data, slope):
     with np.errstate(invalid="ignore"):  # inf * 0
         expected = cpu.leaky_relu_backward(x, gy, slope)
         got = compiled.leaky_relu_backward(x, gy, slope)
-    if got is None:
-        assert compiled.flat_views(x) is None
+    if got is None:  # x not dense, or np.where's own layout (a slope outside [0, 1])
+        assert compiled.flat_views(x) is None or not 0 <= slope <= 1
         return
     assert same_bits(got, expected)
-    assert layout(got) == layout(np.empty_like(x))  # x's layout
+    assert layout(got) == layout(expected) == layout(np.empty_like(x))  # x's layout
 
 
 @given(st.data(), st.integers(1, 4), st.sampled_from([0.0, 0.01]), st.sampled_from([0.3, 0.9]))
@@ -229,3 +229,89 @@ def test_infogan_steps_are_the_same_bits_with_and_without_them(dtype, monkeypatc
     assert len(fast) == len(slow) > 20
     for a, b in zip(fast, slow):
         assert same_bits(a, b)
+
+
+def _both_paths(fn, monkeypatch):
+    """``fn()`` on the compiled path, then with TINYGAN_COMPILED=0."""
+    fast = fn()
+    monkeypatch.setenv("TINYGAN_COMPILED", "0")
+    slow = fn()
+    monkeypatch.delenv("TINYGAN_COMPILED")
+    return fast, slow
+
+
+@pytest.mark.parametrize("slope", [-0.0, -1e-50])
+def test_leaky_relu_forward_on_negative_zero_slopes(slope, monkeypatch):
+    """-0.0 (NumPy's maximum breaks the tie between -0.0 and 0.0) and a negative slope that
+    rounds to -0.0 in float32 (cpu.py picks its formula from the Python value: inf stays inf)."""
+    x = np.array([-0.0, 0.0, np.inf, -2.0, 3.0] * 4, np.float32)
+    with np.errstate(invalid="ignore"):
+        fast, slow = _both_paths(lambda: kernels.leaky_relu_forward(x, slope), monkeypatch)
+    assert same_bits(fast, slow)
+
+
+@pytest.mark.parametrize("slope", [1.5, -0.3])
+def test_leaky_relu_backward_outside_0_1_in_cpus_layout(slope, monkeypatch):
+    """np.where's result is C-ordered where x and gy differ in layout; the layout matters to
+    what reads it next (a conv's bias gradient: kernels.channel_sum takes another path)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 4, 3)).astype(np.float32).transpose(0, 3, 1, 2)  # NHWC memory
+    gy = rng.standard_normal(x.shape).astype(np.float32)  # NCHW
+    fast, slow = _both_paths(lambda: kernels.leaky_relu_backward(x, gy, slope), monkeypatch)
+    assert same_bits(fast, slow)
+    assert layout(fast) == layout(slow)
+
+
+def test_batch_norm_in_float16_falls_back(monkeypatch):
+    """Numba has no float16: batch norm's scale and input-gradient passes run cpu.py's formula."""
+    from tinygan import Tensor
+    from tinygan.nn import functional as F
+
+    def run():
+        rng = np.random.default_rng(0)
+        x = Tensor(rng.standard_normal((4, 3, 5)).astype(np.float16), requires_grad=True)
+        w = Tensor(rng.standard_normal(3).astype(np.float16), requires_grad=True)
+        y = F.batch_norm(x, None, None, w, w, training=True)
+        y.backward(Tensor(rng.standard_normal(y.shape).astype(np.float16)))
+        return y.data, np.asarray(x.grad.data if isinstance(x.grad, Tensor) else x.grad)
+
+    fast, slow = _both_paths(run, monkeypatch)
+    assert all(same_bits(a, b) for a, b in zip(fast, slow))
+
+
+def test_adam_update_read_only_and_tiny_weight_decay(monkeypatch):
+    """A read-only parameter: NumPy's ValueError, not Numba's typing error. A weight decay that
+    is 0 in float32 but not in Python: cpu.py still adds ``param * 0`` (inf * 0 = NaN)."""
+    args = (1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001)
+    p = np.ones(3, np.float32)
+    p.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        kernels.adam_update(p, np.ones(3, np.float32), np.zeros(3, np.float32),
+                            np.zeros(3, np.float32), *args)  # fmt: skip
+
+    def run():
+        p, m, v = (
+            np.array([np.inf, 1.0], np.float32),
+            np.zeros(2, np.float32),
+            np.zeros(2, np.float32),
+        )
+        with np.errstate(invalid="ignore"):
+            kernels.adam_update(p, np.ones(2, np.float32), m, v, *args, weight_decay=1e-46)
+        return p, m, v
+
+    fast, slow = _both_paths(run, monkeypatch)
+    assert all(same_bits(a, b) for a, b in zip(fast, slow))
+
+
+def test_imports_where_numba_cannot_cache():
+    """A read-only install with no writable cache directory (no home, a read-only image): Numba
+    finds no cache locator; tinygan still imports and the kernels compile in memory."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_LOCATOR_CLASSES="numba.core.caching.IPythonCacheLocator")
+    code = ("import numpy as np; from tinygan import kernels; "
+            "print(kernels.leaky_relu_forward(np.ones(3, np.float32), 0.2).sum())")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "3.0"

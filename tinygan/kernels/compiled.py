@@ -77,15 +77,17 @@ def _jit(fn):
     # loop from being vectorised
     if numba is None:
         return fn
-    return numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
+    try:
+        return numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
+    except RuntimeError:  # nowhere to cache (a read-only install, no writable home): in memory
+        return numba.njit(nogil=True, error_model="numpy")(fn)
 
 
 # ---- elementwise: leaky ReLU, Adam ---------------------------------------------------------
 
 
 @_jit
-def _leaky_forward(x, s, out):
-    clamp = s >= 0 and s <= 1
+def _leaky_forward(x, s, clamp, out):
     for i in range(x.size):
         a = x[i]
         b = a * s
@@ -96,8 +98,7 @@ def _leaky_forward(x, s, out):
 
 
 @_jit
-def _leaky_backward(x, gy, s, one, out):
-    clamp = s >= 0 and s <= 1
+def _leaky_backward(x, gy, s, one, clamp, out):
     for i in range(x.size):
         if clamp:  # max([x > 0], s) * gy, the factor exactly 1 or s
             out[i] = (one if x[i] > 0 else s) * gy[i]
@@ -107,55 +108,67 @@ def _leaky_backward(x, gy, s, one, out):
 
 @_jit
 def _leaky_backward_4d(x, gy, s, one, out):
-    clamp = s >= 0 and s <= 1
     for a in range(x.shape[0]):
         for b in range(x.shape[1]):
             for c in range(x.shape[2]):
                 for d in range(x.shape[3]):
-                    g = gy[a, b, c, d]
-                    if clamp:
-                        out[a, b, c, d] = (one if x[a, b, c, d] > 0 else s) * g
-                    else:
-                        out[a, b, c, d] = g if x[a, b, c, d] > 0 else g * s
+                    out[a, b, c, d] = (one if x[a, b, c, d] > 0 else s) * gy[a, b, c, d]
+
+
+def _clamps(slope: float, s) -> bool | None:
+    """cpu.py's choice of formula, from the Python value (``0 <= slope <= 1``: the max form);
+    ``None`` (fall back) where the slope is -0.0 in the arrays' dtype, where NumPy's maximum
+    breaks the tie between 0.0 and -0.0 by the platform's max instruction."""
+    clamp = 0 <= slope <= 1
+    return None if clamp and s == 0 and np.signbit(s) else clamp
 
 
 def leaky_relu_forward(x: np.ndarray, slope: float) -> np.ndarray | None:
-    """``cpu.leaky_relu_forward`` in one pass; ``None`` where ``x`` is not dense."""
+    """``cpu.leaky_relu_forward`` in one pass; ``None`` where ``x`` is not dense or the slope
+    is -0.0 (see ``_clamps``)."""
+    if x.dtype not in (np.float32, np.float64):
+        return None
+    s = x.dtype.type(slope)
+    clamp = _clamps(slope, s)
     out = np.empty_like(x)
     flat = flat_views(x, out)
-    if flat is None or x.dtype not in (np.float32, np.float64):
+    if flat is None or clamp is None:
         return None
-    _leaky_forward(flat[0], x.dtype.type(slope), flat[1])
+    _leaky_forward(flat[0], s, clamp, flat[1])
     return out
 
 
 def leaky_relu_backward(x: np.ndarray, gy: np.ndarray, slope: float) -> np.ndarray | None:
     """``cpu.leaky_relu_backward`` in one pass, the result in ``x``'s layout; ``None`` where
     the dtypes differ or are not float32/float64, or where ``x`` is not dense or has more than
-    four axes while ``gy``'s layout is another."""
+    four axes while ``gy``'s layout is another, or where ``slope`` is outside [0, 1] and the
+    layouts differ (np.where's result then has a layout of its own)."""
     if x.dtype != gy.dtype or gy.dtype not in (np.float32, np.float64) or x.shape != gy.shape:
         return None
     dt = gy.dtype.type
+    s = dt(slope)
+    clamp = _clamps(slope, s)
+    if clamp is None:
+        return None
     out = np.empty_like(x)
     flat = flat_views(x, gy, out)
     if flat is not None:
-        _leaky_backward(flat[0], flat[1], dt(slope), dt(1), flat[2])
+        _leaky_backward(flat[0], flat[1], s, dt(1), clamp, flat[2])
         return out
-    if x.ndim > 4 or flat_views(x, out) is None:
+    if not clamp or x.ndim > 4 or flat_views(x, out) is None:
         return None
     # gy in another layout (an NCHW gradient for a channels-last x, a cropped view): walk
     # x's memory in order and read gy through its strides
     order = _in_memory_order([x, out])[1]
     pad = (None,) * (4 - x.ndim)
     x4, gy4, out4 = (a.transpose(order)[pad] for a in (x, gy, out))
-    _leaky_backward_4d(x4, gy4, dt(slope), dt(1), out4)
+    _leaky_backward_4d(x4, gy4, s, dt(1), out4)
     return out
 
 
 @_jit
-def _adam(p, g, m, v, wd, w, one_minus_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step,
+def _adam(p, g, m, v, use_wd, wd, w, one_minus_w, beta2, one_minus_beta2, sqrt_bc2, eps, neg_step,
           small_w):  # fmt: skip
-    use_wd = wd != 0
     for i in range(p.size):
         gi = g[i]
         if use_wd:
@@ -182,20 +195,23 @@ def adam_update(
     weight_decay: float = 0.0,
 ) -> bool:
     """``cpu.adam_update`` in one pass over the four arrays; ``False`` (nothing done) where
-    ``param``, ``m`` and ``v`` are not contiguous or the dtype is not float32/float64."""
+    ``param``, ``m`` and ``v`` are not contiguous and writeable or the dtype is not
+    float32/float64."""
     if param.dtype not in (np.float32, np.float64) or not all(
-        a.flags.c_contiguous and a.dtype == param.dtype for a in (param, m, v)
+        a.flags.c_contiguous and a.flags.writeable and a.dtype == param.dtype for a in (param, m, v)
     ):
         return False
-    if grad.dtype != param.dtype or grad.shape != param.shape:
+    if not isinstance(grad, np.ndarray) or grad.dtype != param.dtype or grad.shape != param.shape:
         return False
     dt = param.dtype.type
     w = dt(1 - beta1)
     p, m, v = param.reshape(-1), m.reshape(-1), v.reshape(-1)
     g = grad.reshape(-1)  # C order (a copy if grad is not C-contiguous), as cpu.py reads it
     sqrt_bc2, neg_step = dt(bias_correction2**0.5), dt(-(lr / bias_correction1))
-    _adam(p, g, m, v, dt(weight_decay), w, dt(1) - w, dt(beta2), dt(1 - beta2), sqrt_bc2,
-          dt(eps), neg_step, bool(abs(w) < 0.5))  # fmt: skip
+    # decay or not by the Python value, as cpu.py (a weight decay that is 0 in float32 still
+    # adds param * 0: inf * 0 = NaN)
+    _adam(p, g, m, v, weight_decay != 0, dt(weight_decay), w, dt(1) - w, dt(beta2),
+          dt(1 - beta2), sqrt_bc2, dt(eps), neg_step, bool(abs(w) < 0.5))  # fmt: skip
     return True
 
 
@@ -295,6 +311,8 @@ def batch_norm_center(x: np.ndarray, mu: np.ndarray, squares: bool):
 
 def batch_norm_scale(xc: np.ndarray, scale: np.ndarray, bias: np.ndarray | None, out):
     """``kernels.batch_norm_scale`` in one pass; ``None`` where it cannot."""
+    if xc.dtype not in (np.float32, np.float64):  # float16: Numba has none
+        return None
     scale1 = _per_channel(scale, xc.dtype)
     bias1 = None if bias is None else _per_channel(bias, xc.dtype)
     if scale1 is None or (bias is not None and bias1 is None):
@@ -312,8 +330,10 @@ def batch_norm_scale(xc: np.ndarray, scale: np.ndarray, bias: np.ndarray | None,
 
 def batch_norm_input_grad(gy, xc, scale, k1, k2, out):
     """``kernels.batch_norm_input_grad`` in one pass; ``None`` where it cannot."""
+    if xc.dtype not in (np.float32, np.float64) or gy.dtype != xc.dtype:
+        return None
     per = [_per_channel(a, xc.dtype) for a in (scale, k1, k2)]
-    if any(p is None for p in per) or gy.dtype != xc.dtype:
+    if any(p is None for p in per):
         return None
     out = np.empty_like(xc) if out is None else out
     views = channel_views(1, gy, xc, out)
