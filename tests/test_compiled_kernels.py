@@ -201,6 +201,9 @@ def test_batch_norm_kernels_are_the_formulas(data, squares, with_bias):
 def test_turned_off_by_the_environment(monkeypatch):
     monkeypatch.setenv("TINYGAN_COMPILED", "0")
     assert not compiled.available()
+    monkeypatch.setenv("TINYGAN_COMPILED", "false")  # not silently taken for on, or for off
+    with pytest.raises(ValueError, match=r"TINYGAN_COMPILED must be 0 .* got 'false'"):
+        kernels.leaky_relu_forward(np.ones(3, np.float32), 0.2)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

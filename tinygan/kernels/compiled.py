@@ -19,7 +19,9 @@ pass (a read and a write of a whole array) per operation.
 
 A kernel returns ``None`` (``adam_update``: False) where its arrays do not suit it (another
 dtype than float32/float64, layouts that differ, memory with gaps): the dispatcher then runs
-``cpu.py``. Each is compiled at its first call per signature and cached on disk (``cache=True``).
+``cpu.py``. Each is compiled at its first call per signature and cached on disk (``cache=True``;
+in memory where no cache folder is writable). Unlike NumPy's passes, the loops do not report
+floating-point errors: ``np.errstate(invalid="raise")`` and ``np.seterr`` do not apply to them.
 """
 
 from __future__ import annotations
@@ -38,8 +40,13 @@ except ImportError:  # pragma: no cover - exercised where Numba is not installed
 
 
 def available() -> bool:
-    """Whether the compiled kernels run: Numba is installed and ``TINYGAN_COMPILED`` is not 0."""
-    return numba is not None and os.environ.get("TINYGAN_COMPILED", "1") != "0"
+    """Whether the compiled kernels run: Numba is installed and ``TINYGAN_COMPILED`` is not 0.
+
+    Raises ``ValueError`` for another value of ``TINYGAN_COMPILED`` than 0 or 1."""
+    value = os.environ.get("TINYGAN_COMPILED", "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"TINYGAN_COMPILED must be 0 (off) or 1 (on, the default); got {value!r}")
+    return numba is not None and value == "1"
 
 
 def _in_memory_order(arrays) -> tuple[list[np.ndarray], tuple[int, ...]] | None:
@@ -126,7 +133,7 @@ def _clamps(slope: float, s) -> bool | None:
 def leaky_relu_forward(x: np.ndarray, slope: float) -> np.ndarray | None:
     """``cpu.leaky_relu_forward`` in one pass; ``None`` where ``x`` is not dense or the slope
     is -0.0 (see ``_clamps``)."""
-    if x.dtype not in (np.float32, np.float64):
+    if x.dtype not in (np.float32, np.float64) or x.ndim == 0:  # (NumPy gives a scalar there)
         return None
     s = x.dtype.type(slope)
     clamp = _clamps(slope, s)
