@@ -25,17 +25,23 @@ def _impl(*arrays: Any) -> ModuleType:
     return cpu if get_array_module(*arrays) is np else cuda
 
 
+def _compiled(name: str, arrays: tuple, *args: Any) -> Any:
+    """``compiled.<name>(*args)`` where ``arrays`` are NumPy arrays and the compiled kernels run
+    (``compiled.available()``); None (or False) where not, or where the kernel does not take
+    these arrays: the caller then runs its NumPy or CUDA version."""
+    if _impl(*arrays) is not cpu or not compiled.available():
+        return None
+    return getattr(compiled, name)(*args)
+
+
 def im2col(
     x: Any, kh: int, kw: int, stride: IntPair, padding: IntPair, dilation: IntPair, out_hw: IntPair
 ) -> Any:
     """(N, H, W, C) -> cols (N, OH, OW, kH, kW, C), contiguous; see ``cpu.im2col``."""
     shapes.check_cols_fit("im2col", x.shape[1:3], out_hw, (kh, kw), stride, padding, dilation)
-    impl = _impl(x)
-    if impl is cpu and compiled.available():
-        cols = compiled.im2col(x, kh, kw, stride, padding, dilation, out_hw)
-        if cols is not None:
-            return cols
-    return impl.im2col(x, kh, kw, stride, padding, dilation, out_hw)
+    args = (x, kh, kw, stride, padding, dilation, out_hw)
+    cols = _compiled("im2col", (x,), *args)
+    return _impl(x).im2col(*args) if cols is None else cols
 
 
 def col2im(cols: Any, x_hw: IntPair, stride: IntPair, padding: IntPair, dilation: IntPair) -> Any:
@@ -43,12 +49,9 @@ def col2im(cols: Any, x_hw: IntPair, stride: IntPair, padding: IntPair, dilation
     shapes.check_cols_fit(
         "col2im", x_hw, cols.shape[1:3], cols.shape[3:5], stride, padding, dilation
     )
-    impl = _impl(cols)
-    if impl is cpu and compiled.available():
-        x = compiled.col2im(cols, x_hw, stride, padding, dilation)
-        if x is not None:
-            return x
-    return impl.col2im(cols, x_hw, stride, padding, dilation)
+    args = (cols, x_hw, stride, padding, dilation)
+    x = _compiled("col2im", (cols,), *args)
+    return _impl(cols).col2im(*args) if x is None else x
 
 
 def gemm_col2im(
@@ -68,33 +71,22 @@ def gemm_col2im(
     impl, c = _impl(rows, wmat), wmat.shape[1] // (kernel[0] * kernel[1])
     geometry = (grid_hw, x_hw, kernel, stride, padding, dilation)
     if impl is cpu and c >= cpu.TAP_GEMM_MIN_CHANNELS:
-        if compiled.available():
-            x = compiled.gemm_col2im(rows, wmat, *geometry)
-            if x is not None:
-                return x
-        return cpu.gemm_col2im(rows, wmat, *geometry)
+        x = _compiled("gemm_col2im", (rows, wmat), rows, wmat, *geometry)
+        return cpu.gemm_col2im(rows, wmat, *geometry) if x is None else x
     cols = (rows @ wmat).reshape(-1, *grid_hw, *kernel, c)
     return col2im(cols, x_hw, stride, padding, dilation)
 
 
 def leaky_relu_forward(x: Any, slope: float) -> Any:
     """``x`` where ``x > 0``, else ``slope * x``."""
-    impl = _impl(x)
-    if impl is cpu and compiled.available():
-        out = compiled.leaky_relu_forward(x, slope)
-        if out is not None:
-            return out
-    return impl.leaky_relu_forward(x, slope)
+    out = _compiled("leaky_relu_forward", (x,), x, slope)
+    return _impl(x).leaky_relu_forward(x, slope) if out is None else out
 
 
 def leaky_relu_backward(x: Any, gy: Any, slope: float) -> Any:
     """``gy`` where ``x > 0``, else ``slope * gy``."""
-    impl = _impl(x, gy)
-    if impl is cpu and compiled.available():
-        out = compiled.leaky_relu_backward(x, gy, slope)
-        if out is not None:
-            return out
-    return impl.leaky_relu_backward(x, gy, slope)
+    out = _compiled("leaky_relu_backward", (x, gy), x, gy, slope)
+    return _impl(x, gy).leaky_relu_backward(x, gy, slope) if out is None else out
 
 
 def adam_update(
@@ -112,10 +104,8 @@ def adam_update(
 ) -> None:
     """One ``torch.optim.Adam`` step, in place; see ``cpu.adam_update``."""
     args = (param, grad, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2)
-    impl = _impl(param, grad, m, v)
-    if impl is cpu and compiled.available() and compiled.adam_update(*args, weight_decay):
-        return
-    impl.adam_update(*args, weight_decay)
+    if not _compiled("adam_update", args[:4], *args, weight_decay):
+        _impl(*args[:4]).adam_update(*args, weight_decay)
 
 
 def batch_norm_center(x: Any, mu: Any, squares: bool) -> tuple[Any, Any]:
@@ -123,10 +113,9 @@ def batch_norm_center(x: Any, mu: Any, squares: bool) -> tuple[Any, Any]:
 
     ``x`` (N, C, ...), any layout; ``mu`` per channel, (1, C, 1, ...). Results in ``x``'s
     layout."""
-    if _impl(x, mu) is cpu and compiled.available():
-        out = compiled.batch_norm_center(x, mu, squares)
-        if out is not None:
-            return out
+    out = _compiled("batch_norm_center", (x, mu), x, mu, squares)
+    if out is not None:
+        return out
     xc = x - mu
     return xc, (xc * xc if squares else None)
 
@@ -135,10 +124,9 @@ def batch_norm_scale(xc: Any, scale: Any, bias: Any, out: Any = None) -> Any:
     """Batch norm's output ``xc * scale + bias`` (two roundings, in that order), into ``out``
     if given (``xc``'s shape and layout). ``scale`` per channel (1, C, 1, ...); ``bias`` (C,)
     or None."""
-    if _impl(xc, scale) is cpu and compiled.available():
-        y = compiled.batch_norm_scale(xc, scale, bias, out)
-        if y is not None:
-            return y
+    y = _compiled("batch_norm_scale", (xc, scale), xc, scale, bias, out)
+    if y is not None:
+        return y
     y = get_array_module(xc).multiply(xc, scale, out=out)
     if bias is not None:
         y += bias.reshape(scale.shape)
@@ -149,10 +137,9 @@ def batch_norm_input_grad(gy: Any, xc: Any, scale: Any, k1: Any, k2: Any, out: A
     """Batch norm's input gradient in training mode, ``gy * scale - xc * k1 - k2`` (each product
     and difference rounded in that order), into ``out`` if given. ``gy`` and ``xc`` (N, C, ...);
     ``scale``, ``k1``, ``k2`` per channel (1, C, 1, ...)."""
-    if _impl(gy, xc, scale) is cpu and compiled.available():
-        gx = compiled.batch_norm_input_grad(gy, xc, scale, k1, k2, out)
-        if gx is not None:
-            return gx
+    gx = _compiled("batch_norm_input_grad", (gy, xc, scale), gy, xc, scale, k1, k2, out)
+    if gx is not None:
+        return gx
     xp = get_array_module(gy, xc)
     gx = gy * scale
     gx -= xp.multiply(xc, k1, out=out)
