@@ -197,6 +197,15 @@ def test_cuda_without_a_gpu_is_one_error_before_the_data(monkeypatch, example, n
     assert err.startswith("error: device 'cuda' requested") and err.count("\n") == 1
 
 
+def test_a_bad_tinygan_compiled_is_one_line(monkeypatch, tmp_path, example, capsys):
+    """It was a traceback from the first kernel of the first step."""
+    monkeypatch.setenv("TINYGAN_COMPILED", "yes")
+    argv = ["--out", str(tmp_path / "run"), "--steps", "1"]
+    assert cli.run(example("infogan_mnist").main, argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["error: TINYGAN_COMPILED must be 0 (off) or 1 (on, the default); got 'yes'"]
+
+
 def test_the_offline_default_is_one_line_naming_data_dir(monkeypatch, tmp_path, example, capsys):
     """Regression (issue 14): ``python examples/infogan_mnist.py`` offline printed a 30-line
     chained traceback whose hint said root= instead of --data-dir, and created --out."""

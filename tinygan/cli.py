@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from . import arguments, backend, distributed, evaluation
+from . import arguments, backend, distributed, evaluation, kernels
 from .checkpoints import NonFiniteError
 from .data import DataError, DownloadError
 from .serialization import CheckpointError
@@ -88,7 +88,8 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     try:
         try:
             distributed.init(quiet=True)
-        except ValueError as e:  # a bad TINYGAN_DIST_TIMEOUT
+            kernels.compiled.available()
+        except ValueError as e:  # a bad TINYGAN_DIST_TIMEOUT or TINYGAN_COMPILED
             raise UsageError(str(e)) from e
         return main(argv)
     except UsageError as e:
