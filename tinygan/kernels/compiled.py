@@ -430,9 +430,10 @@ def col2im(cols: np.ndarray, x_hw, stride, padding, dilation) -> np.ndarray | No
 
 
 def gemm_col2im(rows, wmat, grid_hw, x_hw, kernel, stride, padding, dilation) -> np.ndarray | None:
-    """``cpu.gemm_col2im``: the same tap-by-tap GEMMs, into one buffer, then ``_col2im`` once
-    (D's second conv's input gradient: 2.2 -> 1.4 ms besides its GEMMs at batch 64, 5.5 -> 2.9
-    at 128); the same bits and output memory; ``None`` where ``col2im`` would be."""
+    """``cpu.gemm_col2im``: the same tap-by-tap GEMMs, into one buffer, then ``_col2im`` once;
+    the same bits and output memory; ``None`` where ``col2im`` would be. Alone it ties with
+    ``cpu.py`` (D's second conv, batch 64 and 128); in the step it pays: without it, the step
+    took 1.034x (batch 64) and 1.065-1.070x (128) as long (``bench/ab_step.py``)."""
     (oh, ow), (kh, kw) = grid_hw, kernel
     n, a, c = rows.shape[0] // (oh * ow), wmat.shape[0], wmat.shape[1] // (kh * kw)
     if c < COL2IM_MIN_CHANNELS or rows.dtype not in (np.float32, np.float64):
